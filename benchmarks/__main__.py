@@ -1,0 +1,19 @@
+"""Benchmarks: `python -m benchmarks NAME [options]`; each writes reports/benchmarks/NAME.{json,md}."""
+
+import argparse
+import importlib
+import sys
+
+BENCHMARKS = {"categories": "benchmarks.categories"}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("name", choices=sorted(BENCHMARKS))
+    args, rest = parser.parse_known_args(argv)
+    module = importlib.import_module(BENCHMARKS[args.name])
+    return module.main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

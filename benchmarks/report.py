@@ -1,0 +1,52 @@
+"""Shared helpers of the benchmarks: timing, machine description, report files."""
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+
+def timed(fn, *args) -> tuple[float, object]:
+    """(seconds, result) of one call."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t0, out
+
+
+def summary(seconds: list[float]) -> dict:
+    return {"median_s": statistics.median(seconds), "min_s": min(seconds), "runs": len(seconds)}
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    import numba
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "numba_threads": numba.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numba": numba.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+def write(name: str, data: dict, markdown: str, out_dir: str | Path = "reports/benchmarks") -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown)
+    return out / f"{name}.md"

@@ -1,0 +1,84 @@
+"""The category core on torch tensors, on whatever device they live (the GPU path).
+
+The 8-bit encoder gathers from the same compressed exact table as the CPU path, copied once per
+device (6 MiB), so CPU and GPU agree bit for bit. The float encoder mirrors `kernels.bins.nearest_bin`
+in float64, with the exact full search for borders and cells without an in-gamut center.
+"""
+
+import torch
+
+from kernels import bins
+from kernels.gamut import A_MIN, B_MIN, CATEGORY_MATRIX, CENTERS_F32, CENTERS_F64, GRID, N_A, N_B, Q
+
+_cache: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+
+def _on(name: str, make, device: torch.device) -> torch.Tensor:
+    key = (name, device)
+    if key not in _cache:
+        _cache[key] = make().to(device)
+    return _cache[key]
+
+
+def _table(device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    spread = _on("spread", lambda: torch.from_numpy(bins.SPREAD.astype("int64")), device)
+    codes = _on("codes", lambda: torch.from_numpy(bins.rgb_table()[0].copy()), device)
+    palette = _on("palette", lambda: torch.from_numpy(bins.rgb_table()[1].copy()), device)
+    return spread, codes, palette
+
+
+def _check_rgb(rgb: torch.Tensor):
+    if rgb.dtype != torch.uint8:
+        raise TypeError(f"rgb must have dtype torch.uint8 (8-bit sRGB), got {rgb.dtype}")
+    if rgb.dim() == 0 or rgb.shape[-1] != 3:
+        raise ValueError(f"rgb must have shape (..., 3) with the channel axis last, got {tuple(rgb.shape)}")
+
+
+def encode_bins(rgb: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., 3) -> int16 (...), on rgb's device."""
+    _check_rgb(rgb)
+    spread, codes, palette = _table(rgb.device)
+    c = rgb.long()
+    m = (spread[c[..., 0]] << 2) | (spread[c[..., 1]] << 1) | spread[c[..., 2]]  # Morton index
+    code = (codes[m >> 2].long() >> ((m & 3) << 1)) & 3
+    return palette[((m >> bins.BLOCK_BITS) << 2) | code]
+
+
+def encode_targets(rgb: torch.Tensor, weights) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q int16 (...), w float32 (...)), on rgb's device."""
+    q = encode_bins(rgb)
+    w = torch.as_tensor(weights, device=rgb.device)
+    if w.shape != (Q,) or w.dtype != torch.float32:
+        raise ValueError(f"weights must be float32 ({Q},), got {w.dtype} {tuple(w.shape)}")
+    return q, w[q.long()]
+
+
+def decode_bins(q: torch.Tensor) -> torch.Tensor:
+    """integer (...) -> float32 (..., 2) centers, on q's device (range checked by the caller)."""
+    return _on("centers", lambda: torch.from_numpy(CENTERS_F32.copy()), q.device)[q.long()]
+
+
+def encode_ab(ab: torch.Tensor) -> torch.Tensor:
+    """float (..., 2) -> int16 (...): nearest in-gamut center in float64, ties to the lowest index."""
+    if ab.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"ab must be a float32 or float64 tensor, got {ab.dtype}")
+    if ab.dim() == 0 or ab.shape[-1] != 2:
+        raise ValueError(f"ab must have shape (..., 2), got {tuple(ab.shape)}")
+    if not torch.isfinite(ab).all():
+        raise ValueError("ab contains NaN or infinite values")
+    dev = ab.device
+    flat = ab.reshape(-1, 2).to(torch.float64)  # (P, 2)
+    cell = torch.floor(flat / GRID + 0.5)  # Eq. 7
+    row = cell[:, 0].long() - A_MIN // GRID
+    col = cell[:, 1].long() - B_MIN // GRID
+    inside = (row >= 0) & (row < N_A) & (col >= 0) & (col < N_B)
+    matrix = _on("matrix", lambda: torch.from_numpy(CATEGORY_MATRIX.copy()), dev)
+    q = torch.full((flat.shape[0],), -1, dtype=torch.int16, device=dev)
+    q[inside] = matrix[row[inside], col[inside]]  # Eq. 8
+    off = (flat - cell * GRID).abs().amax(dim=1)
+    hard = (q < 0) | (2.0 * GRID * (GRID / 2.0 - off) < 1e-9)
+    if hard.any():  # exact search; argmin returns the first (lowest) index of a tie
+        centers = _on("centers64", lambda: torch.from_numpy(CENTERS_F64.copy()), dev)
+        d2 = ((flat[hard, None, :] - centers[None]) ** 2).sum(-1)  # (P_hard, Q)
+        q[hard] = d2.argmin(dim=1).to(torch.int16)
+    return q.reshape(ab.shape[:-1])

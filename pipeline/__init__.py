@@ -1,0 +1,1 @@
+"""The stages of the data pipeline: one module per stage."""

@@ -1,0 +1,45 @@
+"""Category balance module (Eq. 9-10 of Wang et al.; Eq. 3-4 of Zhang et al.) and empirical priors."""
+
+import numpy as np
+
+from kernels.gamut import Q
+
+
+def balance_weights(prior, lam: float = 0.5) -> np.ndarray:
+    """Eq. 9-10: w = ((1 - lam) p + lam / Q)^-1, scaled so that sum_q p_q w_q = 1.
+
+    Args:
+        prior: float (313,) empirical distribution p of the categories; non-negative, finite, not all zero.
+            It is normalised to sum 1 (so a float histogram of counts gives the same weights).
+        lam: mixing weight with the uniform distribution, in [0, 1]; 0.5 as in the paper.
+
+    Returns:
+        float32 (313,) weights.
+    """
+    p = np.asarray(prior)
+    if not np.issubdtype(p.dtype, np.floating):
+        raise TypeError(f"prior must be a float array of shape ({Q},), got dtype {p.dtype}")
+    if p.shape != (Q,):
+        raise ValueError(f"prior must have shape ({Q},), got {p.shape}")
+    if not np.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
+        raise ValueError("prior must be finite, non-negative and not all zero")
+    if isinstance(lam, bool) or not isinstance(lam, int | float) or not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
+    p = p.astype(np.float64) / p.sum(dtype=np.float64)
+    mix = (1.0 - lam) * p + lam / Q
+    if (mix <= 0).any():
+        raise ValueError("lam = 0 with empty categories in the prior gives infinite weights; use lam > 0")
+    w = 1.0 / mix  # Eq. 9
+    w /= (p * w).sum()  # Eq. 10
+    return w.astype(np.float32)
+
+
+def prior_from_counts(counts) -> np.ndarray:
+    """The empirical prior p (Eq. 9's p~): a (313,) integer histogram of categories, normalised to float64."""
+    c = np.asarray(counts)
+    if c.shape != (Q,) or not np.issubdtype(c.dtype, np.integer):
+        raise ValueError(f"counts must be an integer histogram of shape ({Q},), got {c.dtype} {c.shape}")
+    total = c.sum()
+    if total <= 0 or (c < 0).any():
+        raise ValueError("counts must be non-negative with a positive total")
+    return c / total

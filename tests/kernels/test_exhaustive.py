@@ -1,0 +1,55 @@
+"""The spec of the category core, checked on every one of the 16,777,216 8-bit sRGB colours."""
+
+import numpy as np
+import pytest
+import torch
+
+import kernels
+from kernels.zhang import argmax_sparse, lab64, soft_encode_sparse
+
+pytestmark = pytest.mark.slow
+CHUNK = 1 << 21
+
+
+@pytest.fixture(scope="module")
+def reference(all_colours):
+    """scikit-image's float64 Lab and Zhang's soft-encoding argmax (Eq. 1-2) for all colours."""
+    lab = np.empty(all_colours.shape, dtype=np.float64)
+    q = np.empty(len(all_colours), dtype=np.int16)
+    for s in range(0, len(all_colours), CHUNK):
+        lab[s : s + CHUNK] = lab64(all_colours[s : s + CHUNK])
+        q[s : s + CHUNK] = argmax_sparse(*soft_encode_sparse(lab[s : s + CHUNK, 1:]))
+    return lab, q
+
+
+def test_encode_bins_equals_zhang_argmax_on_every_colour(all_colours, reference):
+    q = kernels.encode_bins(all_colours)
+    wrong = np.flatnonzero(q != reference[1])
+    assert len(wrong) == 0, f"{len(wrong)} colours differ, e.g. {all_colours[wrong[:5]].tolist()}"
+
+
+def test_rgb_to_lab_within_1e3_of_scikit_image_on_every_colour(all_colours, reference):
+    lab = kernels.rgb_to_lab(all_colours)
+    assert lab.dtype == np.float32
+    assert np.abs(lab - reference[0]).max() <= 1e-3
+
+
+def test_torch_path_equals_numpy_path_on_every_colour(all_colours):
+    q = kernels.encode_bins(torch.from_numpy(all_colours))
+    assert q.dtype == torch.int16
+    assert np.array_equal(q.numpy(), kernels.encode_bins(all_colours))
+
+
+def test_float_encoder_agrees_on_every_colour(all_colours, reference):
+    """The float path (for block means) gives the same categories from float64 Lab."""
+    ab = np.ascontiguousarray(reference[0][:, 1:])
+    assert np.array_equal(kernels.encode_ab(ab), reference[1])
+    assert np.array_equal(kernels.encode_ab(torch.from_numpy(ab)).numpy(), reference[1])
+
+
+@pytest.mark.gpu
+def test_cuda_path_equals_cpu_on_every_colour(all_colours, reference):
+    q = kernels.encode_bins(torch.from_numpy(all_colours).cuda())
+    assert q.is_cuda and np.array_equal(q.cpu().numpy(), reference[1])
+    ab = torch.from_numpy(np.ascontiguousarray(reference[0][:, 1:])).cuda()
+    assert np.array_equal(kernels.encode_ab(ab).cpu().numpy(), reference[1])
