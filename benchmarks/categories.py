@@ -56,7 +56,7 @@ def _weights(batch: np.ndarray) -> tuple[np.ndarray, str]:
     if ref is not None and (ref / "reference" / "prior_probs.npy").is_file():
         return balance_weights(np.load(ref / "reference" / "prior_probs.npy")), "Zhang's ImageNet prior"
     counts = np.bincount(encode_targets(batch, np.ones(Q, np.float32))[0].ravel(), minlength=Q)
-    return balance_weights(prior_from_counts(counts) + 0.0), "the batch's own prior"
+    return balance_weights(prior_from_counts(counts)), "the batch's own prior"
 
 
 def _cuda_figures(batch: np.ndarray, weights: np.ndarray, rounds: int) -> dict | None:
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
 
     q_ref, w_ref = results["zhang"]
     agree = {name: int((results[name][0].reshape(q_ref.shape) != q_ref).sum()) for name in ("plain_numpy", "fast")}
-    assert np.array_equal(results["fast"][1].reshape(w_ref.shape), w_ref) or agree["fast"] > 0
+    weight_mismatches = int((results["fast"][1].reshape(w_ref.shape) != w_ref).sum())
     stats = {name: summary(t) for name, t in times.items()}
     med = {name: s["median_s"] for name, s in stats.items()}
     data = {
@@ -115,6 +115,7 @@ def main(argv=None) -> int:
         "table_build_s": t_table,
         "methods": stats,
         "mismatches_vs_zhang": agree,
+        "weight_mismatches_fast_vs_zhang": weight_mismatches,
         "speedup_fast_vs_zhang": med["zhang"] / med["fast"],
         "speedup_fast_vs_plain_numpy": med["plain_numpy"] / med["fast"],
         "fast_over_floor": med["fast"] / med["floor"],
@@ -126,8 +127,7 @@ def main(argv=None) -> int:
     path = write("categories", data, md, args.out)
     print(md)
     print(f"written {path}")
-    ok = agree["fast"] == 0
-    return 0 if ok else 1
+    return 0 if agree["fast"] == 0 and weight_mismatches == 0 else 1
 
 
 def _fmt_s(s: float) -> str:

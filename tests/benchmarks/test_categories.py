@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 def test_categories_report(tmp_path):
     assert main(["categories", "--rounds", "2", "--zhang-rounds", "1", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "categories.json").read_text())
-    assert data["mismatches_vs_zhang"]["fast"] == 0
+    assert data["mismatches_vs_zhang"]["fast"] == 0 and data["weight_mismatches_fast_vs_zhang"] == 0
     assert data["batch"]["shape"] == [64, 224, 224, 3]
     assert set(data["methods"]) == {"zhang", "plain_numpy", "fast", "floor"}
     assert data["speedup_fast_vs_zhang"] > 1
