@@ -101,7 +101,7 @@ BLOCK_BITS = 6  # a palette block is 4 x 4 x 4 colours: 6 Morton bits
 
 
 @kernel(parallel=True)
-def compress_kernel(flat, spread, codes, palette):
+def compress_kernel(flat, codes, palette):
     """Palette-compress the flat table: per 4x4x4 Morton block, <= 4 categories and a 2-bit code per colour.
 
     flat (2^24,) int16 indexed r << 16 | g << 8 | b; fills codes (2^22,) uint8 (four 2-bit codes a byte, in
@@ -180,7 +180,7 @@ def compress_table(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(codes, palette) of a flat (2^24,) table; see `compress_kernel`."""
     codes = np.zeros(N_COLOURS >> 2, dtype=np.uint8)
     palette = np.zeros(N_COLOURS >> (BLOCK_BITS - 2), dtype=np.int16)
-    worst = compress_kernel(flat, SPREAD, codes, palette)
+    worst = compress_kernel(flat, codes, palette)
     if worst > 4:
         raise AssertionError(f"a 4x4x4 colour block holds {worst} categories; the 2-bit palette needs <= 4")
     codes.flags.writeable = palette.flags.writeable = False
