@@ -4,7 +4,7 @@ Numba kernels fill caller-allocated buffers behind one JIT switch (`kernels.jit`
 exported here check their inputs and accept NumPy arrays or torch tensors on any device.
 """
 
-from kernels.api import decode_bins, encode_ab, encode_bins, encode_targets, rgb_to_lab
+from kernels.api import decode_bins, encode_ab, encode_bins, encode_targets, image_targets, rgb_to_lab
 from kernels.gamut import CENTERS, Q
 
-__all__ = ["CENTERS", "Q", "decode_bins", "encode_ab", "encode_bins", "encode_targets", "rgb_to_lab"]
+__all__ = ["CENTERS", "Q", "decode_bins", "encode_ab", "encode_bins", "encode_targets", "image_targets", "rgb_to_lab"]

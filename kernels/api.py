@@ -110,3 +110,24 @@ def decode_bins(q):
 
         return torch_ops.decode_bins(q)
     return CENTERS_F32[q]
+
+
+def image_targets(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training targets of square crops: uint8 (B, S, S, 3) with S divisible by 4 ->
+
+    (L uint8 (B, S, S) = round(L * 255 / 100), q int16 (B, S/4, S/4) = category of each 4 x 4 block's
+    mean (a, b), chroma float64 (B,) = mean sqrt(a^2 + b^2) of each image).
+    """
+    from kernels.targets import BLOCK, image_targets_kernel
+
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8:
+        raise TypeError(f"rgb must be a numpy uint8 array (B, S, S, 3), got {getattr(rgb, 'dtype', type(rgb))}")
+    if rgb.ndim != 4 or rgb.shape[-1] != 3 or rgb.shape[1] % BLOCK or rgb.shape[2] % BLOCK:
+        raise ValueError(f"rgb must have shape (B, H, W, 3) with H and W divisible by {BLOCK}, got {rgb.shape}")
+    rgb = np.ascontiguousarray(rgb)
+    n, height, width = rgb.shape[:3]
+    L = np.empty((n, height, width), dtype=np.uint8)
+    q = np.empty((n, height // BLOCK, width // BLOCK), dtype=np.int16)
+    chroma = np.empty((n, height // BLOCK), dtype=np.float64)
+    image_targets_kernel(rgb, LINEAR, XYZ_FROM_RGB, WHITE_D65, CATEGORY_MATRIX, CENTERS_F64, L, q, chroma)
+    return L, q, chroma.sum(axis=1) / (height * width)

@@ -63,21 +63,25 @@ def nearest_bin(a, b, matrix, centers):
     return q, second - best
 
 
+@kernel()
+def exact_bin(a, b, matrix, centers):
+    """Nearest in-gamut center of float64 (a, b); a near-tie is settled by exact search (lowest index wins)."""
+    q, gap = nearest_bin(a, b, matrix, centers)
+    if gap < 1e-9:  # on a border: exact float64 search, lowest index wins a tie
+        best = np.inf
+        for k in range(centers.shape[0]):
+            d2 = (a - centers[k, 0]) ** 2 + (b - centers[k, 1]) ** 2
+            if d2 < best:
+                best = d2
+                q = k
+    return q
+
+
 @kernel(parallel=True)
 def encode_ab_kernel(ab, matrix, centers, out):
     """Fill out (N,) int16 with the nearest center of ab (N, 2); near-ties resolved by exact search."""
     for i in prange(ab.shape[0]):
-        a = np.float64(ab[i, 0])
-        b = np.float64(ab[i, 1])
-        q, gap = nearest_bin(a, b, matrix, centers)
-        if gap < 1e-9:  # on a border: exact float64 search, lowest index wins a tie
-            best = np.inf
-            for k in range(centers.shape[0]):
-                d2 = (a - centers[k, 0]) ** 2 + (b - centers[k, 1]) ** 2
-                if d2 < best:
-                    best = d2
-                    q = k
-        out[i] = q
+        out[i] = exact_bin(np.float64(ab[i, 0]), np.float64(ab[i, 1]), matrix, centers)
 
 
 @kernel(parallel=True)

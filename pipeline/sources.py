@@ -95,3 +95,35 @@ def photo_batch(n: int = 64, size: int = 224, seed: int = 0) -> tuple[np.ndarray
         left, top = rng.integers(0, w - side + 1), rng.integers(0, h - side + 1)
         out.append(center_crop(img.crop((left, top, left + side, top + side)), size))
     return np.stack(out), f"{n} crops of {len(photos)} photographs embedded in scikit-image"
+
+
+EMBEDDED_SPLITS = {"train": 10, "val": 2}  # crops per photograph in each split
+
+
+def build_embedded_dataset(root: Path, seed: int = 0) -> Path:
+    """Write the embedded default as an ImageNet-layout tree of real JPEGs: root/<split>/<class>/*.JPEG.
+
+    Each embedded photograph gives `EMBEDDED_SPLITS[split]` crops of random size (35-100 % of its
+    shorter side) and place, saved at JPEG quality 90; train and val crops are drawn apart. Idempotent:
+    an existing complete tree is left as it is.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    stamp = root / ".complete"
+    if stamp.is_file():
+        return root
+    rng = np.random.default_rng(seed)
+    for cls, path in embedded_photos():
+        img = Image.open(path).convert("RGB")
+        w, h = img.size
+        for split, n in EMBEDDED_SPLITS.items():
+            out = root / split / cls
+            out.mkdir(parents=True, exist_ok=True)
+            for k in range(n):
+                side = int(min(w, h) * rng.uniform(0.35, 1.0))
+                left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+                crop = img.crop((left, top, left + side, top + side))
+                crop.save(out / f"{path.stem}_{split}_{k:02d}.JPEG", quality=90)
+    stamp.write_text("complete\n")
+    return root

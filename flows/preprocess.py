@@ -1,0 +1,206 @@
+"""Prefect flow `preprocess-imagenet`: a photo folder -> a Zarr v3 store of L, bins, labels and priors.
+
+Wiring only; the stages live in `pipeline/`. The source list is cut into parts; each part is one Prefect
+task run on Dask (prefect-dask's `DaskTaskRunner`: a local cluster by default, an existing one given its
+address), then each Zarr shard is written by one task, then the prior and weights are reduced from the
+per-part histograms and the attributes are written.
+
+    python -m flows.preprocess SOURCE STORE [--split train] [--size 224] [--classes WNIDS|FILE]
+        [--per-class N] [--dask-address tcp://host:8786] [--workers N] ...
+
+runs the flow in this process; `python -m flows.serve` serves it as the deployment
+`preprocess-imagenet/default` of a Prefect server (see README).
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from kernels.gamut import Q
+from pipeline.discover import discover, read_classes
+from pipeline.preprocess import PreprocessConfig, process_part, staged_summary
+from pipeline.store import begin, create_arrays, finalize, part_done, shard_marker, write_shard
+
+FLOW_NAME = "preprocess-imagenet"
+
+
+@task(name="stage-part", cache_policy=NO_CACHE)
+def stage_part(cfg: PreprocessConfig, store: str, part: int, sources: list, device: str, threads: int) -> dict:
+    """Decode and encode one part of the source list (or read back its summary if already staged)."""
+    if part_done(Path(store), part):
+        return staged_summary(store, part)
+    import numba
+
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    return process_part(cfg, store, part, sources, device)
+
+
+@task(name="write-shard", cache_policy=NO_CACHE)
+def write_store_shard(store: str, shard: int, shard_images: int, layout: list) -> int:
+    """Write one Zarr shard of every image array: exactly one writer per shard."""
+    if shard_marker(Path(store), shard).is_file():
+        return -1
+    return write_shard(Path(store), shard, shard_images, layout)
+
+
+def dask_runner(address: str | None, workers: int | None):
+    """A DaskTaskRunner on `address`, or on a local cluster of `workers` single-threaded processes."""
+    from prefect.client.orchestration import get_client
+    from prefect_dask import DaskTaskRunner
+
+    # Workers report task states to the API this flow uses; without its address in their environment each
+    # local worker process would start a temporary Prefect server of its own.
+    os.environ.setdefault("PREFECT_API_URL", str(get_client().api_url).rstrip("/"))
+
+    if address:
+        return DaskTaskRunner(address=address)
+    n = workers or os.cpu_count() or 1
+    kwargs = {"n_workers": n, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
+
+
+@flow(name="dask-stages")
+def _run_stages(cfg: PreprocessConfig, store: str, parts: list, device: str, threads: int) -> list[dict]:
+    log = get_run_logger()
+    futures = [stage_part.submit(cfg, store, k, p, device, threads) for k, p in enumerate(parts)]
+    summaries = [f.result() for f in futures]
+    n = sum(s["stored"] for s in summaries)
+    log.info("staged %d parts: %d images to store", len(parts), n)
+    layout, first = [], 0
+    for s in summaries:
+        layout.append((s["part"], first, s["stored"]))
+        first += s["stored"]
+    create_arrays(Path(store), n, cfg.size, cfg.full_bins, cfg.shard_images, cfg.zstd_level)
+    n_shards = -(-n // cfg.shard_images)
+    done = [write_store_shard.submit(store, k, cfg.shard_images, layout) for k in range(n_shards)]
+    for f in done:
+        f.result()
+    log.info("wrote %d shards", n_shards)
+    return summaries
+
+
+@flow(name=FLOW_NAME, log_prints=True)
+def preprocess_imagenet(
+    source: str,
+    store: str,
+    split: str = "train",
+    size: int = 224,
+    classes: str | None = None,
+    per_class: int | None = None,
+    seed: int = 0,
+    grayscale: str = "exclude",
+    full_bins: bool = False,
+    lam: float = 0.5,
+    part_images: int = 64,
+    shard_images: int = 64,
+    decoder: str = "auto",
+    dask_address: str | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Preprocess `source/split` into the store `store` (Sec. 3.2, 4.1, 4.2 of Wang et al.)."""
+    log = get_run_logger()
+    t0 = time.perf_counter()
+    cfg = PreprocessConfig(
+        source=str(Path(source).resolve()),
+        split=split,
+        size=size,
+        classes=read_classes(classes),
+        per_class=per_class,
+        seed=seed,
+        grayscale=grayscale,
+        full_bins=full_bins,
+        lam=lam,
+        part_images=part_images,
+        shard_images=shard_images,
+        decoder=decoder,
+    )
+    store = str(Path(store).resolve())
+    state = begin(Path(store), cfg, overwrite)
+    if state == "done":
+        log.info("%s is already complete for these settings; nothing to do", store)
+        return {"store": store, "state": "done"}
+    sources, class_list = discover(Path(cfg.source), cfg.split, cfg.classes, cfg.per_class, cfg.seed)
+    if not sources:
+        raise ValueError(f"no files under {Path(cfg.source) / cfg.split}")
+    from pipeline.decode import dali_device
+
+    device = dali_device() if cfg.decoder == "auto" else cfg.decoder
+    n_workers = workers or os.cpu_count() or 1
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    parts = [sources[i : i + cfg.part_images] for i in range(0, len(sources), cfg.part_images)]
+    log.info("%s: %d sources in %d parts, decoder %s (%s)", cfg.source, len(sources), len(parts), device, state)
+    summaries = _run_stages.with_options(task_runner=dask_runner(dask_address, workers))(
+        cfg, store, parts, device, threads
+    )
+    records, index = [], 0
+    for s in summaries:
+        for r in s["records"]:
+            if r["outcome"] == "stored":
+                r["index"] = index
+                index += 1
+            records.append(r)
+    counts = np.sum([s["counts"] for s in summaries], axis=0) if summaries else np.zeros(Q, np.int64)
+    attrs = finalize(Path(store), cfg, records, counts, class_list)
+    dt = time.perf_counter() - t0
+    log.info("stored %d of %d sources in %.1f s: %s", attrs["n_images"], len(records), dt, attrs["counts"])
+    return {"store": store, "state": state, "seconds": dt, "counts": attrs["counts"], "n_images": attrs["n_images"]}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m flows.preprocess", description=__doc__.split("\n\n")[0])
+    p.add_argument("source", help="root of a class-per-folder tree: SOURCE/SPLIT/<class>/<files>")
+    p.add_argument("store", help="the Zarr v3 store to write (one per split)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--size", type=int, default=224, help="canonical size S (a multiple of 4)")
+    p.add_argument("--classes", help="class subset: comma-separated wnids or a file of them")
+    p.add_argument("--per-class", type=int, help="at most this many files per class (seeded draw)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grayscale", choices=("exclude", "include"), default="exclude")
+    p.add_argument("--full-bins", action="store_true", help="also store the category of every pixel")
+    p.add_argument("--lam", type=float, default=0.5, help="lambda of the balance weights (Eq. 10)")
+    p.add_argument("--part-images", type=int, default=64, help="images per Prefect task")
+    p.add_argument("--shard-images", type=int, default=64, help="images per Zarr shard")
+    p.add_argument("--decoder", choices=("auto", "cpu", "mixed"), default="auto")
+    p.add_argument("--dask-address", help="scheduler of an existing Dask cluster (default: a local one)")
+    p.add_argument("--workers", type=int, help="local Dask worker processes (default: one per core)")
+    p.add_argument("--overwrite", action="store_true", help="rebuild a store built with other settings")
+    return p
+
+
+def check_dask_address(address: str, timeout: float = 10.0) -> None:
+    """Raise ConnectionError with one line unless a Dask scheduler answers at `address`."""
+    from distributed import Client
+
+    try:
+        Client(address, timeout=f"{timeout}s").close()
+    except Exception as e:  # noqa: BLE001 - reported as one line by the caller
+        raise ConnectionError(f"no Dask scheduler answers at {address}: {type(e).__name__}") from e
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if not (Path(args.source) / args.split).is_dir():
+            raise FileNotFoundError(f"no split folder {Path(args.source) / args.split}")
+        PreprocessConfig(source=args.source, size=args.size, per_class=args.per_class, lam=args.lam)
+        if args.dask_address:
+            check_dask_address(args.dask_address)
+        if args.workers is not None and args.workers < 1:
+            raise ValueError("--workers must be >= 1")
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    result = preprocess_imagenet(**vars(args))
+    print(result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

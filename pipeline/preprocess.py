@@ -1,0 +1,153 @@
+"""Stage 3: one part of the source list -> staged L, bins, labels and a 313-bin histogram.
+
+This is the work of one Prefect task (`flows.preprocess`): read the files, probe them, decode, resize
+and crop in DALI (`pipeline.decode`), compute the targets in one Numba pass (`kernels.image_targets`),
+count categories for the prior (Eq. 9), and stage the result (`pipeline.store.save_part`). Every source
+ends as one record: stored, or skipped with a `kind` and a human-readable `reason`.
+"""
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from kernels.gamut import Q
+from pipeline.decode import DEFAULT_MAX_PIXELS, cropper, probe
+from pipeline.discover import Source
+
+GRAY_CHROMA = 2.0  # mean sqrt(a^2 + b^2) below which a decoded colour-mode photo counts as grayscale
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything that decides a store's content (saved in its attributes); see `flows.preprocess`."""
+
+    source: str
+    split: str = "train"
+    size: int = 224
+    classes: tuple[str, ...] | None = None
+    per_class: int | None = None
+    seed: int = 0
+    grayscale: str = "exclude"
+    full_bins: bool = False
+    lam: float = 0.5
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    part_images: int = 64
+    shard_images: int = 64
+    zstd_level: int = 3
+    decoder: str = "auto"
+
+    def __post_init__(self):
+        if self.size < 4 or self.size % 4:
+            raise ValueError(f"size must be a positive multiple of 4 (targets are at size / 4), got {self.size}")
+        if self.grayscale not in ("exclude", "include"):
+            raise ValueError(f"grayscale must be 'exclude' or 'include', got {self.grayscale!r}")
+        if self.per_class is not None and self.per_class < 1:
+            raise ValueError(f"per_class must be >= 1, got {self.per_class}")
+        if not 0.0 <= self.lam <= 1.0:
+            raise ValueError(f"lam must be in [0, 1], got {self.lam}")
+        if self.part_images < 1 or self.shard_images < 1:
+            raise ValueError("part_images and shard_images must be >= 1")
+        if self.decoder not in ("auto", "cpu", "mixed"):
+            raise ValueError(f"decoder must be 'auto', 'cpu' or 'mixed', got {self.decoder!r}")
+
+    @classmethod
+    def keys(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+
+def _read(path: Path) -> tuple[bytes | None, str]:
+    try:
+        with open(path, "rb") as f:
+            return f.read(), ""
+    except OSError as e:
+        return None, f"unreadable file: {type(e).__name__}: {e.strerror or e}"
+
+
+def _skip(src: Source, kind: str, reason: str) -> dict:
+    rec = {"path": src.path, "wnid": src.wnid, "label": src.label, "outcome": "skipped"}
+    return rec | {"kind": kind, "reason": reason}
+
+
+def _kind_of(reason: str) -> str:
+    for prefix, kind in (
+        ("empty", "empty"),
+        ("not an image", "not_image"),
+        ("decompression bomb", "bomb"),
+        ("truncated", "truncated"),
+        ("unreadable", "unreadable"),
+    ):
+        if reason.startswith(prefix):
+            return kind
+    return "bad_header"
+
+
+def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Source], device: str) -> dict:
+    """Decode and encode one part, stage it, and return its summary (records and category counts)."""
+    from kernels import encode_bins, image_targets
+    from pipeline.store import save_part
+
+    root = Path(cfg.source)
+    records: list[dict | None] = [None] * len(sources)
+    blobs, todo = [], []
+    for i, src in enumerate(sources):
+        data, err = _read(root / src.path)
+        if data is None:
+            records[i] = _skip(src, "unreadable", err)
+            continue
+        info = probe(data, cfg.max_pixels)
+        if info.reason:
+            records[i] = _skip(src, _kind_of(info.reason), info.reason)
+        elif info.grayscale and cfg.grayscale == "exclude":
+            records[i] = _skip(src, "grayscale", f"grayscale image (mode {info.mode}), excluded as Zhang et al. did")
+        else:
+            blobs.append(data)
+            todo.append(i)
+    crops = cropper(cfg.size, cfg.part_images, device).crops(blobs) if blobs else []
+    kept, rgbs = [], []
+    for i, (rgb, decoder, err) in zip(todo, crops, strict=True):
+        src = sources[i]
+        if rgb is None:
+            records[i] = _skip(src, "decode_failed", f"could not decode: {err}")
+            continue
+        if rgb.shape != (cfg.size, cfg.size, 3):
+            records[i] = _skip(src, "decode_failed", f"decoder returned shape {rgb.shape}")
+            continue
+        rec = {"path": src.path, "wnid": src.wnid, "label": src.label, "outcome": "stored", "decoder": decoder}
+        if err:
+            rec["note"] = err
+        records[i] = rec
+        kept.append(i)
+        rgbs.append(rgb)
+    size, h = cfg.size, cfg.size // 4
+    if rgbs:
+        batch = np.stack(rgbs)  # (B, S, S, 3)
+        L, bins, chroma = image_targets(batch)
+    else:
+        batch = np.zeros((0, size, size, 3), np.uint8)
+        L, bins, chroma = np.zeros((0, size, size), np.uint8), np.zeros((0, h, h), np.int16), np.zeros(0)
+    keep = np.ones(len(kept), dtype=bool)
+    if cfg.grayscale == "exclude":
+        for k, i in enumerate(kept):
+            if chroma[k] < GRAY_CHROMA:
+                keep[k] = False
+                records[i] = _skip(
+                    sources[i], "grayscale", f"grayscale content (mean chroma {chroma[k]:.2f} < {GRAY_CHROMA})"
+                )
+    labels = np.array([sources[i].label for i in kept], dtype=np.int16)[keep]
+    arrays = {"L": L[keep], "bins": bins[keep], "label": labels}
+    if cfg.full_bins:
+        arrays["bins_full"] = encode_bins(batch[keep]) if keep.any() else np.zeros((0, size, size), np.int16)
+    counts = np.bincount(arrays["bins"].ravel(), minlength=Q).astype(np.int64)
+    save_part(Path(store), part, arrays, records)
+    return {"part": part, "stored": int(keep.sum()), "counts": counts, "records": records, "pid": os.getpid()}
+
+
+def staged_summary(store: str, part: int) -> dict:
+    """The summary of a part staged by an earlier (possibly killed) run."""
+    from pipeline.store import load_part
+
+    arrays, records = load_part(Path(store), part)
+    counts = np.bincount(arrays["bins"].ravel(), minlength=Q).astype(np.int64)
+    return {"part": part, "stored": len(arrays["label"]), "counts": counts, "records": records, "pid": os.getpid()}

@@ -1,0 +1,232 @@
+"""Stage 4: the Zarr v3 store of one split -- staging, one writer per shard, and the final attributes.
+
+Layout (docs/store.md is the reference): a Zarr v3 group per split with
+
+    L        uint8  [N, S, S]      round(L * 255 / 100) of the S x S crop
+    bins     int16  [N, S/4, S/4]  category (Eq. 7-8) of each 4 x 4 block's mean (a, b)
+    bins_full int16 [N, S, S]      category of every pixel (only with --full-bins)
+    label    int16  [N]            class index, -1 = unknown
+    path     str    [N]            source path, relative to the source root
+    prior    float64 [313]         empirical prior of `bins` (Eq. 9)
+    weights  float32 [313]         balance weights (Eq. 10), sum(prior * weights) = 1
+    sources.jsonl                  every source file: stored (with its index) or skipped (with its reason)
+
+one image per chunk, `shard_images` images per shard, zstd-compressed. Images are in source order.
+
+A run first stages each part (a slice of the source list, one Prefect task) into `_staging/part-*.npz`,
+atomically. When every part is staged the number of stored images N is known; each Zarr shard is then
+written by exactly one task (concurrent partial writes of a shard lose data, zarr-python issue 3682),
+and the attributes, with `complete: true`, are written last. A killed run re-uses what was staged and
+rewrites any shard not marked done, so it resumes to the same bytes as an uninterrupted run.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "colorize-store"
+FORMAT_VERSION = 1
+STAGING = "_staging"
+MANIFEST = "sources.jsonl"
+IMAGE_ARRAYS = ("L", "bins", "bins_full", "label", "path")
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be used: missing, incomplete, built with other settings, or damaged."""
+
+
+def config_digest(cfg) -> str:
+    """A digest of every setting that changes the store's content."""
+    return hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def staging_dir(store: Path) -> Path:
+    return Path(store) / STAGING
+
+
+def begin(store: Path, cfg, overwrite: bool = False) -> str:
+    """Prepare `store` for a run of `cfg`: 'done' if already complete, else 'new' or 'resume'."""
+    store = Path(store)
+    digest = config_digest(cfg)
+    meta = store / "zarr.json"
+    if meta.is_file():
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+        if attrs.get("complete") and attrs.get("config_digest") == digest and not overwrite:
+            return "done"
+    stamp = staging_dir(store) / "config.json"
+    if not overwrite and stamp.is_file() and json.loads(stamp.read_text()).get("digest") == digest:
+        return "resume"
+    if store.exists() and any(store.iterdir()):
+        if not overwrite and not stamp.is_file() and not meta.is_file():
+            raise StoreError(f"{store} exists and is not a store of this project; choose an empty path")
+        if not overwrite:
+            raise StoreError(f"{store} holds a store built with other settings; pass overwrite to rebuild it")
+        shutil.rmtree(store)
+    staging_dir(store).mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(stamp, json.dumps({"digest": digest, "config": asdict(cfg)}, indent=1).encode())
+    return "new"
+
+
+def part_path(store: Path, part: int) -> Path:
+    return staging_dir(store) / f"part-{part:06d}.npz"
+
+
+def save_part(store: Path, part: int, arrays: dict[str, np.ndarray], records: list[dict]) -> None:
+    """Stage one part's images and the records of all its sources, atomically."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, records=np.array(json.dumps(records)), **arrays)
+    _atomic_write_bytes(part_path(store, part), buf.getvalue())
+
+
+def load_part(store: Path, part: int) -> tuple[dict[str, np.ndarray], list[dict]]:
+    with np.load(part_path(store, part)) as z:
+        arrays = {k: z[k] for k in z.files if k != "records"}
+        records = json.loads(str(z["records"]))
+    return arrays, records
+
+
+def part_done(store: Path, part: int) -> bool:
+    return part_path(store, part).is_file()
+
+
+def _compressors(level: int):
+    from zarr.codecs import ZstdCodec
+
+    return [ZstdCodec(level=level)]
+
+
+def create_arrays(store: Path, n: int, size: int, full_bins: bool, shard_images: int, level: int) -> None:
+    """Create (or re-open with the same shapes) the per-image arrays of a store of n images."""
+    import zarr
+
+    group = zarr.open_group(store, mode="a", zarr_format=3)
+    h = size // 4
+    specs = {
+        "L": ((n, size, size), np.uint8),
+        "bins": ((n, h, h), np.int16),
+        "label": ((n,), np.int16),
+    }
+    if full_bins:
+        specs["bins_full"] = ((n, size, size), np.int16)
+    for name, (shape, dtype) in specs.items():
+        if name in group and group[name].shape == shape and group[name].dtype == dtype:
+            continue
+        group.create_array(
+            name,
+            shape=shape,
+            dtype=dtype,
+            chunks=(1, *shape[1:]),
+            shards=(shard_images, *shape[1:]),
+            compressors=_compressors(level),
+            fill_value=0 if name != "label" else -1,
+            overwrite=True,
+        )
+
+
+def shard_marker(store: Path, shard: int) -> Path:
+    return staging_dir(store) / f"shard-{shard:06d}.done"
+
+
+def write_shard(store: Path, shard: int, shard_images: int, layout: list[tuple[int, int, int]]) -> int:
+    """Write Zarr shard `shard` of every image array from the staged parts; returns its image count.
+
+    layout: (part, first global index, image count) of every part, in order.
+    """
+    import zarr
+
+    group = zarr.open_group(store, mode="r+")
+    n = group["L"].shape[0]
+    lo, hi = shard * shard_images, min(n, (shard + 1) * shard_images)
+    pieces: dict[str, list[np.ndarray]] = {}
+    for part, first, count in layout:
+        a, b = max(lo, first), min(hi, first + count)
+        if a >= b:
+            continue
+        arrays, _ = load_part(store, part)
+        for name, arr in arrays.items():
+            pieces.setdefault(name, []).append(arr[a - first : b - first])
+    for name, chunks in pieces.items():
+        if name in group:
+            group[name][lo:hi] = np.concatenate(chunks)
+    _atomic_write_bytes(shard_marker(store, shard), b"")
+    return hi - lo
+
+
+def finalize(store: Path, cfg, records: list[dict], counts: np.ndarray, class_list: list[str]) -> dict:
+    """Write paths, prior, weights, the manifest and the attributes (last, with complete = true)."""
+    import zarr
+
+    from pipeline.priors import balance_weights, prior_from_counts
+
+    group = zarr.open_group(store, mode="r+")
+    paths = [r["path"] for r in records if r["outcome"] == "stored"]
+    group.create_array("path", shape=(len(paths),), dtype=str, chunks=(max(1, min(len(paths), 65536)),), overwrite=True)
+    if paths:
+        group["path"][:] = np.array(paths, dtype=object)
+    total = int(counts.sum())
+    prior = prior_from_counts(counts) if total else np.full(counts.shape, 1.0 / len(counts))
+    weights = balance_weights(prior, cfg.lam)
+    for name, arr in (("prior", prior.astype(np.float64)), ("weights", weights)):
+        group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=arr.shape, overwrite=True)
+        group[name][:] = arr
+    _atomic_write_bytes(Path(store) / MANIFEST, "".join(json.dumps(r) + "\n" for r in records).encode())
+    outcomes: dict[str, int] = {}
+    for r in records:
+        key = "stored" if r["outcome"] == "stored" else f"skipped_{r['kind']}"
+        outcomes[key] = outcomes.get(key, 0) + 1
+    attrs = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "size": cfg.size,
+        "S": cfg.size,
+        "lambda": cfg.lam,
+        "n_images": len(paths),
+        "n_sources": len(records),
+        "counts": outcomes,
+        "decoded_by_pil": sum(1 for r in records if r.get("decoder") == "pil"),
+        "bin_pixels": total,
+        "classes": class_list,
+        "config": asdict(cfg),
+        "config_digest": config_digest(cfg),
+        "complete": True,
+    }
+    group.attrs.update(attrs)
+    shutil.rmtree(staging_dir(store), ignore_errors=True)
+    return attrs
+
+
+def open_store(path, mode: str = "r"):
+    """The Zarr group of a finished store; StoreError if it is missing, incomplete or of another format."""
+    import zarr
+
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise StoreError(f"{path} is not a Zarr v3 store (no zarr.json)")
+    try:
+        group = zarr.open_group(path, mode=mode)
+    except Exception as e:  # noqa: BLE001 - any failure to open is reported the same way
+        raise StoreError(f"{path}: cannot open the store: {type(e).__name__}: {e}") from e
+    attrs = dict(group.attrs)
+    if attrs.get("format") != FORMAT:
+        raise StoreError(f"{path} is not a {FORMAT} store")
+    if attrs.get("format_version") != FORMAT_VERSION:
+        raise StoreError(f"{path} has format version {attrs.get('format_version')}, expected {FORMAT_VERSION}")
+    if not attrs.get("complete"):
+        raise StoreError(f"{path} is incomplete (its preprocessing run has not finished)")
+    return group
