@@ -1,0 +1,56 @@
+"""The main job on the embedded default, end to end: `python -m flows.main` (what `make.py main` runs).
+
+1. writes the embedded default photo tree (real JPEGs from scikit-image's photographs) to data/embedded;
+2. starts a local Prefect server (127.0.0.1, SQLite under runs/prefect) and `python -m flows.serve`;
+3. runs the deployment `preprocess-imagenet/default` for the train and val splits with
+   `prefect deployment run ... --watch`, into data/stores/embedded-{train,val}.zarr;
+4. runs the data-quality check on both stores (reports/quality/);
+5. stops the server and the serving process.
+"""
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from flows.server import ROOT, local_stack, wait_deployment
+from pipeline.sources import build_embedded_dataset
+
+DEPLOYMENT = "preprocess-imagenet/default"
+
+
+def run_deployment(env: dict, params: dict) -> int:
+    cmd = [sys.executable, "-m", "prefect", "deployment", "run", DEPLOYMENT, "--watch"]
+    for k, v in params.items():
+        cmd += ["-p", f"{k}={v}"]
+    print("$", " ".join(cmd[2:]), flush=True)
+    return subprocess.run(cmd, env=env, cwd=ROOT).returncode
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m flows.main", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(ROOT / "data"), help="where the photo tree and the stores go")
+    p.add_argument("--runs", default=str(ROOT / "runs"), help="Prefect home and logs")
+    p.add_argument("--overwrite", action="store_true", help="rebuild the stores")
+    args = p.parse_args(argv)
+    data = Path(args.data)
+    source = build_embedded_dataset(data / "embedded")
+    stores = {split: data / "stores" / f"embedded-{split}.zarr" for split in ("train", "val")}
+    with local_stack(Path(args.runs) / "prefect") as env:
+        wait_deployment(env, DEPLOYMENT)
+        for split, store in stores.items():
+            params = {"source": source, "store": store, "split": split, "overwrite": str(args.overwrite).lower()}
+            rc = run_deployment(env, params)
+            if rc:
+                print(f"error: the {split} flow run failed (exit {rc}); logs in {args.runs}/prefect", file=sys.stderr)
+                return rc
+    from pipeline import quality
+
+    failed = 0
+    for store in stores.values():
+        failed |= quality.main([str(store), "--out", str(ROOT / "reports" / "quality")])
+    return failed
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

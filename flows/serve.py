@@ -1,0 +1,25 @@
+"""Serve the flow as the deployment `preprocess-imagenet/<name>` of the Prefect server at PREFECT_API_URL.
+
+    python -m flows.serve [--name default]
+
+then, from any shell with the same PREFECT_API_URL:
+
+    prefect deployment run 'preprocess-imagenet/default' -p source=DIR -p store=DIR --watch
+"""
+
+import argparse
+
+from flows.preprocess import preprocess_imagenet
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.split("\n\n")[0])
+    p.add_argument("--name", default="default", help="deployment name")
+    p.add_argument("--limit", type=int, default=1, help="flow runs executed at once by this process")
+    args = p.parse_args(argv)
+    preprocess_imagenet.serve(name=args.name, limit=args.limit, print_starting_message=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

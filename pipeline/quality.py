@@ -1,0 +1,286 @@
+"""Stage 5: the data-quality check of a store. `python -m pipeline.quality STORE [--sample 16] [--out DIR]`.
+
+Checks, each recorded as passed or failed with its detail: the store opens and is complete; arrays have
+the documented shapes and dtypes; every chunk of every array decodes; every source file of the split is
+accounted for exactly once (stored with its index, or skipped with a reason) and the counts agree; no
+category outside [0, 313); the stored prior equals the histogram of `bins`, sums to 1, and
+sum(prior * weights) = 1 with weights = Eq. 9-10 of the prior; labels in [-1, classes); a random sample
+re-decoded from its source file through the same path gives the same L and bins. Reported, not judged:
+KL divergence of the prior against Zhang et al.'s ImageNet prior, and a PNG of both priors on the ab plane.
+Writes `<out>/<store name>.quality.{json,md,png}`; exits 1 when any check fails, 2 on a bad command line.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from kernels.gamut import CENTERS, Q
+from pipeline.store import MANIFEST, StoreError, open_store
+
+
+class Report:
+    def __init__(self):
+        self.checks: list[dict] = []
+        self.facts: dict = {}
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.checks.append({"check": name, "ok": bool(ok), "detail": detail})
+        return bool(ok)
+
+    @property
+    def ok(self) -> bool:
+        return all(c["ok"] for c in self.checks)
+
+
+def _expected(group) -> dict:
+    s = int(group.attrs["S"])
+    h = s // 4
+    out = {"L": ((s, s), np.uint8), "bins": ((h, h), np.int16), "label": ((), np.int16), "path": ((), None)}
+    if group.attrs["config"].get("full_bins"):
+        out["bins_full"] = ((s, s), np.int16)
+    return out
+
+
+def _scan(group, rep: Report, n: int) -> np.ndarray | None:
+    """Read every array shard by shard: decodable, and the bins histogram. None if a read failed."""
+    counts = np.zeros(Q, np.int64)
+    ok = True
+    for name in ("L", "bins", "bins_full", "label"):
+        if name not in group:
+            continue
+        arr = group[name]
+        step = arr.shards[0] if arr.shards else arr.chunks[0]
+        for lo in range(0, n, step):
+            try:
+                block = arr[lo : min(n, lo + step)]
+            except Exception as e:  # noqa: BLE001 - any decode failure names its shard
+                ok = rep.check(f"{name} shard {lo // step} decodes", False, f"images {lo}..: {type(e).__name__}: {e}")
+                continue
+            if name == "bins":
+                if block.min(initial=0) < 0 or block.max(initial=0) >= Q:
+                    ok = rep.check("bins in [0, 313)", False, f"shard {lo // step} has {block.min()}..{block.max()}")
+                else:
+                    counts += np.bincount(block.ravel(), minlength=Q)
+    rep.check("every chunk decodes", ok)
+    return counts if ok else None
+
+
+def _manifest(store: Path, group, rep: Report, n: int) -> list[dict]:
+    from pipeline.discover import discover
+
+    try:
+        records = [json.loads(line) for line in (store / MANIFEST).read_text().splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError) as e:
+        rep.check("manifest readable", False, f"{MANIFEST}: {type(e).__name__}: {e}")
+        return []
+    stored = [r for r in records if r["outcome"] == "stored"]
+    skipped = [r for r in records if r["outcome"] != "stored"]
+    rep.check("stored count = N", len(stored) == n, f"{len(stored)} stored records, N = {n}")
+    rep.check("stored indices 0..N-1 in order", [r.get("index") for r in stored] == list(range(len(stored))))
+    rep.check("every skip has a reason", all(r.get("reason") for r in skipped), f"{len(skipped)} skipped")
+    paths = [str(p) for p in group["path"][:]] if "path" in group else []
+    rep.check("path array = stored sources", paths == [r["path"] for r in stored])
+    outcomes: dict[str, int] = {}
+    for r in records:
+        key = "stored" if r["outcome"] == "stored" else f"skipped_{r['kind']}"
+        outcomes[key] = outcomes.get(key, 0) + 1
+    rep.check("counts attribute = manifest", outcomes == dict(group.attrs["counts"]), json.dumps(outcomes))
+    rep.facts["outcomes"] = outcomes
+    cfg = group.attrs["config"]
+    src = Path(cfg["source"])
+    if (src / cfg["split"]).is_dir():
+        classes = tuple(cfg["classes"]) if cfg["classes"] else None
+        found = [s.path for s in discover(src, cfg["split"], classes, cfg["per_class"], cfg["seed"])[0]]
+        listed = [r["path"] for r in records]
+        dupes = len(listed) - len(set(listed))
+        missing = sorted(set(found) - set(listed))
+        rep.check(
+            "every source accounted for once",
+            not missing and not dupes and len(found) == len(listed),
+            f"{len(found)} files in the source, {len(listed)} records, {len(missing)} missing, {dupes} duplicated"
+            + (f"; first missing: {missing[0]}" if missing else ""),
+        )
+    else:
+        rep.check("source present for re-check", True, f"{src} not here: source accounting and re-decode skipped")
+    return records
+
+
+def _resample(group, records: list[dict], rep: Report, k: int, seed: int) -> None:
+    from kernels import image_targets
+    from pipeline.decode import cropper, pil_decode
+
+    cfg = group.attrs["config"]
+    src = Path(cfg["source"])
+    stored = [r for r in records if r["outcome"] == "stored"]
+    if not stored or not (src / cfg["split"]).is_dir():
+        return
+    rng = np.random.default_rng(seed)
+    pick = sorted(rng.choice(len(stored), size=min(k, len(stored)), replace=False).tolist())
+    crop = cropper(int(cfg["size"]), 1, "cpu")
+    bad = []
+    for i in pick:
+        r = stored[i]
+        data = (src / r["path"]).read_bytes()
+        if r.get("decoder") == "pil":
+            rgb = crop._run("raw", [pil_decode(data)])[0]
+        else:
+            rgb = crop.crops([data])[0][0]
+        if rgb is None:
+            bad.append(f"{r['path']}: no longer decodes")
+            continue
+        L, bins, _ = image_targets(rgb[None])
+        dl = int(np.abs(L[0].astype(np.int16) - group["L"][r["index"]]).max())
+        db = int((bins[0] != group["bins"][r["index"]]).sum())
+        if dl or db:
+            bad.append(f"{r['path']} (index {r['index']}): max |dL| {dl}, {db} bins differ")
+    rep.check(f"{len(pick)} random images re-decoded equal", not bad, "; ".join(bad[:3]))
+
+
+def _priors(group, counts: np.ndarray | None, rep: Report) -> tuple[np.ndarray, np.ndarray | None]:
+    from pipeline.priors import balance_weights
+    from pipeline.sources import shared_dir
+
+    prior = np.asarray(group["prior"][:], dtype=np.float64)
+    weights = np.asarray(group["weights"][:])
+    rep.check("prior sums to 1", abs(prior.sum() - 1) < 1e-9, f"sum {prior.sum():.12f}")
+    rep.check("prior >= 0", (prior >= 0).all())
+    s = float((prior * weights).sum())
+    rep.check("sum(prior * weights) = 1", abs(s - 1) < 1e-5, f"{s:.8f}")
+    lam = float(group.attrs["lambda"])
+    rep.check("weights = Eq. 9-10 of the prior", np.allclose(weights, balance_weights(prior, lam), rtol=1e-6))
+    if counts is not None and counts.sum():
+        rep.check("prior = histogram of bins", np.allclose(prior, counts / counts.sum(), rtol=1e-9, atol=1e-15))
+    rep.facts["bins_used"] = int((prior > 0).sum())
+    ref = shared_dir()
+    zhang = ref / "reference" / "prior_probs.npy" if ref else None
+    if zhang is not None and zhang.is_file():
+        z = np.load(zhang)
+        z = z / z.sum()
+        nz = prior > 0
+        rep.facts["kl_prior_vs_zhang"] = float((prior[nz] * np.log(prior[nz] / np.maximum(z[nz], 1e-300))).sum())
+        rep.facts["kl_zhang_vs_prior_smoothed"] = float(
+            (z * np.log(z / (0.999 * prior + 0.001 / Q))).sum()
+        )  # smoothed: the store may leave bins empty
+        return prior, z
+    rep.facts["kl_prior_vs_zhang"] = None
+    return prior, None
+
+
+def prior_png(path: Path, panels: list[tuple[str, np.ndarray]], cell: int = 12) -> None:
+    """Priors on the ab plane (log10, one square per category), side by side, written as a PNG."""
+    from PIL import Image, ImageDraw
+
+    a_min, b_min = int(CENTERS[:, 0].min()), int(CENTERS[:, 1].min())
+    na = (int(CENTERS[:, 0].max()) - a_min) // 10 + 1
+    nb = (int(CENTERS[:, 1].max()) - b_min) // 10 + 1
+    ramp = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], float)
+    pad, title = 30, 18
+    img = Image.new("RGB", (len(panels) * (nb * cell + pad) + pad, na * cell + pad + title), "white")
+    draw = ImageDraw.Draw(img)
+    for p, (name, prior) in enumerate(panels):
+        x0 = pad + p * (nb * cell + pad)
+        draw.text((x0, 4), name, fill="black")
+        logp = np.log10(np.maximum(prior, 1e-12))
+        lo, hi = -6.0, max(-1.0, float(logp.max()))
+        for q, (a, b) in enumerate(CENTERS):
+            row, col = (int(a) - a_min) // 10, (int(b) - b_min) // 10
+            if prior[q] <= 0:
+                colour = (220, 220, 220)
+            else:
+                t = np.clip((logp[q] - lo) / (hi - lo), 0, 1) * (len(ramp) - 1)
+                i = min(int(t), len(ramp) - 2)
+                colour = tuple(int(v) for v in ramp[i] + (ramp[i + 1] - ramp[i]) * (t - i))
+            y = title + row * cell
+            x = x0 + col * cell
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour)
+        draw.text((x0, title + na * cell + 4), "b ->   (rows: a, top = -90); log10 p, grey = 0", fill="black")
+    img.save(path)
+
+
+def run(store: Path, sample: int = 16, seed: int = 0) -> tuple[Report, object]:
+    rep = Report()
+    try:
+        group = open_store(store)
+    except StoreError as e:
+        rep.check("store opens and is complete", False, str(e))
+        return rep, None
+    rep.check("store opens and is complete", True)
+    n = int(group.attrs["n_images"])
+    shapes_ok = True
+    for name, (tail, dtype) in _expected(group).items():
+        if name not in group:
+            shapes_ok = rep.check(f"array {name} present", False)
+            continue
+        arr = group[name]
+        good = arr.shape == (n, *tail) and (dtype is None or arr.dtype == dtype)
+        shapes_ok &= rep.check(f"{name} shape and dtype", good, f"{arr.shape} {arr.dtype}")
+    for name, dtype in (("prior", np.float64), ("weights", np.float32)):
+        good = name in group and group[name].shape == (Q,) and group[name].dtype == dtype
+        shapes_ok &= rep.check(f"{name} shape and dtype", good)
+    if not shapes_ok:
+        return rep, group
+    counts = _scan(group, rep, n)
+    records = _manifest(Path(store), group, rep, n)
+    labels = group["label"][:]
+    n_classes = len(group.attrs.get("classes", []))
+    rep.check("labels in [-1, classes)", n == 0 or (labels.min() >= -1 and labels.max() < n_classes))
+    rep.facts["unknown_labels"] = int((labels == -1).sum())
+    priors = _priors(group, counts, rep)
+    rep.facts["priors"] = priors
+    _resample(group, records, rep, sample, seed)
+    rep.facts["n_images"] = n
+    return rep, group
+
+
+def _markdown(store: Path, rep: Report) -> str:
+    f = rep.facts
+    lines = [f"# Data quality: {store}", "", f"**{'PASS' if rep.ok else 'FAIL'}** - {len(rep.checks)} checks", ""]
+    lines += ["| check | result | detail |", "|---|---|---|"]
+    lines += [f"| {c['check']} | {'ok' if c['ok'] else 'FAILED'} | {c['detail']} |" for c in rep.checks]
+    lines += ["", f"- images: {f.get('n_images')}; outcomes: {f.get('outcomes')}"]
+    lines += [f"- categories used: {f.get('bins_used')} of {Q}; unknown labels: {f.get('unknown_labels')}"]
+    if f.get("kl_prior_vs_zhang") is not None:
+        lines += [
+            f"- KL(store prior || Zhang's ImageNet prior) = {f['kl_prior_vs_zhang']:.4f} nats; "
+            f"KL(Zhang || store, smoothed) = {f['kl_zhang_vs_prior_smoothed']:.4f} nats"
+        ]
+    else:
+        lines += ["- KL against Zhang's prior: not computed (../shared/reference/prior_probs.npy absent)"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipeline.quality", description=__doc__.split("\n\n")[0])
+    p.add_argument("store")
+    p.add_argument("--sample", type=int, default=16, help="images re-decoded from their source")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="reports/quality")
+    args = p.parse_args(argv)
+    store = Path(args.store)
+    if not store.exists():
+        print(f"error: no store at {store}", file=sys.stderr)
+        return 2
+    rep, _ = run(store, args.sample, args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{store.resolve().name}.quality"
+    priors = rep.facts.pop("priors", None)
+    if priors is not None:
+        prior, zhang = priors
+        panels = [("this store", prior)] + ([("Zhang et al. ImageNet", zhang)] if zhang is not None else [])
+        prior_png(Path(f"{stem}.png"), panels)
+    Path(f"{stem}.json").write_text(json.dumps({"store": str(store), "ok": rep.ok, "checks": rep.checks, **rep.facts}))
+    md = _markdown(store, rep)
+    Path(f"{stem}.md").write_text(md)
+    print(md)
+    failed = [c for c in rep.checks if not c["ok"]]
+    for c in failed:
+        print(f"FAILED: {c['check']}: {c['detail']}", file=sys.stderr)
+    return 0 if rep.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
