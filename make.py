@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:
         if argv[0] == "main":
-            run([PY, "-m", "benchmarks", "categories"])
+            run([PY, "-m", "flows.main"])
         else:
             run([PY, "-m", "ruff", "check", "."])
             run([PY, "-m", "ruff", "format", "--check", "."])
