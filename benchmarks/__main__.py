@@ -4,7 +4,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = {"categories": "benchmarks.categories"}
+BENCHMARKS = {"categories": "benchmarks.categories", "preprocess": "benchmarks.preprocess"}
 
 
 def main(argv=None) -> int:

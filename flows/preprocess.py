@@ -25,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from kernels.gamut import Q
 from pipeline.discover import discover, read_classes
 from pipeline.preprocess import PreprocessConfig, process_part, staged_summary
-from pipeline.store import begin, create_arrays, finalize, part_done, shard_marker, write_shard
+from pipeline.store import begin, create_arrays, finalize, part_done, resize_arrays, shard_marker, write_shard
 
 FLOW_NAME = "preprocess-imagenet"
 
@@ -41,12 +41,14 @@ def stage_part(cfg: PreprocessConfig, store: str, part: int, sources: list, devi
     return process_part(cfg, store, part, sources, device)
 
 
-@task(name="write-shard", cache_policy=NO_CACHE)
-def write_store_shard(store: str, shard: int, shard_images: int, layout: list) -> int:
-    """Write one Zarr shard of every image array: exactly one writer per shard."""
-    if shard_marker(Path(store), shard).is_file():
-        return -1
-    return write_shard(Path(store), shard, shard_images, layout)
+@task(name="write-shards", cache_policy=NO_CACHE)
+def write_store_shards(store: str, shards: list[int], shard_images: int, layout: list) -> int:
+    """Write these Zarr shards of every image array (no other task writes them); returns the images written."""
+    done = 0
+    for k in shards:
+        if not shard_marker(Path(store), k).is_file():
+            done += write_shard(Path(store), k, shard_images, layout)
+    return done
 
 
 def dask_runner(address: str | None, workers: int | None):
@@ -67,21 +69,35 @@ def dask_runner(address: str | None, workers: int | None):
 
 @flow(name="dask-stages")
 def _run_stages(cfg: PreprocessConfig, store: str, parts: list, device: str, threads: int) -> list[dict]:
+    """Stage every part; write each Zarr shard as soon as the parts before and under it are staged."""
+    from prefect.futures import as_completed
+
     log = get_run_logger()
-    futures = [stage_part.submit(cfg, store, k, p, device, threads) for k, p in enumerate(parts)]
-    summaries = [f.result() for f in futures]
-    n = sum(s["stored"] for s in summaries)
-    log.info("staged %d parts: %d images to store", len(parts), n)
-    layout, first = [], 0
-    for s in summaries:
-        layout.append((s["part"], first, s["stored"]))
-        first += s["stored"]
-    create_arrays(Path(store), n, cfg.size, cfg.full_bins, cfg.shard_images, cfg.zstd_level)
-    n_shards = -(-n // cfg.shard_images)
-    done = [write_store_shard.submit(store, k, cfg.shard_images, layout) for k in range(n_shards)]
-    for f in done:
+    shard = cfg.shard_images
+    # N is known only once every part is staged: the arrays start at the number of sources and shrink.
+    create_arrays(Path(store), sum(len(p) for p in parts), cfg.size, cfg.full_bins, shard, cfg.zstd_level)
+    staged = {stage_part.submit(cfg, store, k, p, device, threads): k for k, p in enumerate(parts)}
+    summaries: list[dict | None] = [None] * len(parts)
+    layout: list[tuple[int, int, int]] = []  # (part, first index, count) of the staged prefix
+    first, ready, writes = 0, 0, []
+    for future in as_completed(list(staged)):
+        s = future.result()
+        summaries[s["part"]] = s
+        while len(layout) < len(parts) and summaries[len(layout)] is not None:
+            k = len(layout)
+            layout.append((k, first, summaries[k]["stored"]))
+            first += summaries[k]["stored"]
+        if first // shard > ready:  # shards wholly inside the staged prefix: one task writes them
+            writes.append(write_store_shards.submit(store, list(range(ready, first // shard)), shard, list(layout)))
+            ready = first // shard
+    for f in writes:
         f.result()
-    log.info("wrote %d shards", n_shards)
+    n = first
+    resize_arrays(Path(store), n)
+    if -(-n // shard) > ready:
+        write_store_shards.submit(store, list(range(ready, -(-n // shard))), shard, layout).result()
+    busy = sum(s.get("seconds", 0.0) for s in summaries)
+    log.info("staged %d parts (%.1f s of work), wrote %d shards: %d images", len(parts), busy, -(-n // shard), n)
     return summaries
 
 
@@ -97,7 +113,7 @@ def preprocess_imagenet(
     grayscale: str = "exclude",
     full_bins: bool = False,
     lam: float = 0.5,
-    part_images: int = 64,
+    part_images: int = 128,
     shard_images: int = 64,
     decoder: str = "auto",
     dask_address: str | None = None,
@@ -165,7 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--grayscale", choices=("exclude", "include"), default="exclude")
     p.add_argument("--full-bins", action="store_true", help="also store the category of every pixel")
     p.add_argument("--lam", type=float, default=0.5, help="lambda of the balance weights (Eq. 10)")
-    p.add_argument("--part-images", type=int, default=64, help="images per Prefect task")
+    p.add_argument("--part-images", type=int, default=128, help="images per Prefect task")
     p.add_argument("--shard-images", type=int, default=64, help="images per Zarr shard")
     p.add_argument("--decoder", choices=("auto", "cpu", "mixed"), default="auto")
     p.add_argument("--dask-address", help="scheduler of an existing Dask cluster (default: a local one)")

@@ -116,7 +116,7 @@ def image_targets(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training targets of square crops: uint8 (B, S, S, 3) with S divisible by 4 ->
 
     (L uint8 (B, S, S) = round(L * 255 / 100), q int16 (B, S/4, S/4) = category of each 4 x 4 block's
-    mean (a, b), chroma float64 (B,) = mean sqrt(a^2 + b^2) of each image).
+    mean (a, b), chroma float64 (B,) = mean sqrt(a^2 + b^2) of those block means).
     """
     from kernels.targets import BLOCK, image_targets_kernel
 
@@ -129,5 +129,5 @@ def image_targets(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     L = np.empty((n, height, width), dtype=np.uint8)
     q = np.empty((n, height // BLOCK, width // BLOCK), dtype=np.int16)
     chroma = np.empty((n, height // BLOCK), dtype=np.float64)
-    image_targets_kernel(rgb, LINEAR, XYZ_FROM_RGB, WHITE_D65, CATEGORY_MATRIX, CENTERS_F64, L, q, chroma)
-    return L, q, chroma.sum(axis=1) / (height * width)
+    image_targets_kernel(rgb, LINEAR, XYZ_FROM_RGB / WHITE_D65[:, None], CATEGORY_MATRIX, CENTERS_F64, L, q, chroma)
+    return L, q, chroma.sum(axis=1) / (q.shape[1] * q.shape[2])

@@ -7,6 +7,7 @@ ends as one record: stored, or skipped with a `kind` and a human-readable `reaso
 """
 
 import os
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from kernels.gamut import Q
 from pipeline.decode import DEFAULT_MAX_PIXELS, cropper, probe
 from pipeline.discover import Source
 
-GRAY_CHROMA = 2.0  # mean sqrt(a^2 + b^2) below which a decoded colour-mode photo counts as grayscale
+GRAY_CHROMA = 2.0  # mean chroma of the 4x4 block means below which a colour-mode photo counts as grayscale
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,9 @@ class PreprocessConfig:
     full_bins: bool = False
     lam: float = 0.5
     max_pixels: int = DEFAULT_MAX_PIXELS
-    part_images: int = 64
+    part_images: int = 128
     shard_images: int = 64
-    zstd_level: int = 3
+    zstd_level: int = 1  # with the delta filter, level 1 is as small as 3 on L (33.1 kB) and 3x faster
     decoder: str = "auto"
 
     def __post_init__(self):
@@ -88,6 +89,7 @@ def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Sou
     from kernels import encode_bins, image_targets
     from pipeline.store import save_part
 
+    t0 = time.perf_counter()
     root = Path(cfg.source)
     records: list[dict | None] = [None] * len(sources)
     blobs, todo = [], []
@@ -141,7 +143,8 @@ def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Sou
         arrays["bins_full"] = encode_bins(batch[keep]) if keep.any() else np.zeros((0, size, size), np.int16)
     counts = np.bincount(arrays["bins"].ravel(), minlength=Q).astype(np.int64)
     save_part(Path(store), part, arrays, records)
-    return {"part": part, "stored": int(keep.sum()), "counts": counts, "records": records, "pid": os.getpid()}
+    summary = {"part": part, "stored": int(keep.sum()), "counts": counts, "records": records, "pid": os.getpid()}
+    return summary | {"seconds": time.perf_counter() - t0}
 
 
 def staged_summary(store: str, part: int) -> dict:

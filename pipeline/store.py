@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,6 +35,9 @@ FORMAT_VERSION = 1
 STAGING = "_staging"
 MANIFEST = "sources.jsonl"
 IMAGE_ARRAYS = ("L", "bins", "bins_full", "label", "path")
+# zarr warns on every open that numcodecs' Delta (the filter of L) "is not in the Zarr v3 spec"; it is
+# registered with zarr and any zarr-python 3 reads it.
+warnings.filterwarnings("ignore", message=".*not in the Zarr v3 spec.*")
 
 
 class StoreError(RuntimeError):
@@ -76,8 +80,13 @@ def begin(store: Path, cfg, overwrite: bool = False) -> str:
         if not overwrite:
             raise StoreError(f"{store} holds a store built with other settings; pass overwrite to rebuild it")
         shutil.rmtree(store)
+    import zarr
+
     staging_dir(store).mkdir(parents=True, exist_ok=True)
     _atomic_write_bytes(stamp, json.dumps({"digest": digest, "config": asdict(cfg)}, indent=1).encode())
+    zarr.open_group(store, mode="a", zarr_format=3).attrs.update(
+        {"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False}
+    )
     return "new"
 
 
@@ -105,38 +114,64 @@ def part_done(store: Path, part: int) -> bool:
     return part_path(store, part).is_file()
 
 
-def _compressors(level: int):
+def _codecs(name: str, level: int) -> dict:
+    """Filters and compressors of an array. L: a horizontal delta (mod 256, lossless) before zstd, which
+    measured 33.7 KB per 224 x 224 image against 43.0 KB for zstd alone (docs/store.md)."""
     from zarr.codecs import ZstdCodec
 
-    return [ZstdCodec(level=level)]
+    if name == "L":
+        from zarr.codecs.numcodecs import Delta
+
+        return {"filters": [Delta(dtype="uint8")], "compressors": [ZstdCodec(level=level)]}
+    return {"compressors": [ZstdCodec(level=level)]}
 
 
 def create_arrays(store: Path, n: int, size: int, full_bins: bool, shard_images: int, level: int) -> None:
-    """Create (or re-open with the same shapes) the per-image arrays of a store of n images."""
+    """Create the per-image arrays for up to n images (`resize_arrays` sets the final N).
+
+    Arrays left by a killed run with the same layout are kept (grown back to n if they were shrunk), so
+    their finished shards stay valid; an array created anew invalidates every shard-done marker.
+    """
     import zarr
 
     group = zarr.open_group(store, mode="a", zarr_format=3)
     h = size // 4
     specs = {
-        "L": ((n, size, size), np.uint8),
-        "bins": ((n, h, h), np.int16),
-        "label": ((n,), np.int16),
+        "L": ((size, size), np.uint8),
+        "bins": ((h, h), np.int16),
+        "label": ((), np.int16),
     }
     if full_bins:
-        specs["bins_full"] = ((n, size, size), np.int16)
-    for name, (shape, dtype) in specs.items():
-        if name in group and group[name].shape == shape and group[name].dtype == dtype:
-            continue
+        specs["bins_full"] = ((size, size), np.int16)
+    for name, (tail, dtype) in specs.items():
+        if name in group:
+            arr = group[name]
+            if arr.shape[1:] == tail and arr.dtype == dtype and arr.shape[0] <= n and arr.shards[0] == shard_images:
+                if arr.shape[0] < n:
+                    arr.resize((n, *tail))
+                continue
+        for marker in staging_dir(store).glob("shard-*.done"):
+            marker.unlink()
         group.create_array(
             name,
-            shape=shape,
+            shape=(n, *tail),
             dtype=dtype,
-            chunks=(1, *shape[1:]),
-            shards=(shard_images, *shape[1:]),
-            compressors=_compressors(level),
+            chunks=(1, *tail),
+            shards=(shard_images, *tail),
             fill_value=0 if name != "label" else -1,
             overwrite=True,
+            **_codecs(name, level),
         )
+
+
+def resize_arrays(store: Path, n: int) -> None:
+    """Shrink the per-image arrays to the n images stored (shards past n are deleted by zarr)."""
+    import zarr
+
+    group = zarr.open_group(store, mode="r+")
+    for name in ("L", "bins", "bins_full", "label"):
+        if name in group and group[name].shape[0] != n:
+            group[name].resize((n, *group[name].shape[1:]))
 
 
 def shard_marker(store: Path, shard: int) -> Path:
@@ -161,9 +196,11 @@ def write_shard(store: Path, shard: int, shard_images: int, layout: list[tuple[i
         arrays, _ = load_part(store, part)
         for name, arr in arrays.items():
             pieces.setdefault(name, []).append(arr[a - first : b - first])
-    for name, chunks in pieces.items():
-        if name in group:
-            group[name][lo:hi] = np.concatenate(chunks)
+    # All chunks of the shard through the codecs in one batch: 2-3x less per-chunk overhead than the default.
+    with zarr.config.set({"codec_pipeline.batch_size": shard_images, "async.concurrency": max(10, shard_images)}):
+        for name, chunks in pieces.items():
+            if name in group:
+                group[name][lo:hi] = np.concatenate(chunks)
     _atomic_write_bytes(shard_marker(store, shard), b"")
     return hi - lo
 

@@ -34,6 +34,17 @@ def test_rgb_to_lab_within_1e3_of_scikit_image_on_every_colour(all_colours, refe
     assert np.abs(lab - reference[0]).max() <= 1e-3
 
 
+def test_stored_L_and_uniform_block_bins_exact_on_every_colour(all_colours, reference):
+    """image_targets (vectorised cube root) against scikit-image's Lab: L rounding and bins, all colours."""
+    n = 1 << 22
+    for s in range(0, len(all_colours), n):  # a quarter of the colours per image, each as a 4 x 4 block
+        img = np.repeat(np.repeat(all_colours[s : s + n].reshape(1024, 4096, 3), 4, axis=0), 4, axis=1)
+        L, q, _ = kernels.image_targets(img[None])
+        want_L = np.floor(reference[0][s : s + n, 0] * 255 / 100 + 0.5).astype(np.uint8)
+        assert np.array_equal(L[0, ::4, ::4].ravel(), want_L)
+        assert np.array_equal(q[0].ravel(), reference[1][s : s + n])
+
+
 def test_torch_path_equals_numpy_path_on_every_colour(all_colours):
     q = kernels.encode_bins(torch.from_numpy(all_colours))
     assert q.dtype == torch.int16

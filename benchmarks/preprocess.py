@@ -1,0 +1,197 @@
+"""Preprocessing throughput: images/s end to end, against the decode + resize floor and a naive baseline.
+
+First the whole Prefect flow once, as a user runs it (temporary Prefect server, Dask cluster start and stop
+included), into a store whose bytes per image are reported. Then, on one warm local Dask cluster (the flow's
+own set-up: one single-threaded worker process per core), in interleaved rounds:
+  floor     read the files, DALI decode + resize + center crop, nothing else, as Dask tasks;
+  pipeline  the flow itself (`--dask-address` of that cluster): discover, read, probe, DALI, L + S/4 targets,
+            histograms, staging, Zarr shards, prior and weights, manifest; Prefect's bookkeeping included;
+  naive     Pillow decode + resize, scikit-image Lab, Zhang's soft-encoding of the S/4 block means (Eq. 1-4),
+            on the first `--naive-images` files only (it is slow).
+Peak RSS of every worker is read from the workers after the runs.
+"""
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.report import machine, summary, write
+
+
+def _floor_part(cfg, part: int, sources: list) -> int:
+    from pipeline.decode import cropper
+
+    root = Path(cfg.source)
+    blobs = [(root / s.path).read_bytes() for s in sources]
+    return sum(c[0] is not None for c in cropper(cfg.size, cfg.part_images, "cpu").crops(blobs))
+
+
+def _naive_part(cfg, sources: list) -> int:
+    from PIL import Image
+    from skimage.color import rgb2lab
+
+    from kernels.zhang import soft_encode
+    from pipeline.sources import center_crop
+
+    n = 0
+    for s in sources:
+        try:
+            with Image.open(Path(cfg.source) / s.path) as img:
+                rgb = center_crop(img, cfg.size)
+        except OSError:
+            continue
+        ab = rgb2lab(rgb)[..., 1:]
+        h = cfg.size // 4
+        z = soft_encode(ab.reshape(h, 4, h, 4, 2).mean(axis=(1, 3)).reshape(-1, 2))  # Eq. 1, dense (P, Q)
+        z.argmax(axis=1)  # Eq. 2
+        n += 1
+    return n
+
+
+def _rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _store_bytes(store: Path) -> dict[str, int]:
+    out = {}
+    for child in store.iterdir():
+        files = [child] if child.is_file() else list(child.rglob("*"))
+        out[child.name] = sum(f.stat().st_size for f in files if f.is_file())
+    return out
+
+
+def main(argv=None) -> int:
+    from distributed import Client, LocalCluster
+
+    from flows.preprocess import preprocess_imagenet
+    from pipeline.discover import discover
+    from pipeline.preprocess import PreprocessConfig
+    from pipeline.sources import build_embedded_dataset, imagenet_sample
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks preprocess", description=__doc__.split("\n\n")[0])
+    p.add_argument("--source", help="ImageNet-layout root (default: the shared sample, else the embedded set)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--naive-images", type=int, default=64)
+    p.add_argument("--out", default="reports/benchmarks")
+    args = p.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-preprocess-"))
+    source = Path(args.source) if args.source else imagenet_sample()
+    if source is None:
+        source = build_embedded_dataset(tmp / "embedded")
+    cfg = PreprocessConfig(source=str(source.resolve()))
+    sources, _ = discover(source, cfg.split)
+    parts = [sources[i : i + cfg.part_images] for i in range(0, len(sources), cfg.part_images)]
+    n = len(sources)
+
+    # 1. The whole flow once, as a user runs it: temporary Prefect server and a new Dask cluster included.
+    t0 = time.perf_counter()
+    result = preprocess_imagenet(source=str(source), store=str(tmp / "flow.zarr"), workers=args.workers)
+    flow_s = time.perf_counter() - t0
+    sizes = _store_bytes(tmp / "flow.zarr")
+    n_img = result["n_images"]
+
+    # 2. Steady state on one warm cluster (its workers inherit the API address the flow above exported).
+    times: dict[str, list[float]] = {"floor": [], "pipeline": [], "naive": []}
+    counts = {}
+    naive_sources = [
+        [sources[i] for i in idx] for idx in np.array_split(np.arange(min(args.naive_images, n)), args.workers)
+    ]
+    with (
+        LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+
+        def floor():
+            futures = client.map(_floor_part, [cfg] * len(parts), range(len(parts)), parts, pure=False)
+            return sum(client.gather(futures))
+
+        stores = iter(tmp / f"round{r}.zarr" for r in range(args.rounds + 1))
+
+        def pipeline():
+            out = preprocess_imagenet(
+                source=str(source), store=str(next(stores)), dask_address=cluster.scheduler_address
+            )
+            return out["n_images"]
+
+        def naive():
+            futures = client.map(_naive_part, [cfg] * len(naive_sources), naive_sources, pure=False)
+            return sum(client.gather(futures))
+
+        floor()
+        pipeline()  # numba caches and DALI pipelines loaded in the workers
+        for _ in range(args.rounds):  # interleaved, so that machine noise hits all methods alike
+            for name, fn in (("floor", floor), ("pipeline", pipeline), ("naive", naive)):
+                t0 = time.perf_counter()
+                counts[name] = fn()
+                times[name].append(time.perf_counter() - t0)
+        worker_rss = client.run(_rss_mb)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    stats = {k: summary(v) for k, v in times.items()}
+    per = {"floor": n, "pipeline": n, "naive": min(args.naive_images, n)}
+    rate = {k: per[k] / stats[k]["median_s"] for k in stats}
+    data = {
+        "source": str(source),
+        "files": n,
+        "workers": args.workers,
+        "machine": machine(),
+        "methods": stats,
+        "images_per_s": rate,
+        "decoded": counts,
+        "pipeline_over_floor": stats["pipeline"]["median_s"] / stats["floor"]["median_s"],
+        "pipeline_vs_naive": rate["pipeline"] / rate["naive"],
+        "flow_end_to_end_s": flow_s,
+        "flow_images_per_s": n / flow_s,
+        "flow_outcomes": result["counts"],
+        "store_bytes": sizes,
+        "store_bytes_per_image": sum(sizes.values()) / max(1, n_img),
+        "store_bytes_per_image_by_array": {k: v / max(1, n_img) for k, v in sizes.items()},
+        "worker_peak_rss_mb": max(worker_rss.values()),
+    }
+    md = _markdown(data)
+    path = write("preprocess", data, md, args.out)
+    print(md)
+    print(f"written {path}")
+    return 0
+
+
+def _markdown(d: dict) -> str:
+    m, r = d["methods"], d["images_per_s"]
+    mach = d["machine"]
+    by = d["store_bytes_per_image_by_array"]
+    lines = [
+        "# Preprocessing throughput",
+        "",
+        f"Source: {d['source']} ({d['files']} files). Machine: {mach['cpu']}, {mach['cores']} cores; "
+        f"{d['workers']} Dask worker processes, one thread each.",
+        "",
+        "| method | median per pass | images/s | runs |",
+        "|---|---|---|---|",
+        f"| decode + resize floor (DALI only) | {m['floor']['median_s']:.2f} s | {r['floor']:.0f} "
+        f"| {m['floor']['runs']} |",
+        f"| the flow on the warm cluster (all stages, Prefect included) | {m['pipeline']['median_s']:.2f} s "
+        f"| **{r['pipeline']:.0f}** | {m['pipeline']['runs']} |",
+        f"| naive: Pillow + scikit-image + Zhang soft-encoding | {m['naive']['median_s']:.2f} s "
+        f"| {r['naive']:.1f} | {m['naive']['runs']} |",
+        "",
+        f"- pipeline / floor: **{d['pipeline_over_floor']:.2f}x** the time (target <= 1.5x); "
+        f"{d['pipeline_vs_naive']:.0f}x the naive baseline's rate",
+        f"- whole Prefect flow, end to end (temporary server, Dask cluster start and stop included): "
+        f"{d['flow_end_to_end_s']:.1f} s = {d['flow_images_per_s']:.0f} images/s; outcomes {d['flow_outcomes']}",
+        f"- store: **{d['store_bytes_per_image'] / 1000:.1f} kB per image** (target <= 30 kB): "
+        + ", ".join(f"{k} {v / 1000:.1f} kB" for k, v in sorted(by.items(), key=lambda kv: -kv[1]) if v >= 50),
+        f"- peak RSS of a worker: {d['worker_peak_rss_mb']:.0f} MB (target <= 2 GB)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
