@@ -42,7 +42,8 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:
         if argv[0] == "main":
-            run([PY, "-m", "flows.main"])
+            run([PY, "-m", "flows.main"])  # the flow as a served deployment, then the quality check
+            run([PY, "-m", "training.run"])  # train `full` on that store, evaluate, sample grid
         else:
             run([PY, "-m", "ruff", "check", "."])
             run([PY, "-m", "ruff", "format", "--check", "."])
