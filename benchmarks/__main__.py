@@ -4,7 +4,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = {"categories": "benchmarks.categories", "preprocess": "benchmarks.preprocess"}
+BENCHMARKS = {"categories": "benchmarks.categories", "preprocess": "benchmarks.preprocess", "train": "benchmarks.train"}
 
 
 def main(argv=None) -> int:

@@ -153,3 +153,8 @@ class Loader:
                 yield item
         finally:
             stop.set()
+            while thread.is_alive():  # unblock a producer waiting on a full queue, so that it ends
+                try:
+                    q.get(timeout=0.1)
+                except queue.Empty:
+                    pass

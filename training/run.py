@@ -70,7 +70,7 @@ class TrainConfig:
     recovery: str = "argmax"
     device: str = "auto"
     compile: bool = False
-    channels_last: bool = True
+    channels_last: bool = True  # on CUDA only: torch 2.13's CPU backward of a strided 1x1 conv crashes in it
 
     def __post_init__(self):
         ModelConfig(self.variant, self.head, self.width)  # validates variant, head, width
@@ -104,7 +104,8 @@ def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
     return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict:
+def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> dict:
+    """Train (or continue, with resume) the run in cfg.out; stop_at ends early with a checkpoint (pre-emption)."""
     rank, world, local_rank = _dist()
     device = _device(cfg, local_rank)
     out = Path(cfg.out)
@@ -116,7 +117,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     per_epoch = loader.batches_per_epoch()
     total = cfg.steps or cfg.epochs * per_epoch
     model = ColorNet(ModelConfig(cfg.variant, cfg.head, cfg.width, max(1000, data.n_classes))).to(device)
-    if cfg.channels_last:
+    channels_last = cfg.channels_last and device.type == "cuda"
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     criterion = Criterion(data.weights, cfg.head, cfg.lam_col, cfg.lam_cls).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -141,6 +143,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     )  # one code path: bf16 on GPUs, fp32 on the CPU
 
     def save_state():
+        tensors = [t for t in model.state_dict().values() if t.is_floating_point()]  # weights and BN statistics
+        if not all(torch.isfinite(t).all() for t in tensors):
+            (out / "nonfinite.json").write_text(json.dumps({"step": step, "weights": "non-finite"}))
+            raise NonFiniteLoss(f"non-finite weights at step {step}; not saved, last good checkpoint kept")
         if rank == 0:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "config": asdict(cfg)}
             state |= {"torch_rng": torch.get_rng_state(), "n_classes": max(1000, data.n_classes)}
@@ -164,25 +170,31 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     t_last, seen = time.perf_counter(), 0
     model.train()
     try:
-        while step < total:
+        while step < total and step != stop_at:
             epoch, start = divmod(step, per_epoch)
             for _, batch in loader.epoch(epoch, start):
-                if step >= total:
+                if step >= total or step == stop_at:
                     break
+                grad_norm = torch.zeros(())
                 lr = poly_lr(cfg, step, total)
                 for g in opt.param_groups:
                     g["lr"] = lr
                 L = batch["L"].to(device, non_blocking=True)
-                if cfg.channels_last:
+                if channels_last:
                     L = L.contiguous(memory_format=torch.channels_last)
                 q, label = batch["q"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
                 with autocast:
                     losses = criterion(net(L), q, label)
-                if not torch.isfinite(losses["loss"]):
-                    (out / "nonfinite.json").write_text(json.dumps({"step": step, "loss": float(losses["loss"])}))
-                    raise NonFiniteLoss(f"loss is {float(losses['loss'])} at step {step}; last good checkpoint kept")
                 opt.zero_grad(set_to_none=True)
-                losses["loss"].backward()
+                if torch.isfinite(losses["loss"]):
+                    losses["loss"].backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+                if not (torch.isfinite(losses["loss"]) and torch.isfinite(grad_norm)):
+                    what = {"step": step, "loss": float(losses["loss"]), "grad_norm": float(grad_norm)}
+                    (out / "nonfinite.json").write_text(json.dumps(what))
+                    raise NonFiniteLoss(
+                        f"non-finite loss or gradient at step {step} ({what}); last good checkpoint kept"
+                    )
                 opt.step()
                 step += 1
                 seen += L.shape[0] * world
