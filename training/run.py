@@ -152,7 +152,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) ->
             state |= {"torch_rng": torch.get_rng_state(), "n_classes": max(1000, data.n_classes)}
             checkpoint.save(ckpt, state)
 
-    metrics_path = out / "metrics.csv"
+    metrics_path = out / "metrics.csv" if rank == 0 else Path(os.devnull)  # one writer under DDP
     new_file = not metrics_path.exists() or step == 0
     log = open(metrics_path, "w" if new_file else "a", newline="")
     writer = csv.writer(log)

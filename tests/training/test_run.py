@@ -90,3 +90,19 @@ def test_evaluate_cli(tiny_store, tmp_path):
     assert evaluate(["--checkpoint", str(tmp_path / "checkpoint.pt"), "--store", str(store), "--split", "all"]) == 0
     report = json.loads((tmp_path / "evaluation.json").read_text())
     assert report["images"] == 12 and report["gray"]["colourfulness"] < 1 and 5 < report["gray"]["psnr"] < 60
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tiny_store, tmp_path):
+    import subprocess
+    import sys
+
+    store, _ = tiny_store
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517"]
+    cmd += ["-m", "training.run", "--store", str(store), "--out", str(tmp_path), "--width", "0.125", "--size", "64"]
+    cmd += ["--batch-size", "2", "--steps", "3", "--holdout", "0.25", "--eval-images", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    state = checkpoint.load(tmp_path / "checkpoint.pt")
+    assert state["step"] == 3 and "world" not in state["config"]
+    assert (tmp_path / "evaluation.md").is_file()
