@@ -138,13 +138,13 @@ def preprocess_imagenet(
         decoder=decoder,
     )
     store = str(Path(store).resolve())
+    sources, class_list = discover(Path(cfg.source), cfg.split, cfg.classes, cfg.per_class, cfg.seed)
+    if not sources:  # checked before anything is written
+        raise ValueError(f"no files under {Path(cfg.source) / cfg.split}")
     state = begin(Path(store), cfg, overwrite)
     if state == "done":
         log.info("%s is already complete for these settings; nothing to do", store)
         return {"store": store, "state": "done"}
-    sources, class_list = discover(Path(cfg.source), cfg.split, cfg.classes, cfg.per_class, cfg.seed)
-    if not sources:
-        raise ValueError(f"no files under {Path(cfg.source) / cfg.split}")
     from pipeline.decode import dali_device
 
     device = dali_device() if cfg.decoder == "auto" else cfg.decoder
@@ -205,7 +205,19 @@ def main(argv=None) -> int:
     try:
         if not (Path(args.source) / args.split).is_dir():
             raise FileNotFoundError(f"no split folder {Path(args.source) / args.split}")
-        PreprocessConfig(source=args.source, size=args.size, per_class=args.per_class, lam=args.lam)
+        PreprocessConfig(
+            source=args.source,
+            split=args.split,
+            size=args.size,
+            per_class=args.per_class,
+            grayscale=args.grayscale,
+            lam=args.lam,
+            part_images=args.part_images,
+            shard_images=args.shard_images,
+            decoder=args.decoder,
+        )
+        if not discover(Path(args.source), args.split, read_classes(args.classes), args.per_class, args.seed)[0]:
+            raise ValueError(f"no files under {Path(args.source) / args.split}")
         if args.dask_address:
             check_dask_address(args.dask_address)
         if args.workers is not None and args.workers < 1:

@@ -1,6 +1,7 @@
 """Bad and awkward input files, generated (never committed): each kind with what the pipeline must do."""
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,8 @@ def make(kind: str, rng: np.random.Generator) -> bytes:
 
 
 def write_corpus(folder: Path, seed: int = 0) -> dict[str, str]:
-    """Write one file of every kind into `folder` as <kind>.JPEG; returns {file name: expected outcome}."""
+    """Write one file of every kind into `folder` as <kind>.JPEG, plus file-system faults; returns
+    {file name: expected outcome}."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     out = {}
@@ -102,4 +104,13 @@ def write_corpus(folder: Path, seed: int = 0) -> dict[str, str]:
         name = f"{kind}.JPEG"
         (folder / name).write_bytes(make(kind, rng))
         out[name] = expected
+    # File-system faults: a link to nothing, a directory link looping to its parent, a file nobody may read.
+    (folder / "dangling_link.JPEG").symlink_to(folder / "does-not-exist.JPEG")
+    out["dangling_link.JPEG"] = "unreadable"
+    (folder / "loop").symlink_to(folder)  # not followed: it lists no file
+    if os.geteuid() != 0:  # root reads anything: the permission fault cannot be staged for it
+        locked = folder / "no_permission.JPEG"
+        locked.write_bytes(make("grayscale", rng))
+        locked.chmod(0)
+        out[locked.name] = "unreadable"
     return out
