@@ -94,6 +94,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--repeat", type=int, default=4, help="list every source file this many times (symlinks)")
     p.add_argument("--naive-images", type=int, default=64)
+    p.add_argument("--part-images", type=int, default=128, help="images per Prefect task (the flow's option)")
     p.add_argument("--out", default="reports/benchmarks")
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-preprocess-"))
@@ -103,14 +104,16 @@ def main(argv=None) -> int:
     origin = source
     if args.repeat > 1:
         source = _repeated(source, tmp / "repeated", args.repeat)
-    cfg = PreprocessConfig(source=str(source.resolve()))
+    cfg = PreprocessConfig(source=str(source.resolve()), part_images=args.part_images)
     sources, _ = discover(source, cfg.split)
     parts = [sources[i : i + cfg.part_images] for i in range(0, len(sources), cfg.part_images)]
     n = len(sources)
 
     # 1. The whole flow once, as a user runs it: temporary Prefect server and a new Dask cluster included.
     t0 = time.perf_counter()
-    result = preprocess_imagenet(source=str(source), store=str(tmp / "flow.zarr"), workers=args.workers)
+    result = preprocess_imagenet(
+        source=str(source), store=str(tmp / "flow.zarr"), workers=args.workers, part_images=args.part_images
+    )
     flow_s = time.perf_counter() - t0
     sizes = _store_bytes(tmp / "flow.zarr")
     n_img = result["n_images"]
@@ -158,6 +161,7 @@ def main(argv=None) -> int:
     data = {
         "source": str(origin),
         "repeat": args.repeat,
+        "part_images": args.part_images,
         "files": n,
         "workers": args.workers,
         "machine": machine(),
