@@ -44,10 +44,10 @@ def stage_part(cfg: PreprocessConfig, store: str, part: int, sources: list, devi
 @task(name="write-shards", cache_policy=NO_CACHE)
 def write_store_shards(store: str, shards: list[int], shard_images: int, layout: list) -> int:
     """Write these Zarr shards of every image array (no other task writes them); returns the images written."""
-    done = 0
+    done, parts = 0, {}  # staged parts read once for all these shards
     for k in shards:
         if not shard_marker(Path(store), k).is_file():
-            done += write_shard(Path(store), k, shard_images, layout)
+            done += write_shard(Path(store), k, shard_images, layout, parts)
     return done
 
 

@@ -22,9 +22,10 @@ DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold (0.
 
 @dataclass(frozen=True)
 class Probe:
-    """What the header says; `reason` is set when the file must be skipped without decoding."""
+    """What the header says; `reason` (and its `kind`) is set when the file must be skipped undecoded."""
 
     reason: str | None
+    kind: str = ""
     format: str = ""
     width: int = 0
     height: int = 0
@@ -46,23 +47,24 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Probe:
     from PIL import Image, UnidentifiedImageError
 
     if len(data) == 0:
-        return Probe("empty file (0 bytes)")
+        return Probe("empty file (0 bytes)", "empty")
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt, (w, h), mode = img.format or "", img.size, img.mode
     except UnidentifiedImageError:
-        return Probe(f"not an image (unrecognised content, first bytes {data[:8]!r})")
+        return Probe(f"not an image (unrecognised content, first bytes {data[:8]!r})", "not_image")
     except Image.DecompressionBombError as e:  # raised by Pillow for > 2x its own limit
-        return Probe(f"decompression bomb: {e}")
+        return Probe(f"decompression bomb: {e}", "bomb")
     except (OSError, ValueError, SyntaxError) as e:
-        return Probe(f"unreadable image header: {type(e).__name__}: {e}")
+        return Probe(f"unreadable image header: {type(e).__name__}: {e}", "unreadable")
     if w < 1 or h < 1:
-        return Probe(f"empty image ({w} x {h})", fmt, w, h, mode)
+        return Probe(f"empty image ({w} x {h})", "empty", fmt, w, h, mode)
     if w * h > max_pixels:
-        return Probe(f"decompression bomb: {w} x {h} = {w * h:,} pixels > max_pixels {max_pixels:,}", fmt, w, h, mode)
+        reason = f"decompression bomb: {w} x {h} = {w * h:,} pixels > max_pixels {max_pixels:,}"
+        return Probe(reason, "bomb", fmt, w, h, mode)
     if fmt == "JPEG" and _jpeg_truncated(data):
-        return Probe("truncated JPEG: no end-of-image marker after the last scan", fmt, w, h, mode)
-    return Probe(None, fmt, w, h, mode)
+        return Probe("truncated JPEG: no end-of-image marker after the last scan", "truncated", fmt, w, h, mode)
+    return Probe(None, "", fmt, w, h, mode)
 
 
 def dali_device() -> str:
@@ -119,6 +121,19 @@ class Cropper:
             out = out.as_cpu()
         return [np.array(out.at(i)) for i in range(len(items))]
 
+    def crop_decoded(self, rgb: np.ndarray) -> np.ndarray:
+        """The same resize and center crop for an already decoded HWC uint8 image."""
+        return self._run("raw", [np.ascontiguousarray(rgb)])[0]
+
+    def crop_as(self, data: bytes, decoder: str = "dali") -> np.ndarray | None:
+        """The crop of one file through the decoder a store record names ("pil" or "dali"); None if it fails.
+
+        A "dali" file that no longer decodes in DALI falls back to Pillow, as when it was stored.
+        """
+        if decoder == "pil":
+            return self.crop_decoded(pil_decode(data))
+        return self.crops([data])[0][0]
+
     def crops(self, blobs: list[bytes]) -> list[tuple[np.ndarray | None, str, str]]:
         """(crop or None, decoder, error) per blob, in order; a failed batch is retried one by one."""
         arrays = [np.frombuffer(b, dtype=np.uint8) for b in blobs]
@@ -142,7 +157,7 @@ class Cropper:
             rgb = pil_decode(data.tobytes())
         except Exception as e:  # noqa: BLE001 - both decoders failed: the caller records a skip
             return None, "", f"DALI: {dali_error}; Pillow: {type(e).__name__}: {e}"
-        return self._run("raw", [rgb])[0], "pil", f"DALI: {dali_error}"
+        return self.crop_decoded(rgb), "pil", f"DALI: {dali_error}"
 
 
 def pil_decode(data: bytes) -> np.ndarray:

@@ -8,7 +8,7 @@ ends as one record: stored, or skipped with a `kind` and a human-readable `reaso
 
 import os
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +53,6 @@ class PreprocessConfig:
         if self.decoder not in ("auto", "cpu", "mixed"):
             raise ValueError(f"decoder must be 'auto', 'cpu' or 'mixed', got {self.decoder!r}")
 
-    @classmethod
-    def keys(cls) -> set[str]:
-        return {f.name for f in fields(cls)}
-
 
 def _read(path: Path) -> tuple[bytes | None, str]:
     try:
@@ -69,19 +65,6 @@ def _read(path: Path) -> tuple[bytes | None, str]:
 def _skip(src: Source, kind: str, reason: str) -> dict:
     rec = {"path": src.path, "wnid": src.wnid, "label": src.label, "outcome": "skipped"}
     return rec | {"kind": kind, "reason": reason}
-
-
-def _kind_of(reason: str) -> str:
-    for prefix, kind in (
-        ("empty", "empty"),
-        ("not an image", "not_image"),
-        ("decompression bomb", "bomb"),
-        ("truncated", "truncated"),
-        ("unreadable", "unreadable"),
-    ):
-        if reason.startswith(prefix):
-            return kind
-    return "bad_header"
 
 
 def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Source], device: str) -> dict:
@@ -100,7 +83,7 @@ def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Sou
             continue
         info = probe(data, cfg.max_pixels)
         if info.reason:
-            records[i] = _skip(src, _kind_of(info.reason), info.reason)
+            records[i] = _skip(src, info.kind, info.reason)
         elif info.grayscale and cfg.grayscale == "exclude":
             records[i] = _skip(src, "grayscale", f"grayscale image (mode {info.mode}), excluded as Zhang et al. did")
         else:

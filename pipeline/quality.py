@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from kernels.gamut import CENTERS, Q
-from pipeline.store import MANIFEST, StoreError, missing_shards, open_store
+from pipeline.store import MANIFEST, StoreError, missing_shards, open_store, outcome_counts
 
 
 class Report:
@@ -91,10 +91,7 @@ def _manifest(store: Path, group, rep: Report, n: int) -> list[dict]:
     rep.check("every skip has a reason", all(r.get("reason") for r in skipped), f"{len(skipped)} skipped")
     paths = [str(p) for p in group["path"][:]] if "path" in group else []
     rep.check("path array = stored sources", paths == [r["path"] for r in stored])
-    outcomes: dict[str, int] = {}
-    for r in records:
-        key = "stored" if r["outcome"] == "stored" else f"skipped_{r['kind']}"
-        outcomes[key] = outcomes.get(key, 0) + 1
+    outcomes = outcome_counts(records)
     rep.check("counts attribute = manifest", outcomes == dict(group.attrs["counts"]), json.dumps(outcomes))
     rep.facts["outcomes"] = outcomes
     cfg = group.attrs["config"]
@@ -118,7 +115,7 @@ def _manifest(store: Path, group, rep: Report, n: int) -> list[dict]:
 
 def _resample(group, records: list[dict], rep: Report, k: int, seed: int) -> None:
     from kernels import image_targets
-    from pipeline.decode import cropper, pil_decode
+    from pipeline.decode import cropper
 
     cfg = group.attrs["config"]
     src = Path(cfg["source"])
@@ -132,10 +129,7 @@ def _resample(group, records: list[dict], rep: Report, k: int, seed: int) -> Non
     for i in pick:
         r = stored[i]
         data = (src / r["path"]).read_bytes()
-        if r.get("decoder") == "pil":
-            rgb = crop._run("raw", [pil_decode(data)])[0]
-        else:
-            rgb = crop.crops([data])[0][0]
+        rgb = crop.crop_as(data, r.get("decoder", "dali"))
         if rgb is None:
             bad.append(f"{r['path']}: no longer decodes")
             continue

@@ -35,7 +35,6 @@ FORMAT_VERSION = 2  # 2: a crc32c checksum on every chunk (1: none; still readab
 READABLE_VERSIONS = (1, 2)
 STAGING = "_staging"
 MANIFEST = "sources.jsonl"
-IMAGE_ARRAYS = ("L", "bins", "bins_full", "label", "path")
 # zarr warns on every open that numcodecs codecs (the Delta filter of L) are not in the v3 spec; they are
 # registered with zarr and any zarr-python 3 reads it.
 warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
@@ -182,11 +181,15 @@ def shard_marker(store: Path, shard: int) -> Path:
     return staging_dir(store) / f"shard-{shard:06d}.done"
 
 
-def write_shard(store: Path, shard: int, shard_images: int, layout: list[tuple[int, int, int]]) -> int:
+def write_shard(
+    store: Path, shard: int, shard_images: int, layout: list[tuple[int, int, int]], parts: dict | None = None
+) -> int:
     """Write Zarr shard `shard` of every image array from the staged parts; returns its image count.
 
-    layout: (part, first global index, image count) of every part, in order.
+    layout: (part, first global index, image count) of every part, in order. parts: staged parts already
+    loaded, by number; a caller writing several shards passes one dict so that no part is read twice.
     """
+    parts = {} if parts is None else parts
     import zarr
 
     group = zarr.open_group(store, mode="r+")
@@ -197,16 +200,29 @@ def write_shard(store: Path, shard: int, shard_images: int, layout: list[tuple[i
         a, b = max(lo, first), min(hi, first + count)
         if a >= b:
             continue
-        arrays, _ = load_part(store, part)
-        for name, arr in arrays.items():
+        if part not in parts:
+            parts[part] = load_part(store, part)[0]
+        for name, arr in parts[part].items():
             pieces.setdefault(name, []).append(arr[a - first : b - first])
     # All chunks of the shard through the codecs in one batch: 2-3x less per-chunk overhead than the default.
     with zarr.config.set({"codec_pipeline.batch_size": shard_images, "async.concurrency": max(10, shard_images)}):
         for name, chunks in pieces.items():
             if name in group:
                 group[name][lo:hi] = np.concatenate(chunks)
+    for part, first, count in layout:  # shards are written in order: parts wholly before hi are done with
+        if first + count <= hi:
+            parts.pop(part, None)
     _atomic_write_bytes(shard_marker(store, shard), b"")
     return hi - lo
+
+
+def outcome_counts(records: list[dict]) -> dict[str, int]:
+    """Sources per outcome: `stored` and `skipped_<kind>`, as the `counts` attribute holds them."""
+    outcomes: dict[str, int] = {}
+    for r in records:
+        key = "stored" if r["outcome"] == "stored" else f"skipped_{r['kind']}"
+        outcomes[key] = outcomes.get(key, 0) + 1
+    return outcomes
 
 
 def finalize(store: Path, cfg, records: list[dict], counts: np.ndarray, class_list: list[str]) -> dict:
@@ -227,10 +243,7 @@ def finalize(store: Path, cfg, records: list[dict], counts: np.ndarray, class_li
         group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=arr.shape, overwrite=True)
         group[name][:] = arr
     _atomic_write_bytes(Path(store) / MANIFEST, "".join(json.dumps(r) + "\n" for r in records).encode())
-    outcomes: dict[str, int] = {}
-    for r in records:
-        key = "stored" if r["outcome"] == "stored" else f"skipped_{r['kind']}"
-        outcomes[key] = outcomes.get(key, 0) + 1
+    outcomes = outcome_counts(records)
     attrs = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -42,7 +42,7 @@ def lab_to_rgb8(L: np.ndarray, ab: np.ndarray) -> np.ndarray:
 
 def ground_truth(group, idx: np.ndarray) -> list[np.ndarray | None]:
     """The S x S RGB crops of the stored images, re-decoded from their source files (None if gone)."""
-    from pipeline.decode import cropper, pil_decode
+    from pipeline.decode import cropper
 
     cfg = group.attrs["config"]
     root = Path(cfg["source"])
@@ -55,10 +55,8 @@ def ground_truth(group, idx: np.ndarray) -> list[np.ndarray | None]:
         except OSError:
             out.append(None)
             continue
-        rgb = crop.crops([data])[0][0]
-        if rgb is None:
-            rgb = crop._run("raw", [pil_decode(data)])[0]
-        out.append(rgb)
+        rgb = crop.crop_as(data, "dali")
+        out.append(rgb if rgb is not None else crop.crop_as(data, "pil"))
     return out
 
 

@@ -57,15 +57,15 @@ def test_one_bad_image_does_not_cost_the_batch(cropper, photos):
 def test_exif_orientation_applied_like_pillow(cropper):
     data = make("exif_rotated", np.random.default_rng(3))
     dali = cropper.crops([data])[0][0].astype(int)
-    pil = cropper._run("raw", [pil_decode(data)])[0].astype(int)
-    upright = cropper._run("raw", [np.rot90(pil_decode(data), 1).copy()])[0].astype(int)
+    pil = cropper.crop_decoded(pil_decode(data)).astype(int)
+    upright = cropper.crop_decoded(np.rot90(pil_decode(data), 1)).astype(int)
     assert np.abs(dali - pil).mean() < 3 < np.abs(dali - upright).mean()
 
 
 def test_center_crop_of_shorter_side(cropper):
     img = np.zeros((100, 300, 3), np.uint8)
     img[:, 100:200] = 255  # the middle third is white: it fills the whole center crop
-    out = cropper._run("raw", [img])[0]
+    out = cropper.crop_decoded(img)
     assert out.shape == (64, 64, 3)
     assert out[:, 8:-8].min() == 255 and out.mean() > 240
 
