@@ -1,10 +1,13 @@
 """The category core's public functions: checked inputs, caller-facing shapes, NumPy or torch in."""
 
 import numpy as np
+from numba import get_num_threads
 
 from kernels import bins
 from kernels.gamut import CATEGORY_MATRIX, CENTERS_F32, CENTERS_F64, Q
 from kernels.lab import LINEAR, WHITE_D65, XYZ_FROM_RGB, rgb_to_lab_kernel
+
+_NO_WEIGHTS = np.empty(0, dtype=np.float32)
 
 
 def _is_torch(x) -> bool:
@@ -50,7 +53,7 @@ def encode_bins(rgb):
         return torch_ops.encode_bins(rgb)
     flat = _check_rgb(rgb)
     q = np.empty(len(flat), dtype=np.int16)
-    bins.gather_bins(flat, bins.SPREAD, *bins.rgb_table(), q)
+    bins.gather(flat.reshape(-1), *bins.SPREAD3, *bins.rgb_table(), _NO_WEIGHTS, q, _NO_WEIGHTS, get_num_threads())
     return q.reshape(rgb.shape[:-1])
 
 
@@ -64,7 +67,7 @@ def encode_targets(rgb, weights):
     w_table = _check_weights(weights)
     q = np.empty(len(flat), dtype=np.int16)
     w = np.empty(len(flat), dtype=np.float32)
-    bins.gather_targets(flat, bins.SPREAD, *bins.rgb_table(), w_table, q, w)
+    bins.gather(flat.reshape(-1), *bins.SPREAD3, *bins.rgb_table(), w_table, q, w, get_num_threads())
     return q.reshape(rgb.shape[:-1]), w.reshape(rgb.shape[:-1])
 
 

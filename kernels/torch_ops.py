@@ -23,7 +23,7 @@ def _on(name: str, make, device: torch.device) -> torch.Tensor:
 def _table(device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     spread = _on("spread", lambda: torch.from_numpy(bins.SPREAD.astype("int64")), device)
     codes = _on("codes", lambda: torch.from_numpy(bins.rgb_table()[0].copy()), device)
-    palette = _on("palette", lambda: torch.from_numpy(bins.rgb_table()[1].copy()), device)
+    palette = _on("palette", lambda: torch.from_numpy(bins.rgb_table()[1].astype("int16")), device)
     return spread, codes, palette
 
 

@@ -190,7 +190,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) ->
                     losses["loss"].backward()
                     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
                 if not (torch.isfinite(losses["loss"]) and torch.isfinite(grad_norm)):
-                    what = {"step": step, "loss": float(losses["loss"]), "grad_norm": float(grad_norm)}
+                    what = {"step": step, "loss": losses["loss"].item(), "grad_norm": float(grad_norm)}
                     (out / "nonfinite.json").write_text(json.dumps(what))
                     raise NonFiniteLoss(
                         f"non-finite loss or gradient at step {step} ({what}); last good checkpoint kept"
@@ -203,11 +203,11 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) ->
                     now = time.perf_counter()
                     rate = seen / (now - t_last)
                     t_last, seen = now, 0
-                    row = [step, epoch, f"{lr:.6g}", f"{float(losses['loss']):.6f}"]
-                    row += [f"{float(losses['colour']):.6f}", f"{float(losses['class']):.6f}", f"{rate:.2f}"]
+                    row = [step, epoch, f"{lr:.6g}", f"{losses['loss'].item():.6f}"]
+                    row += [f"{losses['colour'].item():.6f}", f"{losses['class'].item():.6f}", f"{rate:.2f}"]
                     writer.writerow(row)
                     log.flush()
-                    bar.set_postfix(loss=f"{float(losses['loss']):.4f}", lr=f"{lr:.2e}")
+                    bar.set_postfix(loss=f"{losses['loss'].item():.4f}", lr=f"{lr:.2e}")
                 if step % cfg.ckpt_every == 0:
                     save_state()
         save_state()

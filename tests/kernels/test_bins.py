@@ -89,8 +89,14 @@ def test_table_with_wide_margin_falls_back_to_reference_and_agrees():
 def test_compressed_table_equals_flat_table(all_colours):
     flat, _ = bins.build_rgb_table()
     q = np.empty(len(all_colours), np.int16)
-    bins.gather_bins(all_colours, bins.SPREAD, *bins.rgb_table(), q)
+    w = np.empty(len(all_colours), np.float32)
+    weights = np.arange(1, Q + 1, dtype=np.float32)
+    bins.gather(all_colours.reshape(-1), *bins.SPREAD3, *bins.rgb_table(), weights, q, w, 2)
     assert np.array_equal(q, flat)
+    assert np.array_equal(w, weights[flat])
+    one = np.empty(1, np.int16)  # fewer pixels than a chunk, and than threads
+    bins.gather(all_colours[-1], *bins.SPREAD3, *bins.rgb_table(), weights, one, w[:0], 4)
+    assert one[0] == flat[-1]
 
 
 def test_jit_and_python_agree():
@@ -107,6 +113,12 @@ def test_jit_and_python_agree():
     rgb_to_lab_kernel(rgb, LINEAR, XYZ_FROM_RGB, WHITE_D65, lab_jit)
     python_version(rgb_to_lab_kernel)(rgb, LINEAR, XYZ_FROM_RGB, WHITE_D65, lab_py)
     assert np.array_equal(lab_jit, lab_py)
+    weights = rng.uniform(0.5, 2, Q).astype(np.float32)
+    q_jit, q_py = np.empty(200, np.int16), np.empty(200, np.int16)
+    w_jit, w_py = np.empty(200, np.float32), np.empty(200, np.float32)
+    bins.gather(rgb.reshape(-1), *bins.SPREAD3, *bins.rgb_table(), weights, q_jit, w_jit, 2)
+    python_version(bins.gather)(rgb.reshape(-1), *bins.SPREAD3, *bins.rgb_table(), weights, q_py, w_py, 2)
+    assert np.array_equal(q_jit, q_py) and np.array_equal(w_jit, w_py)
 
 
 @pytest.mark.parametrize(
