@@ -26,10 +26,11 @@ from benchmarks.report import machine, summary, write
 
 def _floor_part(cfg, part: int, sources: list) -> int:
     from pipeline.decode import cropper
+    from pipeline.preprocess import DALI_BATCH
 
     root = Path(cfg.source)
     blobs = [(root / s.path).read_bytes() for s in sources]
-    return sum(c[0] is not None for c in cropper(cfg.size, cfg.part_images, "cpu").crops(blobs))
+    return sum(c[0] is not None for c in cropper(cfg.size, min(cfg.part_images, DALI_BATCH), "cpu").crops(blobs))
 
 
 def _naive_part(cfg, sources: list) -> int:
@@ -83,7 +84,7 @@ def _store_bytes(store: Path) -> dict[str, int]:
 def main(argv=None) -> int:
     from distributed import Client, LocalCluster
 
-    from flows.preprocess import preprocess_imagenet
+    from flows.preprocess import auto_part_images, local_worker_config, preprocess_imagenet
     from pipeline.discover import discover
     from pipeline.preprocess import PreprocessConfig
     from pipeline.sources import build_embedded_dataset, imagenet_sample
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--repeat", type=int, default=4, help="list every source file this many times (symlinks)")
     p.add_argument("--naive-images", type=int, default=64)
-    p.add_argument("--part-images", type=int, default=128, help="images per Prefect task (the flow's option)")
+    p.add_argument("--part-images", type=int, help="files per Prefect task (the flow's option; default: its own)")
     p.add_argument("--out", default="reports/benchmarks")
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-preprocess-"))
@@ -104,8 +105,8 @@ def main(argv=None) -> int:
     origin = source
     if args.repeat > 1:
         source = _repeated(source, tmp / "repeated", args.repeat)
-    cfg = PreprocessConfig(source=str(source.resolve()), part_images=args.part_images)
-    sources, _ = discover(source, cfg.split)
+    sources, _ = discover(source, "train")
+    cfg = PreprocessConfig(source=str(source.resolve()), part_images=args.part_images or auto_part_images(len(sources)))
     parts = [sources[i : i + cfg.part_images] for i in range(0, len(sources), cfg.part_images)]
     n = len(sources)
 
@@ -118,7 +119,9 @@ def main(argv=None) -> int:
     sizes = _store_bytes(tmp / "flow.zarr")
     n_img = result["n_images"]
 
-    # 2. Steady state on one warm cluster (its workers inherit the API address the flow above exported).
+    # 2. Steady state on one warm cluster (its workers inherit the API address the flow above exported), with
+    # the flow's own worker settings.
+    local_worker_config()
     times: dict[str, list[float]] = {"floor": [], "pipeline": [], "naive": []}
     counts = {}
     naive_sources = [
@@ -137,7 +140,10 @@ def main(argv=None) -> int:
 
         def pipeline():
             out = preprocess_imagenet(
-                source=str(source), store=str(next(stores)), dask_address=cluster.scheduler_address
+                source=str(source),
+                store=str(next(stores)),
+                dask_address=cluster.scheduler_address,
+                part_images=args.part_images,
             )
             return out["n_images"]
 
@@ -161,7 +167,7 @@ def main(argv=None) -> int:
     data = {
         "source": str(origin),
         "repeat": args.repeat,
-        "part_images": args.part_images,
+        "part_images": cfg.part_images,
         "files": n,
         "workers": args.workers,
         "machine": machine(),

@@ -17,6 +17,7 @@ from kernels.gamut import Q
 from pipeline.decode import DEFAULT_MAX_PIXELS, cropper, probe
 from pipeline.discover import Source
 
+DALI_BATCH = 64  # images per DALI run: the decoded full-size images of one batch are held at once
 GRAY_CHROMA = 2.0  # mean chroma of the 4x4 block means below which a colour-mode photo counts as grayscale
 
 
@@ -89,7 +90,7 @@ def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Sou
         else:
             blobs.append(data)
             todo.append(i)
-    crops = cropper(cfg.size, cfg.part_images, device).crops(blobs) if blobs else []
+    crops = cropper(cfg.size, min(cfg.part_images, DALI_BATCH), device).crops(blobs) if blobs else []
     kept, rgbs = [], []
     for i, (rgb, decoder, err) in zip(todo, crops, strict=True):
         src = sources[i]
