@@ -39,7 +39,7 @@ from pipeline.store import (
 )
 
 FLOW_NAME = "preprocess-imagenet"
-WRITE_SHARDS = 4  # shards per write-shards task (a Prefect task run costs ~0.13 s of worker CPU)
+WRITE_SHARDS = 8  # shards per write-shards task (a Prefect task run costs ~0.13 s of worker CPU)
 PARTS_FILE = "parts.json"  # in the staging area: the source list of every part
 
 
