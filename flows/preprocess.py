@@ -194,7 +194,7 @@ def preprocess_imagenet(
         grayscale=grayscale,
         full_bins=full_bins,
         lam=lam,
-        part_images=part_images or 1,  # validated here, resolved below when not given
+        part_images=1 if part_images is None else part_images,  # validated here; None is resolved below
         shard_images=shard_images,
         decoder=decoder,
     )
@@ -275,7 +275,7 @@ def main(argv=None) -> int:
             per_class=args.per_class,
             grayscale=args.grayscale,
             lam=args.lam,
-            part_images=args.part_images,
+            part_images=1 if args.part_images is None else args.part_images,
             shard_images=args.shard_images,
             decoder=args.decoder,
         )

@@ -109,3 +109,9 @@ def test_killed_run_resumes_to_the_same_store(mixed_source, clean_store, tmp_pat
     for name in want:
         assert np.array_equal(want[name], got[name]), name
     assert (store / MANIFEST).read_text() == (clean_store[0] / MANIFEST).read_text()
+
+
+def test_auto_part_images_depends_on_the_source_count_only():
+    from flows.preprocess import auto_part_images
+
+    assert [auto_part_images(n) for n in (1, 100, 512, 3200, 1_281_167)] == [64, 64, 64, 400, 512]

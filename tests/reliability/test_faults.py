@@ -139,6 +139,7 @@ def test_reader_during_the_write_sees_nothing_or_the_finished_store(mixed_source
     [
         (["/no/such/dir", "{tmp}/s.zarr"], "no split folder"),
         (["{src}", "{tmp}/s.zarr", "--size", "30"], "multiple of 4"),
+        (["{src}", "{tmp}/s.zarr", "--part-images", "0"], "must be >= 1"),
         (["{empty}", "{tmp}/s.zarr"], "no files"),
         (["{src}", "{tmp}/s.zarr", "--dask-address", "tcp://127.0.0.1:9"], "no Dask scheduler"),
     ],
