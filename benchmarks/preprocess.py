@@ -25,12 +25,11 @@ from benchmarks.report import machine, summary, write
 
 
 def _floor_part(cfg, part: int, sources: list) -> int:
-    from pipeline.decode import cropper
-    from pipeline.preprocess import DALI_BATCH
+    from pipeline.preprocess import part_cropper
 
     root = Path(cfg.source)
     blobs = [(root / s.path).read_bytes() for s in sources]
-    return sum(c[0] is not None for c in cropper(cfg.size, min(cfg.part_images, DALI_BATCH), "cpu").crops(blobs))
+    return sum(c[0] is not None for c in part_cropper(cfg, "cpu").crops(blobs))
 
 
 def _naive_part(cfg, sources: list) -> int:
@@ -86,7 +85,7 @@ def main(argv=None) -> int:
 
     from flows.preprocess import auto_part_images, local_worker_config, preprocess_imagenet
     from pipeline.discover import discover
-    from pipeline.preprocess import PreprocessConfig
+    from pipeline.preprocess import PreprocessConfig, cut_parts
     from pipeline.sources import build_embedded_dataset, imagenet_sample
 
     p = argparse.ArgumentParser(prog="python -m benchmarks preprocess", description=__doc__.split("\n\n")[0])
@@ -107,7 +106,7 @@ def main(argv=None) -> int:
         source = _repeated(source, tmp / "repeated", args.repeat)
     sources, _ = discover(source, "train")
     cfg = PreprocessConfig(source=str(source.resolve()), part_images=args.part_images or auto_part_images(len(sources)))
-    parts = [sources[i : i + cfg.part_images] for i in range(0, len(sources), cfg.part_images)]
+    parts = cut_parts(sources, cfg.part_images)
     n = len(sources)
 
     # 1. The whole flow once, as a user runs it: temporary Prefect server and a new Dask cluster included.

@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 
 from kernels.gamut import Q
 from pipeline.discover import Source, discover, read_classes
-from pipeline.preprocess import PreprocessConfig, process_part, staged_summary
+from pipeline.preprocess import PreprocessConfig, cut_parts, process_part, staged_summary
 from pipeline.store import (
     begin,
     create_arrays,
@@ -213,7 +213,7 @@ def preprocess_imagenet(
     device = dali_device() if cfg.decoder == "auto" else cfg.decoder
     n_workers = workers or os.cpu_count() or 1
     threads = max(1, (os.cpu_count() or 1) // n_workers)
-    parts = [sources[i : i + cfg.part_images] for i in range(0, len(sources), cfg.part_images)]
+    parts = cut_parts(sources, cfg.part_images)
     log.info("%s: %d sources in %d parts, decoder %s (%s)", cfg.source, len(sources), len(parts), device, state)
     summaries = _run_stages.with_options(task_runner=dask_runner(dask_address, workers))(
         cfg, store, _save_parts(store, parts), device, threads

@@ -145,6 +145,13 @@ def compress_kernel(flat, codes, palette):
     return worst.max()
 
 
+@kernel()
+def lookup(m, codes, palette):
+    """Category of the colour with uint32 Morton index m: its 2-bit code, then its block's palette entry."""
+    code = (codes[m >> np.uint32(2)] >> ((m & np.uint32(3)) << np.uint32(1))) & np.uint32(3)
+    return palette[((m >> np.uint32(BLOCK_BITS)) << np.uint32(2)) | code]
+
+
 @kernel(parallel=True)
 def gather(rgb, s_r, s_g, s_b, codes, palette, weights, q_out, w_out, n_threads):
     """Fill q_out (N,) int16 with the category of each colour of rgb (3N,) uint8 (r, g, b, r, ...) and, unless
@@ -159,7 +166,7 @@ def gather(rgb, s_r, s_g, s_b, codes, palette, weights, q_out, w_out, n_threads)
     n_chunks = (n + CHUNK - 1) // CHUNK
     n_threads = max(1, min(n_threads, n_chunks))
     with_weights = w_out.shape[0] > 0
-    one, two, three, block = np.uint32(1), np.uint32(2), np.uint32(3), np.uint32(BLOCK_BITS)
+    two = np.uint32(2)
     for t in prange(n_threads):
         m = np.empty(CHUNK, np.uint32)
         for c in range(t * n_chunks // n_threads, (t + 1) * n_chunks // n_threads):
@@ -172,14 +179,12 @@ def gather(rgb, s_r, s_g, s_b, codes, palette, weights, q_out, w_out, n_threads)
                 prefetch(codes, k >> two)
             if with_weights:
                 for j in range(count):
-                    k = m[j]
-                    q = palette[((k >> block) << two) | ((codes[k >> two] >> ((k & three) << one)) & three)]
+                    q = lookup(m[j], codes, palette)
                     q_out[lo + j] = q
                     w_out[lo + j] = weights[q]
             else:
                 for j in range(count):
-                    k = m[j]
-                    q_out[lo + j] = palette[((k >> block) << two) | ((codes[k >> two] >> ((k & three) << one)) & three)]
+                    q_out[lo + j] = lookup(m[j], codes, palette)
 
 
 def build_rgb_table(margin: float = DEFAULT_MARGIN) -> tuple[np.ndarray, int]:
@@ -205,7 +210,8 @@ def compress_table(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     palette = np.zeros(N_COLOURS >> (BLOCK_BITS - 2), dtype=np.uint16)
     worst = compress_kernel(flat, codes, palette)
     if worst > 4:
-        raise AssertionError(f"a 4x4x4 colour block holds {worst} categories; the 2-bit palette needs <= 4")
+        side = 1 << (BLOCK_BITS // 3)
+        raise AssertionError(f"a {side}x{side}x{side} colour block holds {worst} categories; 2-bit codes need <= 4")
     codes.flags.writeable = palette.flags.writeable = False
     return codes, palette
 

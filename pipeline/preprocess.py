@@ -55,6 +55,16 @@ class PreprocessConfig:
             raise ValueError(f"decoder must be 'auto', 'cpu' or 'mixed', got {self.decoder!r}")
 
 
+def cut_parts(sources: list[Source], part_images: int) -> list[list[Source]]:
+    """The source list cut into consecutive parts of part_images files (the last may be shorter)."""
+    return [sources[i : i + part_images] for i in range(0, len(sources), part_images)]
+
+
+def part_cropper(cfg: PreprocessConfig, device: str):
+    """The (per-thread cached) DALI cropper a part is decoded with: batches of at most DALI_BATCH images."""
+    return cropper(cfg.size, min(cfg.part_images, DALI_BATCH), device)
+
+
 def _read(path: Path) -> tuple[bytes | None, str]:
     try:
         with open(path, "rb") as f:
@@ -90,7 +100,7 @@ def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Sou
         else:
             blobs.append(data)
             todo.append(i)
-    crops = cropper(cfg.size, min(cfg.part_images, DALI_BATCH), device).crops(blobs) if blobs else []
+    crops = part_cropper(cfg, device).crops(blobs) if blobs else []
     kept, rgbs = [], []
     for i, (rgb, decoder, err) in zip(todo, crops, strict=True):
         src = sources[i]
