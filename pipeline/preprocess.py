@@ -2,8 +2,9 @@
 
 This is the work of one Prefect task (`flows.preprocess`): read the files, probe them, decode, resize
 and crop in DALI (`pipeline.decode`), compute the targets in one Numba pass (`kernels.image_targets`),
-count categories for the prior (Eq. 9), and stage the result (`pipeline.store.save_part`). Every source
-ends as one record: stored, or skipped with a `kind` and a human-readable `reason`.
+count categories for the prior (Eq. 9), encode each image's chunks as the store holds them (`pipeline.chunks`)
+and stage them (`pipeline.store.save_part`). Every source ends as one record: stored, or skipped with a
+`kind` and a human-readable `reason`.
 """
 
 import os
@@ -81,6 +82,7 @@ def _skip(src: Source, kind: str, reason: str) -> dict:
 def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Source], device: str) -> dict:
     """Decode and encode one part, stage it, and return its summary (records and category counts)."""
     from kernels import encode_bins, image_targets
+    from pipeline.chunks import array_codecs, encode_images
     from pipeline.store import save_part
 
     t0 = time.perf_counter()
@@ -136,7 +138,8 @@ def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Sou
     if cfg.full_bins:
         arrays["bins_full"] = encode_bins(batch[keep]) if keep.any() else np.zeros((0, size, size), np.int16)
     counts = np.bincount(arrays["bins"].ravel(), minlength=Q).astype(np.int64)
-    save_part(Path(store), part, arrays, records)
+    chunks = {name: encode_images(array_codecs(name, a.dtype, cfg.zstd_level), a) for name, a in arrays.items()}
+    save_part(Path(store), part, chunks, counts, records)
     summary = {"part": part, "stored": int(keep.sum()), "counts": counts, "records": records, "pid": os.getpid()}
     return summary | {"seconds": time.perf_counter() - t0}
 
@@ -145,6 +148,6 @@ def staged_summary(store: str, part: int) -> dict:
     """The summary of a part staged by an earlier (possibly killed) run."""
     from pipeline.store import load_part
 
-    arrays, records = load_part(Path(store), part)
-    counts = np.bincount(arrays["bins"].ravel(), minlength=Q).astype(np.int64)
-    return {"part": part, "stored": len(arrays["label"]), "counts": counts, "records": records, "pid": os.getpid()}
+    staged = load_part(Path(store), part)
+    summary = {"part": part, "stored": staged.stored, "counts": staged.counts, "records": staged.records}
+    return summary | {"pid": os.getpid()}

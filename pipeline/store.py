@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ FORMAT = "colorize-store"
 FORMAT_VERSION = 2  # 2: a crc32c checksum on every chunk (1: none; still readable)
 READABLE_VERSIONS = (1, 2)
 STAGING = "_staging"
+ARRAY_NDIM = {"L": 3, "bins": 3, "bins_full": 3, "label": 1}  # the per-image arrays, by number of dimensions
 MANIFEST = "sources.jsonl"
 # zarr warns on every open that numcodecs codecs (the Delta filter of L) are not in the v3 spec; they are
 # registered with zarr and any zarr-python 3 reads it.
@@ -50,12 +51,15 @@ def config_digest(cfg) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def _atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
+    """Write to a temp name, then rename: a reader or a resumed run sees the whole file or none of it.
+    sync: fsync before the rename (staged parts, which are costly to redo; shards are re-written from them)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -95,47 +99,61 @@ def part_path(store: Path, part: int) -> Path:
     return staging_dir(store) / f"part-{part:06d}.npz"
 
 
-def save_part(store: Path, part: int, arrays: dict[str, np.ndarray], records: list[dict]) -> None:
-    """Stage one part's images and the records of all its sources, atomically."""
+def save_part(store: Path, part: int, chunks: dict, counts: np.ndarray, records: list[dict]) -> None:
+    """Stage one part atomically: the encoded chunks of its images (`pipeline.chunks.encode_images`: a blob and
+    the chunk sizes per array), its category histogram and the records of all its sources."""
     import io
 
+    arrays = {"counts": counts, "records": np.array(json.dumps(records))}
+    for name, (blob, sizes) in chunks.items():
+        arrays[f"blob__{name}"], arrays[f"sizes__{name}"] = blob, sizes
     buf = io.BytesIO()
-    np.savez(buf, records=np.array(json.dumps(records)), **arrays)
+    np.savez(buf, **arrays)
     _atomic_write_bytes(part_path(store, part), buf.getvalue())
 
 
-def load_part(store: Path, part: int) -> tuple[dict[str, np.ndarray], list[dict]]:
+@dataclass
+class StagedPart:
+    """A staged part: per array, its chunks' bytes (a blob and the offsets of each chunk in it)."""
+
+    blobs: dict[str, np.ndarray]
+    offsets: dict[str, np.ndarray]  # (n + 1,) int64 per array
+    counts: np.ndarray
+    records: list[dict]
+
+    @property
+    def stored(self) -> int:
+        return len(self.offsets["label"]) - 1
+
+    def chunk(self, name: str, i: int) -> memoryview:
+        return memoryview(self.blobs[name])[self.offsets[name][i] : self.offsets[name][i + 1]]
+
+
+def load_part(store: Path, part: int) -> StagedPart:
+    blobs, offsets = {}, {}
     with np.load(part_path(store, part)) as z:
-        arrays = {k: z[k] for k in z.files if k != "records"}
-        records = json.loads(str(z["records"]))
-    return arrays, records
+        for key in z.files:
+            if key.startswith("blob__"):
+                name = key.removeprefix("blob__")
+                blobs[name] = z[key]
+                offsets[name] = np.concatenate([[0], np.cumsum(z[f"sizes__{name}"])])
+        return StagedPart(blobs, offsets, z["counts"], json.loads(str(z["records"])))
 
 
 def part_done(store: Path, part: int) -> bool:
     return part_path(store, part).is_file()
 
 
-def _codecs(name: str, level: int) -> dict:
-    """Filters and compressors of an array: zstd, then a crc32c checksum of every chunk (damage is detected
-    on read instead of decoding to wrong pixels). L: a horizontal delta (mod 256, lossless) before zstd,
-    which measured 33.7 kB per 224 x 224 image against 43.0 kB for zstd alone (docs/store.md)."""
-    from zarr.codecs import Crc32cCodec, ZstdCodec
-
-    codecs = {"compressors": [ZstdCodec(level=level), Crc32cCodec()]}
-    if name == "L":
-        from zarr.codecs.numcodecs import Delta
-
-        codecs["filters"] = [Delta(dtype="uint8")]
-    return codecs
-
-
 def create_arrays(store: Path, n: int, size: int, full_bins: bool, shard_images: int, level: int) -> None:
     """Create the per-image arrays for up to n images (`resize_arrays` sets the final N).
 
     Arrays left by a killed run with the same layout are kept (grown back to n if they were shrunk), so
-    their finished shards stay valid; an array created anew invalidates every shard-done marker.
+    their finished shards stay valid; an array created anew invalidates every shard-done marker. The codecs are
+    `pipeline.chunks.array_codecs`: the shard files are written from bytes encoded with the same chain.
     """
     import zarr
+
+    from pipeline.chunks import array_codecs
 
     group = zarr.open_group(store, mode="a", zarr_format=3)
     h = size // 4
@@ -163,7 +181,7 @@ def create_arrays(store: Path, n: int, size: int, full_bins: bool, shard_images:
             shards=(shard_images, *tail),
             fill_value=0 if name != "label" else -1,
             overwrite=True,
-            **_codecs(name, level),
+            **array_codecs(name, dtype, level).zarr_codecs(),
         )
 
 
@@ -172,7 +190,7 @@ def resize_arrays(store: Path, n: int) -> None:
     import zarr
 
     group = zarr.open_group(store, mode="r+")
-    for name in ("L", "bins", "bins_full", "label"):
+    for name in ARRAY_NDIM:
         if name in group and group[name].shape[0] != n:
             group[name].resize((n, *group[name].shape[1:]))
 
@@ -181,41 +199,42 @@ def shard_marker(store: Path, shard: int) -> Path:
     return staging_dir(store) / f"shard-{shard:06d}.done"
 
 
+def shard_key(name: str, shard: int) -> str:
+    """The shard file of image array `name` holding images shard * shard_images ... (zarr's default chunk keys)."""
+    return "/".join([name, "c", str(shard)] + ["0"] * (ARRAY_NDIM[name] - 1))
+
+
 def write_shard(
     store: Path, shard: int, shard_images: int, layout: list[tuple[int, int, int]], parts: dict | None = None
 ) -> int:
     """Write Zarr shard `shard` of every image array from the staged parts; returns its image count.
 
-    layout: (part, first global index, image count) of every part, in order. parts: staged parts already
-    loaded, by number; a caller writing several shards passes one dict so that no part is read twice.
+    layout: (part, first global index, image count) of the staged prefix of the parts, in order; the shard
+    ends at the end of that prefix at the latest. parts: staged parts already loaded, by number (filled here);
+    a caller writing shards in order passes one dict, so that no part is read twice. The shard's chunks are
+    copied as staged, already encoded, and the file is written whole under a temp name, then renamed.
     """
     parts = {} if parts is None else parts
-    import zarr
-
-    group = zarr.open_group(store, mode="r+")
-    n = group["L"].shape[0]
-    lo, hi = shard * shard_images, min(n, (shard + 1) * shard_images)
-    pieces: dict[str, list[np.ndarray]] = {}
+    end = layout[-1][1] + layout[-1][2] if layout else 0
+    lo, hi = shard * shard_images, min(end, (shard + 1) * shard_images)
+    pieces: list[tuple[StagedPart, int, int]] = []
     for part, first, count in layout:
         a, b = max(lo, first), min(hi, first + count)
-        if a >= b:
-            continue
-        if part not in parts:
-            parts[part] = load_part(store, part)[0]
-        for name, arr in parts[part].items():
-            pieces.setdefault(name, []).append(arr[a - first : b - first])
-    # All chunks of the shard through the codecs in one batch: 2-3x less per-chunk overhead than the default.
-    # Empty (all fill value) chunks are written too: no per-chunk comparison (7 % of the write), and every
-    # shard file exists, as `missing_shards` expects.
-    config = {"codec_pipeline.batch_size": shard_images, "async.concurrency": max(10, shard_images)}
-    with zarr.config.set(config | {"array.write_empty_chunks": True}):
-        for name, chunks in pieces.items():
-            if name in group:
-                group[name][lo:hi] = np.concatenate(chunks)
+        if a < b:
+            if part not in parts:
+                parts[part] = load_part(store, part)
+            pieces.append((parts[part], a - first, b - first))
+    from pipeline.chunks import shard_file
+
+    for name in pieces[0][0].blobs if pieces else ():
+        chunks = [p.chunk(name, i) for p, a, b in pieces for i in range(a, b)]
+        path = Path(store) / shard_key(name, shard)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_bytes(path, shard_file(chunks, shard_images), sync=False)
     for part, first, count in layout:  # shards are written in order: parts wholly before hi are done with
         if first + count <= hi:
             parts.pop(part, None)
-    _atomic_write_bytes(shard_marker(store, shard), b"")
+    _atomic_write_bytes(shard_marker(store, shard), b"", sync=False)
     return hi - lo
 
 
@@ -271,7 +290,7 @@ def finalize(store: Path, cfg, records: list[dict], counts: np.ndarray, class_li
 def missing_shards(group, path) -> list[str]:
     """The shard files of the per-image arrays that should exist and do not (a deleted shard reads as zeros)."""
     missing = []
-    for name in ("L", "bins", "bins_full", "label"):
+    for name in ARRAY_NDIM:
         if name not in group:
             continue
         arr = group[name]
