@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from kernels.gamut import Q
 from pipeline.discover import Source, discover, read_classes
@@ -44,14 +45,18 @@ PARTS_FILE = "parts.json"  # in the staging area: the source list of every part
 
 
 @task(name="stage-part", cache_policy=NO_CACHE)
-def stage_part(cfg: PreprocessConfig, store: str, part: int, sources: list, device: str, threads: int) -> dict:
-    """Decode and encode one part of the source list (or read back its summary if already staged)."""
+def stage_part(cfg: PreprocessConfig, store: str, parts_file: str, part: int, device: str, threads: int) -> dict:
+    """Decode and encode one part of the source list (or read back its summary if already staged).
+
+    The part's sources are read from the parts file: as a task parameter, a list of hundreds of sources was
+    walked by Prefect, pickled and hashed by Dask on every submit (0.2 s of the driver's CPU per task).
+    """
     if part_done(Path(store), part):
         return staged_summary(store, part)
     import numba
 
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    return process_part(cfg, store, part, sources, device)
+    return process_part(cfg, store, part, _load_parts(parts_file)[part], device)
 
 
 def _write_shard(store: str, k: int, shard_images: int, layout: list, loaded: dict) -> None:
@@ -129,7 +134,7 @@ def _run_stages(cfg: PreprocessConfig, store: str, parts_file: str, device: str,
     shard = cfg.shard_images
     # N is known only once every part is staged: the arrays start at the number of sources and shrink.
     create_arrays(Path(store), sum(len(p) for p in parts), cfg.size, cfg.full_bins, shard, cfg.zstd_level)
-    staged = [stage_part.submit(cfg, store, k, p, device, threads) for k, p in enumerate(parts)]
+    staged = [stage_part.submit(cfg, store, parts_file, k, device, threads) for k in range(len(parts))]
     summaries: list[dict | None] = [None] * len(parts)
     layout: list[tuple[int, int, int]] = []  # (part, first index, count) of the staged prefix
     loaded: dict = {}  # staged parts read by the shard writer and not yet done with
@@ -206,9 +211,12 @@ def preprocess_imagenet(
     threads = max(1, (os.cpu_count() or 1) // n_workers)
     parts = cut_parts(sources, cfg.part_images)
     log.info("%s: %d sources in %d parts, decoder %s (%s)", cfg.source, len(sources), len(parts), device, state)
-    summaries = _run_stages.with_options(task_runner=dask_runner(dask_address, workers))(
-        cfg, store, _save_parts(store, parts), device, threads
-    )
+    # The subflow runs in this process, whose liveness the flow's own heartbeat already reports: without one of
+    # its own, its end does not wait up to 1 s for Prefect's heartbeat thread to wake from its sleep (measured).
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        summaries = _run_stages.with_options(task_runner=dask_runner(dask_address, workers))(
+            cfg, store, _save_parts(store, parts), device, threads
+        )
     records, index = [], 0
     for s in summaries:
         for r in s["records"]:

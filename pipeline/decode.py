@@ -10,6 +10,7 @@ an image DALI cannot decode is decoded by Pillow and resized by the same DALI re
 `decoder: "pil"`), or skipped with both errors as its reason. One bad file never costs a good one.
 """
 
+import functools
 import io
 import threading
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Probe:
     return Probe(None, "", fmt, w, h, mode)
 
 
+@functools.cache
 def dali_device() -> str:
     """'mixed' when DALI can use a CUDA GPU here, else 'cpu'."""
     try:
