@@ -6,7 +6,8 @@ distance, so the argmax is the nearest in-gamut center -- *except* where a colou
 rounding distance of a cell border, or in a cell without an in-gamut center (M = -1, Eq. 6). Here:
 
 - `nearest_bin` returns the nearest center together with a lower bound on the squared-distance gap to
-  the runner-up; on an out-of-gamut cell (or far outside the grid) it searches all 313 centers.
+  the runner-up; on an out-of-gamut cell it searches the cell's candidates (at most 14 centers, see
+  `kernels.gamut.CELL_CANDIDATES`), far outside the grid all 313.
 - For 8-bit input, every one of the 2^24 colours is encoded once, in float64, into a 32 MiB table
   (`build_rgb_table`). Colours whose gap is under `margin` (none at the default, see docs/categories.md)
   are handed to the Zhang reference itself (`kernels.zhang`), so the table equals that reference exactly.
@@ -21,7 +22,7 @@ import threading
 
 import numpy as np
 
-from kernels.gamut import A_MIN, B_MIN, CATEGORY_MATRIX, CENTERS_F64, GRID, N_A, N_B, Q
+from kernels.gamut import A_MIN, B_MIN, CATEGORY_MATRIX, CELL_CANDIDATES, CENTERS_F64, GRID, N_A, N_B, NEAR_MARGIN, Q
 from kernels.jit import kernel, prange, prefetch
 from kernels.lab import LINEAR, WHITE_D65, XYZ_FROM_RGB, lab_of
 
@@ -35,33 +36,45 @@ _FAR = 1000.0  # beyond this |a| or |b| the cell arithmetic is skipped for a pla
 
 @kernel()
 def nearest_bin(a, b, matrix, centers):
-    """Nearest in-gamut center of (a, b), Eq. 7-8 of Wang et al. with a full search where M = -1 (Eq. 6).
+    """Nearest in-gamut center of (a, b), Eq. 7-8 of Wang et al., with a search where M = -1 (Eq. 6).
 
     Returns (q, gap): gap is a lower bound of d^2(second nearest) - d^2(nearest); 0 means a tie, in which
-    case q is the lowest index among the nearest.
+    case q is the lowest index among the nearest. In a cell without a center only the cell's candidates
+    (`kernels.gamut.CELL_CANDIDATES`, at most 14 of the 313) are searched: every center that can be the nearest,
+    or within NEAR_MARGIN of it, somewhere in the cell, so the nearest and any near-tie are among them.
     """
+    full = True
+    row = col = 0
     if abs(a) < _FAR and abs(b) < _FAR:
         i = int(np.floor(a / GRID + 0.5))  # Eq. 7
         j = int(np.floor(b / GRID + 0.5))
         row = i - A_MIN // GRID
         col = j - B_MIN // GRID
-        if 0 <= row < N_A and 0 <= col < N_B and matrix[row, col] >= 0:
-            off = max(abs(a - i * GRID), abs(b - j * GRID))
-            # The nearest other grid point is the axis neighbour across the nearer border.
-            return matrix[row, col], 2.0 * GRID * (GRID / 2.0 - off)
+        if 0 <= row < N_A and 0 <= col < N_B:
+            if matrix[row, col] >= 0:
+                off = max(abs(a - i * GRID), abs(b - j * GRID))
+                # The nearest other grid point is the axis neighbour across the nearer border.
+                return matrix[row, col], 2.0 * GRID * (GRID / 2.0 - off)
+            full = False
     best = np.inf
     second = np.inf
     q = -1
-    for k in range(centers.shape[0]):
+    n = centers.shape[0] if full else CELL_CANDIDATES.shape[2]
+    for t in range(n):
+        k = t if full else CELL_CANDIDATES[row, col, t]
+        if k < 0:
+            break
         da = a - centers[k, 0]
         db = b - centers[k, 1]
         d2 = da * da + db * db
-        if d2 < best:
+        if d2 < best:  # candidates ascend, so the lowest index wins a tie
             second = best
             best = d2
             q = k
         elif d2 < second:
             second = d2
+    if not full:  # a non-candidate is farther than the nearest by more than NEAR_MARGIN
+        second = min(second, best + NEAR_MARGIN * (NEAR_MARGIN + 2.0 * np.sqrt(best)))
     return q, second - best
 
 

@@ -41,13 +41,41 @@ def _category_matrix(centers: np.ndarray) -> np.ndarray:
     return m
 
 
+NEAR_MARGIN = 1.0  # Lab units: a center this much farther than the nearest is still a candidate (ties, gaps)
+
+
+def _cell_candidates(centers: np.ndarray) -> np.ndarray:
+    """int16 (N_A, N_B, K): per cell of the grid, every center that can be the nearest, or within NEAR_MARGIN of
+    the nearest, for some point of the cell (the 10 x 10 square around its grid point); -1 pads the rows.
+
+    For a point p of the cell, the nearest center c* satisfies d(p, c*) <= min_c maxd(c, cell) =: R, so
+    mind(c*, cell) <= R; any center within NEAR_MARGIN of c* has mind <= R + NEAR_MARGIN. Centers with a larger
+    mind are farther than the nearest by more than NEAR_MARGIN from every point of the cell, so searching the
+    candidates gives the same nearest center (the same lowest index on a tie) as searching all Q.
+    """
+    c = centers.astype(np.float64)
+    out = []
+    for row in range(N_A):
+        for col in range(N_B):
+            a0, b0 = A_MIN + row * GRID, B_MIN + col * GRID
+            lo, hi = np.array([a0 - GRID / 2, b0 - GRID / 2]), np.array([a0 + GRID / 2, b0 + GRID / 2])
+            mind = np.sqrt((np.maximum(np.maximum(lo - c, c - hi), 0.0) ** 2).sum(1))
+            maxd = np.sqrt((np.maximum(np.abs(c - lo), np.abs(c - hi)) ** 2).sum(1))
+            out.append(np.flatnonzero(mind <= maxd.min() + NEAR_MARGIN))
+    table = np.full((N_A, N_B, max(map(len, out))), -1, dtype=np.int16)
+    for k, idx in enumerate(out):
+        table[k // N_B, k % N_B, : len(idx)] = idx
+    return table
+
+
 CENTERS = _centers()  # int64 (Q, 2): the (a, b) center of each category
 CENTERS_F64 = CENTERS.astype(np.float64)
 CENTERS_F32 = CENTERS.astype(np.float32)  # decode table, M^-1 of Eq. 16
 CATEGORY_MATRIX = _category_matrix(CENTERS)  # int16 (N_A, N_B)
+CELL_CANDIDATES = _cell_candidates(CENTERS)  # int16 (N_A, N_B, K): searched where M = -1
 
 assert CENTERS.shape == (Q, 2)
 for _a, _b, _q in ((0, 0, 120), (-30, 30, 72)):
     assert CATEGORY_MATRIX[(_a - A_MIN) // GRID, (_b - B_MIN) // GRID] == _q
 CENTERS.flags.writeable = CENTERS_F64.flags.writeable = CENTERS_F32.flags.writeable = False
-CATEGORY_MATRIX.flags.writeable = False
+CATEGORY_MATRIX.flags.writeable = CELL_CANDIDATES.flags.writeable = False

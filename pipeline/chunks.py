@@ -12,7 +12,10 @@ that plain zarr reads what is written here, and `encode` produces the same bytes
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
+import google_crc32c
+import numcodecs
 import numpy as np
 
 EMPTY = np.uint64(2**64 - 1)  # offset and length of an absent chunk in a sharding index
@@ -20,8 +23,6 @@ EMPTY = np.uint64(2**64 - 1)  # offset and length of an absent chunk in a shardi
 
 def crc32c(data) -> bytes:
     """The 4 bytes zarr's `crc32c` codec appends: CRC-32C of data, little endian."""
-    import google_crc32c
-
     return int(google_crc32c.value(data)).to_bytes(4, "little")
 
 
@@ -37,6 +38,10 @@ class ArrayCodecs:
     level: int
     delta: bool = False
 
+    @cached_property
+    def _little(self) -> np.dtype:
+        return np.dtype(self.dtype).newbyteorder("<")
+
     def zarr_codecs(self) -> dict:
         """`filters` and `compressors` for `zarr.Group.create_array`."""
         from zarr.codecs import Crc32cCodec, ZstdCodec
@@ -48,17 +53,19 @@ class ArrayCodecs:
             codecs["filters"] = [Delta(dtype=self.dtype)]
         return codecs
 
+    @cached_property
+    def _zstd(self) -> numcodecs.Zstd:
+        return numcodecs.Zstd(level=self.level)
+
     def encode(self, image: np.ndarray) -> bytes:
         """The bytes of one chunk (one image) as zarr stores them."""
-        import numcodecs
-
-        flat = np.ascontiguousarray(image, dtype=np.dtype(self.dtype).newbyteorder("<")).reshape(-1)
+        flat = np.ascontiguousarray(image, dtype=self._little).reshape(-1)
         if self.delta:
             diff = np.empty_like(flat)
             diff[:1] = flat[:1]
             np.subtract(flat[1:], flat[:-1], out=diff[1:])
             flat = diff
-        packed = numcodecs.Zstd(level=self.level).encode(flat)
+        packed = self._zstd.encode(flat)
         return bytes(packed) + crc32c(packed)
 
 

@@ -80,16 +80,39 @@ def _skip(src: Source, kind: str, reason: str) -> dict:
 
 
 def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Source], device: str) -> dict:
-    """Decode and encode one part, stage it, and return its summary (records and category counts)."""
-    from kernels import encode_bins, image_targets
-    from pipeline.chunks import array_codecs, encode_images
+    """Decode and encode one part, stage it, and return its summary (records and category counts).
+
+    The part is worked through in batches of DALI_BATCH files, each encoded to its chunks' bytes before the
+    next is read, so that a worker holds one batch of pixels whatever the part size.
+    """
     from pipeline.store import save_part
 
     t0 = time.perf_counter()
-    root = Path(cfg.source)
     records: list[dict | None] = [None] * len(sources)
+    names = ["L", "bins", "label"] + (["bins_full"] if cfg.full_bins else [])
+    encoded: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {name: [] for name in names}
+    counts = np.zeros(Q, dtype=np.int64)
+    cropper = part_cropper(cfg, device)
+    for lo in range(0, len(sources), DALI_BATCH):
+        batch = range(lo, min(len(sources), lo + DALI_BATCH))
+        for name, chunks in _process_batch(cfg, sources, batch, cropper, records, counts).items():
+            encoded[name].append(chunks)
+    chunks = {name: tuple(np.concatenate([c[k] for c in parts]) for k in (0, 1)) for name, parts in encoded.items()}
+    save_part(Path(store), part, chunks, counts, records)
+    stored = len(chunks["label"][1])
+    summary = {"part": part, "stored": stored, "counts": counts, "records": records, "pid": os.getpid()}
+    return summary | {"seconds": time.perf_counter() - t0}
+
+
+def _process_batch(cfg: PreprocessConfig, sources, batch: range, cropper, records: list, counts: np.ndarray) -> dict:
+    """The files `batch` of sources: fill their records, add their bins to counts; the encoded chunks of those kept."""
+    from kernels import encode_bins, image_targets
+    from pipeline.chunks import array_codecs, encode_images
+
+    root = Path(cfg.source)
     blobs, todo = [], []
-    for i, src in enumerate(sources):
+    for i in batch:
+        src = sources[i]
         data, err = _read(root / src.path)
         if data is None:
             records[i] = _skip(src, "unreadable", err)
@@ -102,7 +125,7 @@ def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Sou
         else:
             blobs.append(data)
             todo.append(i)
-    crops = part_cropper(cfg, device).crops(blobs) if blobs else []
+    crops = cropper.crops(blobs) if blobs else []
     kept, rgbs = [], []
     for i, (rgb, decoder, err) in zip(todo, crops, strict=True):
         src = sources[i]
@@ -120,10 +143,10 @@ def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Sou
         rgbs.append(rgb)
     size, h = cfg.size, cfg.size // 4
     if rgbs:
-        batch = np.stack(rgbs)  # (B, S, S, 3)
-        L, bins, chroma = image_targets(batch)
+        rgb = np.stack(rgbs)  # (B, S, S, 3)
+        L, bins, chroma = image_targets(rgb)
     else:
-        batch = np.zeros((0, size, size, 3), np.uint8)
+        rgb = np.zeros((0, size, size, 3), np.uint8)
         L, bins, chroma = np.zeros((0, size, size), np.uint8), np.zeros((0, h, h), np.int16), np.zeros(0)
     keep = np.ones(len(kept), dtype=bool)
     if cfg.grayscale == "exclude":
@@ -136,12 +159,9 @@ def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Sou
     labels = np.array([sources[i].label for i in kept], dtype=np.int16)[keep]
     arrays = {"L": L[keep], "bins": bins[keep], "label": labels}
     if cfg.full_bins:
-        arrays["bins_full"] = encode_bins(batch[keep]) if keep.any() else np.zeros((0, size, size), np.int16)
-    counts = np.bincount(arrays["bins"].ravel(), minlength=Q).astype(np.int64)
-    chunks = {name: encode_images(array_codecs(name, a.dtype, cfg.zstd_level), a) for name, a in arrays.items()}
-    save_part(Path(store), part, chunks, counts, records)
-    summary = {"part": part, "stored": int(keep.sum()), "counts": counts, "records": records, "pid": os.getpid()}
-    return summary | {"seconds": time.perf_counter() - t0}
+        arrays["bins_full"] = encode_bins(rgb[keep]) if keep.any() else np.zeros((0, size, size), np.int16)
+    counts += np.bincount(arrays["bins"].ravel(), minlength=Q)
+    return {name: encode_images(array_codecs(name, a.dtype, cfg.zstd_level), a) for name, a in arrays.items()}
 
 
 def staged_summary(store: str, part: int) -> dict:

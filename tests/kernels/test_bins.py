@@ -48,6 +48,28 @@ def test_category_matrix_is_eq_5_and_6():
         assert cells[22 * (a // 10 + 9) + (b // 10 + 11)] == q  # Eq. 5, index as printed in the paper
 
 
+def test_cell_candidates_give_the_full_search_in_every_cell():
+    """In every grid cell (those without a center are searched through their candidates only): the nearest
+    center wherever the gap is positive, and a gap that never exceeds the true one."""
+    from kernels.gamut import A_MIN, B_MIN, GRID, N_A, N_B
+
+    rng = np.random.default_rng(1)
+    pts = []
+    for row in range(N_A):
+        for col in range(N_B):
+            a0, b0 = A_MIN + row * GRID, B_MIN + col * GRID
+            pts.append(rng.uniform((a0 - 5, b0 - 5), (a0 + 5, b0 + 5), (300, 2)))
+            half = np.arange(-5.0, 5.01, 1.25)  # borders, corners and midpoints: ties between centers
+            pts.append(np.stack(np.meshgrid(a0 + half, b0 + half), -1).reshape(-1, 2))
+    ab = np.concatenate(pts)
+    d2 = np.sort(((ab[:, None] - CENTERS_F64[None]) ** 2).sum(-1), axis=1)
+    got = np.array([bins.nearest_bin(a, b, CATEGORY_MATRIX, CENTERS_F64) for a, b in ab])
+    sure = got[:, 1] > 0
+    assert sure.mean() > 0.9
+    assert np.array_equal(got[sure, 0], brute_nearest(ab[sure]))
+    assert (got[:, 1] <= d2[:, 1] - d2[:, 0] + 1e-9).all()
+
+
 def test_encode_ab_is_nearest_center_with_lowest_index_ties():
     rng = np.random.default_rng(0)
     ab = np.concatenate(
