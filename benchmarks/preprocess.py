@@ -9,8 +9,10 @@ own set-up: one single-threaded worker process per core), in interleaved rounds:
   naive     Pillow decode + resize, scikit-image Lab, Zhang's soft-encoding of the S/4 block means (Eq. 1-4),
             on the first `--naive-images` files only (it is slow).
 Peak RSS of every worker is read from the workers after the runs. Every file is listed `--repeat` times
-(symlinks) so that the ~3 s a Prefect flow run costs whatever its size (measured with no-op tasks) does not
-dominate a sample of 800 files.
+(symlinks) so that the fixed cost of a Prefect flow run does not dominate a sample of 800 files; the floor and
+the flow also run on the files listed once, in the same rounds, which splits each into a fixed cost per run
+and a cost per image (the slope between the two sizes): the flow/floor ratio of the per-image costs is the
+one a dataset of ImageNet's size sees.
 """
 
 import argparse
@@ -92,11 +94,13 @@ def main(argv=None) -> int:
     p.add_argument("--source", help="ImageNet-layout root (default: the shared sample, else the embedded set)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--repeat", type=int, default=4, help="list every source file this many times (symlinks)")
+    p.add_argument("--repeat", type=int, default=4, help="list every source file this many times (symlinks), >= 2")
     p.add_argument("--naive-images", type=int, default=64)
     p.add_argument("--part-images", type=int, help="files per Prefect task (the flow's option; default: its own)")
     p.add_argument("--out", default="reports/benchmarks")
     args = p.parse_args(argv)
+    if args.repeat < 2:
+        p.error("--repeat must be >= 2 (the per-image cost is the slope between the files listed once and repeated)")
     tmp = Path(tempfile.mkdtemp(prefix="bench-preprocess-"))
     source = Path(args.source) if args.source else imagenet_sample()
     if source is None:
@@ -108,6 +112,10 @@ def main(argv=None) -> int:
     cfg = PreprocessConfig(source=str(source.resolve()), part_images=args.part_images or auto_part_images(len(sources)))
     parts = cut_parts(sources, cfg.part_images)
     n = len(sources)
+    once, _ = discover(origin, "train")  # every file listed once: the small size of the per-image slope
+    once_parts = args.part_images or auto_part_images(len(once))
+    cfg_once = PreprocessConfig(source=str(origin.resolve()), part_images=once_parts)
+    parts_once = cut_parts(once, cfg_once.part_images)
 
     # 1. The whole flow once, as a user runs it: temporary Prefect server and a new Dask cluster included.
     t0 = time.perf_counter()
@@ -121,7 +129,7 @@ def main(argv=None) -> int:
     # 2. Steady state on one warm cluster (its workers inherit the API address the flow above exported), with
     # the flow's own worker settings.
     local_worker_config()
-    times: dict[str, list[float]] = {"floor": [], "pipeline": [], "naive": []}
+    times: dict[str, list[float]] = {"floor": [], "pipeline": [], "naive": [], "floor_once": [], "pipeline_once": []}
     counts = {}
     naive_sources = [
         [sources[i] for i in idx] for idx in np.array_split(np.arange(min(args.naive_images, n)), args.workers)
@@ -131,13 +139,13 @@ def main(argv=None) -> int:
         Client(cluster) as client,
     ):
 
-        def floor():
+        def floor(cfg=cfg, parts=parts):
             futures = client.map(_floor_part, [cfg] * len(parts), range(len(parts)), parts, pure=False)
             return sum(client.gather(futures))
 
-        stores = iter(tmp / f"round{r}.zarr" for r in range(args.rounds + 1))
+        stores = iter(tmp / f"round{r}.zarr" for r in range(2 * args.rounds + 2))
 
-        def pipeline():
+        def pipeline(source=source):
             out = preprocess_imagenet(
                 source=str(source),
                 store=str(next(stores)),
@@ -152,8 +160,15 @@ def main(argv=None) -> int:
 
         floor()
         pipeline()  # numba caches and DALI pipelines loaded in the workers
+        methods = {
+            "floor": floor,
+            "pipeline": pipeline,
+            "naive": naive,
+            "floor_once": lambda: floor(cfg_once, parts_once),
+            "pipeline_once": lambda: pipeline(origin),
+        }
         for _ in range(args.rounds):  # interleaved, so that machine noise hits all methods alike
-            for name, fn in (("floor", floor), ("pipeline", pipeline), ("naive", naive)):
+            for name, fn in methods.items():
                 t0 = time.perf_counter()
                 counts[name] = fn()
                 times[name].append(time.perf_counter() - t0)
@@ -161,8 +176,13 @@ def main(argv=None) -> int:
     shutil.rmtree(tmp, ignore_errors=True)
 
     stats = {k: summary(v) for k, v in times.items()}
-    per = {"floor": n, "pipeline": n, "naive": min(args.naive_images, n)}
+    per = {"floor": n, "pipeline": n, "naive": min(args.naive_images, n), "floor_once": len(once)}
+    per["pipeline_once"] = len(once)
     rate = {k: per[k] / stats[k]["median_s"] for k in stats}
+    # Cost per image (the slope between the two sizes) and per run (the intercept), from the medians.
+    med = {k: v["median_s"] for k, v in stats.items()}
+    slope = {k: (med[k] - med[f"{k}_once"]) / (n - len(once)) for k in ("floor", "pipeline")}
+    fixed = {k: stats[k]["median_s"] - n * slope[k] for k in slope}
     data = {
         "source": str(origin),
         "repeat": args.repeat,
@@ -174,6 +194,10 @@ def main(argv=None) -> int:
         "images_per_s": rate,
         "decoded": counts,
         "pipeline_over_floor": stats["pipeline"]["median_s"] / stats["floor"]["median_s"],
+        "files_once": len(once),
+        "per_image_ms": {k: v * 1e3 for k, v in slope.items()},
+        "per_run_s": fixed,
+        "per_image_pipeline_over_floor": slope["pipeline"] / slope["floor"],
         "pipeline_vs_naive": rate["pipeline"] / rate["naive"],
         "flow_end_to_end_s": flow_s,
         "flow_images_per_s": n / flow_s,
@@ -211,6 +235,11 @@ def _markdown(d: dict) -> str:
         "",
         f"- pipeline / floor: **{d['pipeline_over_floor']:.2f}x** the time (target <= 1.5x); "
         f"{d['pipeline_vs_naive']:.0f}x the naive baseline's rate",
+        f"- the same with every file listed once ({d['files_once']} files): floor {m['floor_once']['median_s']:.2f} s, "
+        f"flow {m['pipeline_once']['median_s']:.2f} s. Split into a cost per image (slope) and per run (intercept): "
+        f"floor {d['per_image_ms']['floor']:.2f} ms/image + {d['per_run_s']['floor']:.2f} s, flow "
+        f"{d['per_image_ms']['pipeline']:.2f} ms/image + {d['per_run_s']['pipeline']:.2f} s; per image the flow "
+        f"costs **{d['per_image_pipeline_over_floor']:.2f}x** the floor (the ratio at ImageNet's size)",
         f"- whole Prefect flow, end to end (temporary server, Dask cluster start and stop included): "
         f"{d['flow_end_to_end_s']:.1f} s = {d['flow_images_per_s']:.0f} images/s; outcomes {d['flow_outcomes']}",
         f"- store: **{d['store_bytes_per_image'] / 1000:.1f} kB per image** (target <= 30 kB): "
