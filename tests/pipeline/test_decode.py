@@ -80,3 +80,14 @@ def test_16_bit_gray_keeps_the_top_byte():
     Image.fromarray(arr).save(buf, "PNG")
     rgb = pil_decode(buf.getvalue())
     assert np.array_equal(rgb[..., 0], np.arange(256).reshape(16, 16))
+
+
+def test_truncation_check_is_the_last_scan_before_the_last_end_marker():
+    """`_jpeg_truncated` equals its definition (last SOS < last EOI) on byte strings dense in both markers."""
+    from pipeline.decode import _jpeg_truncated
+
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        data = bytes(rng.choice([0x00, 0xFF, 0xDA, 0xD9, 0xD8], size=rng.integers(0, 24)).astype(np.uint8))
+        sos, eoi = data.rfind(b"\xff\xda"), data.rfind(b"\xff\xd9")
+        assert _jpeg_truncated(data) == (sos < 0 or eoi < sos), data
