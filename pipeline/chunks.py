@@ -71,7 +71,7 @@ class ArrayCodecs:
 
 def array_codecs(name: str, dtype, level: int) -> ArrayCodecs:
     """The codecs of the store's array `name`: the delta filter on L only."""
-    return ArrayCodecs(dtype=np.dtype(dtype).str.lstrip("<>|="), level=level, delta=name == "L")
+    return ArrayCodecs(dtype=np.dtype(dtype).name, level=level, delta=name == "L")
 
 
 def encode_images(codecs: ArrayCodecs, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
