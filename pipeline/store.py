@@ -52,10 +52,14 @@ def config_digest(cfg) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
+def _atomic_write_bytes(path: Path, data: bytes, sync: bool = True, tmp_dir: Path | None = None) -> None:
     """Write to a temp name, then rename: a reader or a resumed run sees the whole file or none of it.
-    sync: fsync before the rename (staged parts, which are costly to redo; shards are re-written from them)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+    sync: fsync before the rename (staged parts, which are costly to redo; shards are re-written from them).
+    tmp_dir: where the temp file goes (same file system), e.g. the staging area, which `finalize` removes, so
+    that a write cut short by a kill leaves nothing among the store's arrays.
+    """
+    tmp = (tmp_dir or path.parent) / f".{path.name}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(data)
         if sync:
@@ -226,7 +230,7 @@ def write_shard(
         chunks = [p.chunk(name, i) for p, a, b in pieces for i in range(a, b)]
         path = Path(store) / shard_key(name, shard)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(path, shard_file(chunks, shard_images), sync=False)
+        _atomic_write_bytes(path, shard_file(chunks, shard_images), sync=False, tmp_dir=staging_dir(store))
     for part, first, count in layout:  # shards are written in order: parts wholly before hi are done with
         if first + count <= hi:
             parts.pop(part, None)
@@ -260,7 +264,8 @@ def finalize(store: Path, cfg, records: list[dict], counts: np.ndarray, class_li
     for name, arr in (("prior", prior.astype(np.float64)), ("weights", weights)):
         group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=arr.shape, overwrite=True)
         group[name][:] = arr
-    _atomic_write_bytes(Path(store) / MANIFEST, "".join(json.dumps(r) + "\n" for r in records).encode())
+    manifest = "".join(json.dumps(r) + "\n" for r in records).encode()
+    _atomic_write_bytes(Path(store) / MANIFEST, manifest, tmp_dir=staging_dir(store))
     outcomes = outcome_counts(records)
     attrs = {
         "format": FORMAT,

@@ -46,6 +46,10 @@ def clean(mixed_source, tmp_path_factory):
     return store, checksums(store, tmp)
 
 
+def files_in(store: Path) -> list[str]:
+    return sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file())
+
+
 def test_killed_five_times_resumes_to_the_clean_store(mixed_source, clean, tmp_path):
     source, _ = mixed_source
     store = tmp_path / "killed.zarr"
@@ -65,6 +69,7 @@ def test_killed_five_times_resumes_to_the_clean_store(mixed_source, clean, tmp_p
     subprocess.run(flow_cmd(source, store), check=True, capture_output=True)
     assert checksums(store, tmp_path) == clean[1]
     assert (store / MANIFEST).read_text() == (clean[0] / MANIFEST).read_text()
+    assert files_in(store) == files_in(clean[0])  # no temp file of a write cut short left among the arrays
     indices = [json.loads(line).get("index") for line in (store / MANIFEST).read_text().splitlines()]
     stored = [i for i in indices if i is not None]
     assert stored == list(range(len(stored)))  # no duplicate, no gap
