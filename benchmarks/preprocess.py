@@ -176,13 +176,18 @@ def main(argv=None) -> int:
     shutil.rmtree(tmp, ignore_errors=True)
 
     stats = {k: summary(v) for k, v in times.items()}
-    per = {"floor": n, "pipeline": n, "naive": min(args.naive_images, n), "floor_once": len(once)}
-    per["pipeline_once"] = len(once)
+    per = {
+        "floor": n,
+        "pipeline": n,
+        "naive": min(args.naive_images, n),
+        "floor_once": len(once),
+        "pipeline_once": len(once),
+    }
     rate = {k: per[k] / stats[k]["median_s"] for k in stats}
     # Cost per image (the slope between the two sizes) and per run (the intercept), from the medians.
     med = {k: v["median_s"] for k, v in stats.items()}
     slope = {k: (med[k] - med[f"{k}_once"]) / (n - len(once)) for k in ("floor", "pipeline")}
-    fixed = {k: stats[k]["median_s"] - n * slope[k] for k in slope}
+    fixed = {k: med[k] - n * slope[k] for k in slope}
     data = {
         "source": str(origin),
         "repeat": args.repeat,

@@ -41,22 +41,23 @@ from pipeline.store import (
 )
 
 FLOW_NAME = "preprocess-imagenet"
-PARTS_FILE = "parts.json"  # in the staging area: the source list of every part
+PARTS_DIR = "parts"  # in the staging area: one file per part, its source list
 
 
 @task(name="stage-part", cache_policy=NO_CACHE)
-def stage_part(cfg: PreprocessConfig, store: str, parts_file: str, part: int, device: str, threads: int) -> dict:
+def stage_part(cfg: PreprocessConfig, store: str, parts_dir: str, part: int, device: str, threads: int) -> dict:
     """Decode and encode one part of the source list (or read back its summary if already staged).
 
-    The part's sources are read from the parts file: as a task parameter, a list of hundreds of sources was
-    walked by Prefect, pickled and hashed by Dask on every submit (0.2 s of the driver's CPU per task).
+    The part's sources are read from its own file in the staging area: as a task parameter, a list of hundreds
+    of sources was walked by Prefect, pickled and hashed by Dask on every submit (0.2 s of the driver's CPU per
+    task); one file per part, so that a task does not parse the whole source list.
     """
     if part_done(Path(store), part):
         return staged_summary(store, part)
     import numba
 
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    return process_part(cfg, store, part, _load_parts(parts_file)[part], device)
+    return process_part(cfg, store, part, _load_part_sources(parts_dir, part), device)
 
 
 def _write_shard(store: str, k: int, shard_images: int, layout: list, loaded: dict) -> None:
@@ -107,43 +108,46 @@ def auto_part_images(n_sources: int) -> int:
 
 
 def _save_parts(store: str, parts: list[list[Source]]) -> str:
-    """Write the part lists to the store's staging area; the path is what the Dask subflow is given."""
-    path = staging_dir(Path(store)) / PARTS_FILE
-    path.write_text(json.dumps([[dataclasses.astuple(s) for s in p] for p in parts]))
-    return str(path)
+    """Write each part's source list to the store's staging area; the folder is what the Dask subflow is given."""
+    folder = staging_dir(Path(store)) / PARTS_DIR
+    folder.mkdir(exist_ok=True)
+    for k, p in enumerate(parts):
+        (folder / f"{k:06d}.json").write_text(json.dumps([dataclasses.astuple(s) for s in p]))
+    return str(folder)
 
 
-def _load_parts(path: str) -> list[list[Source]]:
-    return [[Source(*s) for s in p] for p in json.loads(Path(path).read_text())]
+def _load_part_sources(parts_dir: str, part: int) -> list[Source]:
+    return [Source(*s) for s in json.loads((Path(parts_dir) / f"{part:06d}.json").read_text())]
 
 
 @flow(name="dask-stages")
-def _run_stages(cfg: PreprocessConfig, store: str, parts_file: str, device: str, threads: int) -> list[dict]:
+def _run_stages(
+    cfg: PreprocessConfig, store: str, parts_dir: str, n_parts: int, n_sources: int, device: str, threads: int
+) -> list[dict]:
     """Stage every part on Dask; write each Zarr shard here as soon as the parts before and under it are staged.
 
     This flow's process is the one writer of every shard (concurrent partial writes of a shard lose data:
     zarr-python issue 3682). Writing is cheap: the parts stage their chunks already encoded, so a shard is
     their concatenation and an index (`pipeline.chunks`), ~0.1 ms per image against ~4 ms to stage it.
-    The parts come as a file, not a parameter: Prefect copies a flow run's parameters into the context of
+    The parts come as files, not a parameter: Prefect copies a flow run's parameters into the context of
     every task it submits, and Dask then hashes that context per task, which made the driver spend half a
     core on 3,200 sources (measured).
     """
     from prefect.futures import as_completed
 
     log = get_run_logger()
-    parts = _load_parts(parts_file)
     shard = cfg.shard_images
     # N is known only once every part is staged: the arrays start at the number of sources and shrink.
-    create_arrays(Path(store), sum(len(p) for p in parts), cfg.size, cfg.full_bins, shard, cfg.zstd_level)
-    staged = [stage_part.submit(cfg, store, parts_file, k, device, threads) for k in range(len(parts))]
-    summaries: list[dict | None] = [None] * len(parts)
+    create_arrays(Path(store), n_sources, cfg.size, cfg.full_bins, shard, cfg.zstd_level)
+    staged = [stage_part.submit(cfg, store, parts_dir, k, device, threads) for k in range(n_parts)]
+    summaries: list[dict | None] = [None] * n_parts
     layout: list[tuple[int, int, int]] = []  # (part, first index, count) of the staged prefix
     loaded: dict = {}  # staged parts read by the shard writer and not yet done with
     first, ready = 0, 0
     for future in as_completed(staged):
         s = future.result()
         summaries[s["part"]] = s
-        while len(layout) < len(parts) and summaries[len(layout)] is not None:
+        while len(layout) < n_parts and summaries[len(layout)] is not None:
             k = len(layout)
             layout.append((k, first, summaries[k]["stored"]))
             first += summaries[k]["stored"]
@@ -155,7 +159,7 @@ def _run_stages(cfg: PreprocessConfig, store: str, parts_file: str, device: str,
     for k in range(ready, -(-n // shard)):
         _write_shard(store, k, shard, layout, loaded)
     busy = sum(s.get("seconds", 0.0) for s in summaries)
-    log.info("staged %d parts (%.1f s of work), wrote %d shards: %d images", len(parts), busy, -(-n // shard), n)
+    log.info("staged %d parts (%.1f s of work), wrote %d shards: %d images", n_parts, busy, -(-n // shard), n)
     return summaries
 
 
@@ -216,7 +220,7 @@ def preprocess_imagenet(
     # its own, its end does not wait up to 1 s for Prefect's heartbeat thread to wake from its sleep (measured).
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         summaries = _run_stages.with_options(task_runner=dask_runner(dask_address, workers))(
-            cfg, store, _save_parts(store, parts), device, threads
+            cfg, store, _save_parts(store, parts), len(parts), len(sources), device, threads
         )
     records, index = [], 0
     for s in summaries:
