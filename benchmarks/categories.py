@@ -3,7 +3,7 @@
 Times, side by side in one run, from uint8 RGB to per-pixel categories q and weights w_q:
   (i)   Zhang et al.'s Gaussian soft-encoding (`kernels.zhang.zhang_targets`, dense Z, Eq. 1-4);
   (ii)  Wang et al.'s Eq. 7-8 written plainly in NumPy on scikit-image's Lab;
-  (iii) this project's fast path (`kernels.encode_targets`: exact 2^24 table, fused Numba gather);
+  (iii) this project's fast path (`kernels.encode_targets`: exact 2^24 table, chunked Numba gathers);
   (iv)  a memory floor: a Numba kernel that reads the same 3 bytes and writes the same 6 bytes per pixel;
 and, when a CUDA device is present, (iii) on torch CUDA tensors. Outputs are checked against (i).
 """
@@ -151,7 +151,7 @@ def _markdown(d: dict) -> str:
     rows = [
         ("(i) Zhang soft-encoding (dense Z, 10 NN, sigma 5)", "zhang", _fmt_s(p["zhang_s_3_2M"]), "3 days"),
         ("(ii) Eq. 7-8 plainly in NumPy", "plain_numpy", _fmt_s(p["ours_s_3_2M"]), "2 h"),
-        ("(iii) fast path (exact compressed table, fused gather)", "fast", "", ""),
+        ("(iii) fast path (exact compressed table, AVX-512 gathers)", "fast", "", ""),
         ("(iv) memory floor (same bytes in and out)", "floor", "", ""),
     ]
     lines = [

@@ -7,7 +7,7 @@ from kernels import bins
 from kernels.gamut import CATEGORY_MATRIX, CENTERS_F32, CENTERS_F64, Q
 from kernels.lab import LINEAR, WHITE_D65, XYZ_FROM_RGB, rgb_to_lab_kernel
 
-_NO_WEIGHTS = np.empty(0, dtype=np.float32)
+_NO_WEIGHTS = np.empty(0, dtype=np.uint32)
 
 
 def _is_torch(x) -> bool:
@@ -53,7 +53,8 @@ def encode_bins(rgb):
         return torch_ops.encode_bins(rgb)
     flat = _check_rgb(rgb)
     q = np.empty(len(flat), dtype=np.int16)
-    bins.gather(flat.reshape(-1), *bins.SPREAD3, *bins.rgb_table(), _NO_WEIGHTS, q, _NO_WEIGHTS, get_num_threads())
+    codes = bins.rgb_table()[0]
+    bins.gather(flat.reshape(-1), codes, bins.pair_table(None), q.view(np.uint16), _NO_WEIGHTS, get_num_threads())
     return q.reshape(rgb.shape[:-1])
 
 
@@ -67,7 +68,8 @@ def encode_targets(rgb, weights):
     w_table = _check_weights(weights)
     q = np.empty(len(flat), dtype=np.int16)
     w = np.empty(len(flat), dtype=np.float32)
-    bins.gather(flat.reshape(-1), *bins.SPREAD3, *bins.rgb_table(), w_table, q, w, get_num_threads())
+    pairs = bins.pair_table(w_table)
+    bins.gather(flat.reshape(-1), bins.rgb_table()[0], pairs, q.view(np.uint16), w.view(np.uint32), get_num_threads())
     return q.reshape(rgb.shape[:-1]), w.reshape(rgb.shape[:-1])
 
 

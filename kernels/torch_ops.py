@@ -1,7 +1,7 @@
 """The category core on torch tensors, on whatever device they live (the GPU path).
 
 The 8-bit encoder gathers from the same compressed exact table as the CPU path, copied once per
-device (6 MiB), so CPU and GPU agree bit for bit. The float encoder mirrors `kernels.bins.nearest_bin`
+device (8.25 MiB), so CPU and GPU agree bit for bit. The float encoder mirrors `kernels.bins.nearest_bin`
 in float64, with the exact full search for borders and cells without an in-gamut center.
 """
 
@@ -20,11 +20,10 @@ def _on(name: str, make, device: torch.device) -> torch.Tensor:
     return _cache[key]
 
 
-def _table(device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    spread = _on("spread", lambda: torch.from_numpy(bins.SPREAD.astype("int64")), device)
-    codes = _on("codes", lambda: torch.from_numpy(bins.rgb_table()[0].copy()), device)
+def _table(device) -> tuple[torch.Tensor, torch.Tensor]:
+    codes = _on("codes", lambda: torch.from_numpy(bins.rgb_table()[0].astype("int64")), device)
     palette = _on("palette", lambda: torch.from_numpy(bins.rgb_table()[1].astype("int16")), device)
-    return spread, codes, palette
+    return codes, palette
 
 
 def _check_rgb(rgb: torch.Tensor):
@@ -37,11 +36,13 @@ def _check_rgb(rgb: torch.Tensor):
 def encode_bins(rgb: torch.Tensor) -> torch.Tensor:
     """uint8 (..., 3) -> int16 (...), on rgb's device."""
     _check_rgb(rgb)
-    spread, codes, palette = _table(rgb.device)
+    codes, palette = _table(rgb.device)
     c = rgb.long()
-    m = (spread[c[..., 0]] << 2) | (spread[c[..., 1]] << 1) | spread[c[..., 2]]  # Morton index
-    code = (codes[m >> 2].long() >> ((m & 3) << 1)) & 3
-    return palette[((m >> bins.BLOCK_BITS) << 2) | code]
+    r, g, b = c[..., 0], c[..., 1], c[..., 2]
+    block = ((r >> 3) << 10) | ((g >> 3) << 5) | (b >> 3)  # as kernels.bins.colour_index
+    m = (block << bins.BLOCK_BITS) | ((r & 7) << 6) | ((g & 7) << 3) | (b & 7)
+    code = (codes[m >> 4] >> ((m & 15) << 1)) & 3
+    return palette[(block << 2) | code]
 
 
 def encode_targets(rgb: torch.Tensor, weights) -> tuple[torch.Tensor, torch.Tensor]:

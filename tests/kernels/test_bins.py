@@ -98,6 +98,9 @@ def test_encode_targets_gives_the_weight_of_each_category(photos):
     assert wq.dtype == np.float32 and np.array_equal(wq, w[q])
     qt, wt = kernels.encode_targets(torch.from_numpy(photos), torch.from_numpy(w))
     assert np.array_equal(qt.numpy(), q) and np.array_equal(wt.numpy(), wq)
+    w[q.ravel()[0]] += 1  # the same array changed in place: the cached pair table must not be reused
+    q2, wq2 = kernels.encode_targets(photos, w)
+    assert np.array_equal(q2, q) and np.array_equal(wq2, w[q]) and not np.array_equal(wq2, wq)
 
 
 def test_table_with_wide_margin_falls_back_to_reference_and_agrees():
@@ -113,12 +116,16 @@ def test_compressed_table_equals_flat_table(all_colours):
     q = np.empty(len(all_colours), np.int16)
     w = np.empty(len(all_colours), np.float32)
     weights = np.arange(1, Q + 1, dtype=np.float32)
-    bins.gather(all_colours.reshape(-1), *bins.SPREAD3, *bins.rgb_table(), weights, q, w, 2)
+    codes, pairs = bins.rgb_table()[0], bins.pair_table(weights)
+    bins.gather(all_colours.reshape(-1), codes, pairs, q.view(np.uint16), w.view(np.uint32), 2)
     assert np.array_equal(q, flat)
     assert np.array_equal(w, weights[flat])
     one = np.empty(1, np.int16)  # fewer pixels than a chunk, and than threads
-    bins.gather(all_colours[-1], *bins.SPREAD3, *bins.rgb_table(), weights, one, w[:0], 4)
+    bins.gather(all_colours[-1], codes, pairs, one.view(np.uint16), w[:0].view(np.uint32), 4)
     assert one[0] == flat[-1]
+    odd = np.empty(bins.CHUNK * 3 + 7, np.int16)  # a last chunk that is not full, split over 3 threads
+    bins.gather(all_colours[: len(odd)].reshape(-1), codes, pairs, odd.view(np.uint16), w[:0].view(np.uint32), 3)
+    assert np.array_equal(odd, flat[: len(odd)])
 
 
 def test_jit_and_python_agree():
@@ -138,8 +145,9 @@ def test_jit_and_python_agree():
     weights = rng.uniform(0.5, 2, Q).astype(np.float32)
     q_jit, q_py = np.empty(200, np.int16), np.empty(200, np.int16)
     w_jit, w_py = np.empty(200, np.float32), np.empty(200, np.float32)
-    bins.gather(rgb.reshape(-1), *bins.SPREAD3, *bins.rgb_table(), weights, q_jit, w_jit, 2)
-    python_version(bins.gather)(rgb.reshape(-1), *bins.SPREAD3, *bins.rgb_table(), weights, q_py, w_py, 2)
+    args = rgb.reshape(-1), bins.rgb_table()[0], bins.pair_table(weights)
+    bins.gather(*args, q_jit.view(np.uint16), w_jit.view(np.uint32), 2)
+    python_version(bins.gather)(*args, q_py.view(np.uint16), w_py.view(np.uint32), 2)
     assert np.array_equal(q_jit, q_py) and np.array_equal(w_jit, w_py)
 
 
