@@ -21,6 +21,7 @@ def summary(seconds: list[float]) -> dict:
 
 def machine() -> dict:
     """What the figures were measured on."""
+    import llvmlite.binding as llvm
     import numba
     import torch
 
@@ -35,6 +36,8 @@ def machine() -> dict:
     info = {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "llvm_cpu": llvm.get_host_cpu_name(),  # what Numba compiles for (e.g. znver3, znver4)
+        "avx512": "+avx512f" in llvm.get_host_cpu_features().flatten(),
         "numba_threads": numba.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
