@@ -85,7 +85,7 @@ def _store_bytes(store: Path) -> dict[str, int]:
 def main(argv=None) -> int:
     from distributed import Client, LocalCluster
 
-    from flows.preprocess import auto_part_images, local_worker_config, preprocess_imagenet
+    from flows.preprocess import auto_part_images, local_worker_config, run_in_process
     from pipeline.discover import discover
     from pipeline.preprocess import PreprocessConfig, cut_parts
     from pipeline.sources import build_embedded_dataset, imagenet_sample
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
 
     # 1. The whole flow once, as a user runs it: temporary Prefect server and a new Dask cluster included.
     t0 = time.perf_counter()
-    result = preprocess_imagenet(
+    result = run_in_process(
         source=str(source), store=str(tmp / "flow.zarr"), workers=args.workers, part_images=args.part_images
     )
     flow_s = time.perf_counter() - t0
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
         stores = iter(tmp / f"round{r}.zarr" for r in range(2 * args.rounds + 2))
 
         def pipeline(source=source):
-            out = preprocess_imagenet(
+            out = run_in_process(
                 source=str(source),
                 store=str(next(stores)),
                 dask_address=cluster.scheduler_address,

@@ -280,13 +280,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def ensure_embedded_stores() -> None:
     """Build the embedded default's stores through the flow when they are missing."""
-    from flows.preprocess import preprocess_imagenet
+    from flows.preprocess import run_in_process
     from pipeline.sources import build_embedded_dataset
 
     source = build_embedded_dataset(ROOT / "data" / "embedded")
     for split, key in (("train", "store"), ("val", "eval_store")):
         if not (Path(EMBEDDED[key]) / "zarr.json").is_file():
-            preprocess_imagenet(source=str(source), store=EMBEDDED[key], split=split)
+            run_in_process(source=str(source), store=EMBEDDED[key], split=split)
 
 
 def main(argv=None) -> int:
