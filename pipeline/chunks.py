@@ -28,50 +28,51 @@ def crc32c(data) -> bytes:
 
 @dataclass(frozen=True)
 class ArrayCodecs:
-    """The codec chain of one per-image array: [Delta (uint8, wrapping)], bytes (little endian), zstd, crc32c.
+    """The codec chain of one per-image array: either the lossless image codec (`pipeline.codec`, for L) or
+    bytes (little endian) + zstd; then crc32c.
 
-    delta: a horizontal delta filter over the flattened image (numcodecs' `Delta`; lossless mod 256), for L,
-    which it takes from 43 to 31.5 kB per 224 x 224 image.
+    image: L's chain, `colorize.med_rans` (MED prediction + context-modelled rANS): 27.9 kB per 224 x 224 L of
+    ImageNet against 31.5 kB for the horizontal delta filter + zstd of format version 2 (measured).
     """
 
     dtype: str
     level: int
-    delta: bool = False
+    image: bool = False
 
     @cached_property
     def _little(self) -> np.dtype:
         return np.dtype(self.dtype).newbyteorder("<")
 
     def zarr_codecs(self) -> dict:
-        """`filters` and `compressors` for `zarr.Group.create_array`."""
+        """`serializer` and `compressors` for `zarr.Group.create_array`."""
         from zarr.codecs import Crc32cCodec, ZstdCodec
 
-        codecs = {"compressors": [ZstdCodec(level=self.level), Crc32cCodec()]}
-        if self.delta:
-            from zarr.codecs.numcodecs import Delta
-
-            codecs["filters"] = [Delta(dtype=self.dtype)]
-        return codecs
+        if self.image:
+            return {"serializer": self._image_codec, "compressors": [Crc32cCodec()]}
+        return {"compressors": [ZstdCodec(level=self.level), Crc32cCodec()]}
 
     @cached_property
     def _zstd(self) -> numcodecs.Zstd:
         return numcodecs.Zstd(level=self.level)
 
+    @cached_property
+    def _image_codec(self):
+        from pipeline.codec import MedRansCodec
+
+        return MedRansCodec()
+
     def encode(self, image: np.ndarray) -> bytes:
         """The bytes of one chunk (one image) as zarr stores them."""
-        flat = np.ascontiguousarray(image, dtype=self._little).reshape(-1)
-        if self.delta:
-            diff = np.empty_like(flat)
-            diff[:1] = flat[:1]
-            np.subtract(flat[1:], flat[:-1], out=diff[1:])
-            flat = diff
-        packed = self._zstd.encode(flat)
-        return bytes(packed) + crc32c(packed)
+        if self.image:
+            packed = self._image_codec.encode_array(image)
+        else:
+            packed = bytes(self._zstd.encode(np.ascontiguousarray(image, dtype=self._little).reshape(-1)))
+        return packed + crc32c(packed)
 
 
 def array_codecs(name: str, dtype, level: int) -> ArrayCodecs:
-    """The codecs of the store's array `name`: the delta filter on L only."""
-    return ArrayCodecs(dtype=np.dtype(dtype).name, level=level, delta=name == "L")
+    """The codecs of the store's array `name`: the lossless image codec on L, zstd on the others."""
+    return ArrayCodecs(dtype=np.dtype(dtype).name, level=level, image=name == "L")
 
 
 def encode_images(codecs: ArrayCodecs, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

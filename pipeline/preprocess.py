@@ -38,7 +38,7 @@ class PreprocessConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     part_images: int = 128
     shard_images: int = 64
-    zstd_level: int = 1  # with the delta filter, level 1 is as small as 3 on L (33.1 kB) and 3x faster
+    zstd_level: int = 1  # of bins and label (L has its own codec, `pipeline.codec`)
     decoder: str = "auto"
 
     def __post_init__(self):

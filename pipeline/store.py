@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "colorize-store"
-FORMAT_VERSION = 2  # 2: a crc32c checksum on every chunk (1: none; still readable)
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # 3: L coded by `colorize.med_rans`; 2: a crc32c on every chunk (2, 1: still readable)
+READABLE_VERSIONS = (1, 2, 3)
 STAGING = "_staging"
 ARRAY_NDIM = {"L": 3, "bins": 3, "bins_full": 3, "label": 1}  # the per-image arrays, by number of dimensions
 MANIFEST = "sources.jsonl"
-# zarr warns on every open that numcodecs codecs (the Delta filter of L) are not in the v3 spec; they are
-# registered with zarr and any zarr-python 3 reads it.
+# zarr warns on every open that numcodecs codecs (the Delta filter of L in format versions 1 and 2, still
+# readable) are not in the v3 spec; they are registered with zarr and any zarr-python 3 reads them.
 warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
 
 

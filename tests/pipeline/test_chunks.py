@@ -82,3 +82,21 @@ def test_shard_index_layout():
     assert data[-4:] == crc32c(data[8:-4])
     with pytest.raises(ValueError, match="do not fit"):
         shard_file(chunks, 2)
+
+
+def test_plain_zarr_reads_L_through_the_entry_point(photos, tmp_path):
+    """A fresh interpreter that imports nothing of this project reads L: zarr finds the codec by its entry point."""
+    import subprocess
+    import sys
+
+    images = images_of("L", 5, photos)
+    zarr_array(tmp_path / "s.zarr", "L", images)
+    write_ours(tmp_path / "s.zarr", "L", images)
+    code = (
+        "import sys, numpy, zarr; assert 'pipeline' not in sys.modules; "
+        f"numpy.save({str(tmp_path / 'back.npy')!r}, zarr.open_group({str(tmp_path / 's.zarr')!r}, mode='r')['L'][:])"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+    np.testing.assert_array_equal(np.load(tmp_path / "back.npy"), images)
+    meta = (tmp_path / "s.zarr" / "L" / "zarr.json").read_text()
+    assert '"colorize.med_rans"' in meta
