@@ -8,6 +8,8 @@ from kernels.gamut import CATEGORY_MATRIX, CENTERS_F32, CENTERS_F64, Q
 from kernels.lab import LINEAR, WHITE_D65, XYZ_FROM_RGB, rgb_to_lab_kernel
 
 _NO_WEIGHTS = np.empty(0, dtype=np.uint32)
+_LINEAR32 = LINEAR.astype(np.float32)  # the float32 pass of `image_targets` (kernels.targets)
+_M_WHITE32 = (XYZ_FROM_RGB / WHITE_D65[:, None]).astype(np.float32)
 
 
 def _is_torch(x) -> bool:
@@ -134,5 +136,7 @@ def image_targets(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     L = np.empty((n, height, width), dtype=np.uint8)
     q = np.empty((n, height // BLOCK, width // BLOCK), dtype=np.int16)
     chroma = np.empty((n, height // BLOCK), dtype=np.float64)
-    image_targets_kernel(rgb, LINEAR, XYZ_FROM_RGB / WHITE_D65[:, None], CATEGORY_MATRIX, CENTERS_F64, L, q, chroma)
+    image_targets_kernel(
+        rgb, _LINEAR32, _M_WHITE32, LINEAR, XYZ_FROM_RGB, WHITE_D65, CATEGORY_MATRIX, CENTERS_F64, L, q, chroma
+    )
     return L, q, chroma.sum(axis=1) / (q.shape[1] * q.shape[2])

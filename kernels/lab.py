@@ -44,31 +44,32 @@ def lab_of(r, g, b, linear, m, white):
     return 116.0 * y - 16.0, 500.0 * (x - y), 200.0 * (y - z)
 
 
-# float32 bit pattern whose third, subtracted, gives ~1/cbrt(t) to a few percent (the "fast inverse root" trick).
-_INV_CBRT_MAGIC = 0x54A2FA8C
 EPSILON = 0.008856  # CIE: the cube root applies above this, the linear toe below
+_F = np.float32
+_EPS32, _TOE_K, _TOE_C, _THIRD, _FOUR = _F(EPSILON), _F(7.787), _F(16.0 / 116.0), _F(1.0 / 3.0), _F(4.0)
+# float32 bit pattern whose third, subtracted, gives ~1/cbrt(t) to a few percent (the "fast inverse root" trick).
+_INV_CBRT_MAGIC = np.uint32(0x54A2FA8C)
 
 
 @kernel()
-def companding_into(t, out, scratch):
-    """out[p] = f(t[p]), the CIE Lab curve, for a float64 array t >= 0, in three vectorisable passes.
+def companding32_into(t, out):
+    """out[p] = f(t[p]), the CIE Lab curve, for a float32 array t >= 0, in three passes that LLVM vectorises.
 
-    The cube root is a bit-level guess of t^(-1/3) refined by four division-free Newton steps,
-    r <- r (4 - t r^3) / 3, then cbrt(t) = t r^2: within 1.1e-15 (relative) of libm's cbrt, and about
-    5x faster than calling it per pixel. scratch: float32, as long as t.
+    The cube root is the bit-level guess of t^(-1/3) refined by three division-free Newton steps,
+    r <- r (4 - t r^3) / 3, then cbrt(t) = t r^2: within 4.2e-7 (relative) of libm's cbrt, float32 throughout.
     """
     n = t.shape[0]
     for p in range(n):
-        scratch[p] = np.float32(max(t[p], EPSILON))
-    bits = scratch.view(np.int32)
+        out[p] = max(t[p], _EPS32)
+    bits = out.view(np.uint32)
     for p in range(n):
-        bits[p] = np.int32(_INV_CBRT_MAGIC) - bits[p] // 3
+        bits[p] = _INV_CBRT_MAGIC - bits[p] // np.uint32(3)
     for p in range(n):
-        x = max(t[p], EPSILON)
-        r = np.float64(scratch[p])
-        for _ in range(4):
-            r = r * (4.0 - x * r * r * r) * (1.0 / 3.0)
-        out[p] = x * r * r if t[p] > EPSILON else 7.787 * t[p] + 16.0 / 116.0
+        x = max(t[p], _EPS32)
+        r = out[p]
+        for _ in range(3):
+            r = r * (_FOUR - x * r * r * r) * _THIRD
+        out[p] = x * r * r if t[p] > _EPS32 else _TOE_K * t[p] + _TOE_C
 
 
 @kernel(parallel=True)

@@ -45,6 +45,27 @@ def test_stored_L_and_uniform_block_bins_exact_on_every_colour(all_colours, refe
         assert np.array_equal(q[0].ravel(), reference[1][s : s + n])
 
 
+def test_float32_pass_of_image_targets_within_a_quarter_of_its_margins(all_colours, reference):
+    """What lets `image_targets` decide L and the bins in float32 outside its margins: the float32 L * 2.55, a
+    and b of every colour (the kernel's own arithmetic) against scikit-image's float64."""
+    from kernels.api import _LINEAR32, _M_WHITE32
+    from kernels.lab import companding32_into
+    from kernels.targets import _L_A, _L_B, _L_HALF, AB_MARGIN, L_MARGIN
+
+    lin = _LINEAR32[all_colours]  # (N, 3) float32
+    f = []
+    for c in range(3):
+        t = lin[:, 0] * _M_WHITE32[c, 0] + lin[:, 1] * _M_WHITE32[c, 1] + lin[:, 2] * _M_WHITE32[c, 2]
+        f.append(np.empty_like(t))
+        companding32_into(t, f[c])
+    lab = reference[0]
+    err_l = np.abs((f[1] * _L_A + (_L_B + _L_HALF)).astype(np.float64) - (lab[:, 0] * 255 / 100 + 0.5)).max()
+    err_a = np.abs((np.float32(500) * (f[0] - f[1])).astype(np.float64) - lab[:, 1]).max()
+    err_b = np.abs((np.float32(200) * (f[1] - f[2])).astype(np.float64) - lab[:, 2]).max()
+    assert err_l < L_MARGIN / 4, err_l  # measured 1.1e-4
+    assert max(err_a, err_b) < AB_MARGIN / 4, (err_a, err_b)  # measured 2.6e-4 and 1.1e-4
+
+
 def test_torch_path_equals_numpy_path_on_every_colour(all_colours):
     q = kernels.encode_bins(torch.from_numpy(all_colours))
     assert q.dtype == torch.int16

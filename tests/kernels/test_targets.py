@@ -37,10 +37,11 @@ def test_bad_input_raises():
 
 
 def test_companding_matches_libm_cube_root():
-    from kernels.lab import EPSILON, companding_into
+    from kernels.lab import EPSILON, companding32_into
 
-    t = np.concatenate([np.linspace(0, 1.01, 1_000_001), [EPSILON, np.nextafter(EPSILON, 1)]])
+    t = np.concatenate([np.linspace(0, 1.01, 1_000_001), [EPSILON, np.nextafter(EPSILON, 1)]]).astype(np.float32)
     out = np.empty_like(t)
-    companding_into(t, out, np.empty(len(t), np.float32))
-    want = np.where(t > EPSILON, np.cbrt(t), 7.787 * t + 16 / 116)
-    assert np.max(np.abs(out - want) / want) < 2e-15
+    companding32_into(t, out)
+    t64 = t.astype(np.float64)
+    want = np.where(t64 > np.float32(EPSILON), np.cbrt(t64), 7.787 * t64 + 16 / 116)
+    assert np.max(np.abs(out - want) / want) < 5e-7  # measured 4.2e-7: float32 rounding, not the iteration
