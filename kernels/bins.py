@@ -221,6 +221,32 @@ def build_rgb_table(margin: float = DEFAULT_MARGIN) -> tuple[np.ndarray, int]:
     return table, len(idx)
 
 
+HUGE_PAGE = 2 << 20
+
+
+def huge_page_copy(a: np.ndarray) -> np.ndarray:
+    """A read-only copy of a in 2 MiB-aligned anonymous memory advised for transparent huge pages (Linux).
+
+    The gather's random loads span the 4 MiB code table: in 4 KiB pages that is 1,024 TLB entries, and where
+    numpy's own allocation put the table decided whether part of it got huge pages. Measured in three
+    alternating pairs of `benchmarks categories` runs (Zen 3, 2026-12-03): 5.1-8.1 ms with this copy, 8.0-9.2 ms
+    without, faster in every pair.
+    """
+    import mmap
+
+    if not hasattr(mmap, "MADV_HUGEPAGE") or a.nbytes == 0:
+        out = a.copy()
+    else:
+        span = -(-a.nbytes // HUGE_PAGE) * HUGE_PAGE
+        region = mmap.mmap(-1, span + HUGE_PAGE)
+        offset = (-np.frombuffer(region, np.uint8, 1).ctypes.data) % HUGE_PAGE
+        region.madvise(mmap.MADV_HUGEPAGE, offset, span)
+        out = np.frombuffer(region, a.dtype, a.size, offset).reshape(a.shape)  # keeps region alive
+        out[...] = a
+    out.flags.writeable = False
+    return out
+
+
 def compress_table(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(codes, palette) of a flat (2^24,) table; see `compress_kernel`."""
     codes = np.zeros(N_COLOURS // CODES_PER_WORD, dtype=np.uint32)
@@ -229,8 +255,8 @@ def compress_table(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if worst > 4:
         side = 1 << (BLOCK_BITS // 3)
         raise AssertionError(f"a {side}x{side}x{side} colour block holds {worst} categories; 2-bit codes need <= 4")
-    codes.flags.writeable = palette.flags.writeable = False
-    return codes, palette
+    palette.flags.writeable = False
+    return huge_page_copy(codes), palette
 
 
 _table: tuple[np.ndarray, np.ndarray] | None = None
@@ -262,7 +288,7 @@ def pair_table(weights: np.ndarray | None) -> np.ndarray:
         palette = rgb_table()[1]
         pairs = np.empty(len(palette), np.uint64)
         pair_kernel(palette, w, pairs)
-        pairs.flags.writeable = False
+        pairs = huge_page_copy(pairs)
         with _table_lock:
             while len(_pairs) >= _PAIR_CACHE:
                 _pairs.pop(next(iter(_pairs)))

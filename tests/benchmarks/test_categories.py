@@ -14,7 +14,7 @@ def test_categories_report(tmp_path):
     data = json.loads((tmp_path / "categories.json").read_text())
     assert data["mismatches_vs_zhang"]["fast"] == 0 and data["weight_mismatches_fast_vs_zhang"] == 0
     assert data["batch"]["shape"] == [64, 224, 224, 3]
-    assert set(data["methods"]) == {"zhang", "plain_numpy", "fast", "floor", "fast_l1"}
+    assert set(data["methods"]) == {"zhang", "plain_numpy", "fast", "floor", "fast_l1", "floor_l1"}
     assert data["fast_l1_over_floor"] > 0
     assert data["speedup_fast_vs_zhang"] > 1
     assert "fast path vs Zhang" in (tmp_path / "categories.md").read_text()
