@@ -1,7 +1,7 @@
 """`colorize.med_rans`: the Zarr v3 array -> bytes codec of the store's L chunks (`kernels.lossless`).
 
 A chunk of uint8 with shape (..., H, W) is coded as one image of prod(...) * H rows and W columns: MED
-prediction and context-modelled rANS, lossless, 27.9 kB for a 224 x 224 L crop of ImageNet against 31.5 kB
+prediction and context-modelled rANS, lossless: 26.3 kB per 224 x 224 L on the ImageNet sample against 31.5 kB
 for the delta filter and zstd that zarr ships (docs/store.md). Plain zarr-python reads it once this package is
 installed: the codec is registered under the entry point group `zarr.codecs` (pyproject.toml), and also on
 import of this module.
