@@ -168,6 +168,6 @@ def staged_summary(store: str, part: int) -> dict:
     """The summary of a part staged by an earlier (possibly killed) run."""
     from pipeline.store import load_part
 
-    staged = load_part(Path(store), part)
+    staged = load_part(Path(store), part, chunks=False)
     summary = {"part": part, "stored": staged.stored, "counts": staged.counts, "records": staged.records}
     return summary | {"pid": os.getpid()}

@@ -13,10 +13,11 @@ Layout (docs/store.md is the reference): a Zarr v3 group per split with
 
 one image per chunk, `shard_images` images per shard, zstd-compressed. Images are in source order.
 
-A run first stages each part (a slice of the source list, one Prefect task) into `_staging/part-*.pkl`,
-atomically, with every image's chunks already encoded (`pipeline.chunks`). Each Zarr shard is then written,
-whole, by the flow's process alone as soon as the parts under it are staged (concurrent partial writes of a
-shard lose data, zarr-python issue 3682); N is known once every part is staged, and the attributes, with
+A run first stages each part (a slice of the source list, one Prefect task) into `_staging/part-*.chunks`
+(every image's chunks already encoded, `pipeline.chunks`) and `_staging/part-*.pkl` (its summary), each
+atomically. Each Zarr shard is then written, whole, by the flow's process alone as soon as the parts under it
+are staged (concurrent partial writes of a shard lose data, zarr-python issue 3682), and a part's chunks are
+deleted once all its shards are; N is known once every part is staged, and the attributes, with
 `complete: true`, are written last. A killed run re-uses what was staged and
 rewrites any shard not marked done, so it resumes to the same bytes as an uninterrupted run.
 """
@@ -101,47 +102,92 @@ def begin(store: Path, cfg, overwrite: bool = False) -> str:
 
 
 def part_path(store: Path, part: int) -> Path:
+    """A staged part's summary: its records, category counts and chunk sizes; its presence marks the part done."""
     return staging_dir(store) / f"part-{part:06d}.pkl"
+
+
+def part_chunks_path(store: Path, part: int) -> Path:
+    """A staged part's encoded chunks, one blob per array; deleted once every shard over the part is written."""
+    return staging_dir(store) / f"part-{part:06d}.chunks"
 
 
 def save_part(store: Path, part: int, chunks: dict, counts: np.ndarray, records: list[dict]) -> None:
     """Stage one part atomically: the encoded chunks of its images (`pipeline.chunks.encode_images`: a blob and
-    the chunk sizes per array), its category histogram and the records of all its sources. A pickle, read back
-    only by this project's own flow (an npz spent its reading time in zip's CRC)."""
+    the chunk sizes per array) in one file, then its summary (category histogram, the records of all its
+    sources, the chunk sizes) in another, a pickle read back only by this project's own flow.
+
+    Two files, so that the chunks can go as soon as their shards are written while a resumed run still reads
+    every part's summary: on this VM, writing into page-cache pages just freed costs half as much CPU as
+    writing into fresh ones (7 against 15 ms per MB, measured), so the flow frees the staged chunks early.
+    The chunks are written and synced first: a summary on disk means its chunks were there.
+    """
     import pickle
 
-    staged = {"chunks": chunks, "counts": counts, "records": records}
+    names = list(chunks)
+    with open(tmp := part_chunks_path(store, part).with_suffix(".chunks.tmp"), "wb") as f:
+        for name in names:
+            f.write(memoryview(np.ascontiguousarray(chunks[name][0])).cast("B"))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, part_chunks_path(store, part))
+    sizes = {name: np.asarray(chunks[name][1], dtype=np.int64) for name in names}
+    staged = {"names": names, "sizes": sizes, "counts": counts, "records": records}
     _atomic_write_bytes(part_path(store, part), pickle.dumps(staged, protocol=5))
 
 
 @dataclass
 class StagedPart:
-    """A staged part: per array, its chunks' bytes (a blob and the offsets of each chunk in it)."""
+    """A staged part: its summary and, once loaded, per array its chunks' bytes (a blob and each chunk's offsets)."""
 
-    blobs: dict[str, np.ndarray]
-    offsets: dict[str, np.ndarray]  # (n + 1,) int64 per array
+    offsets: dict[str, np.ndarray]  # (n + 1,) int64 per array, into that array's blob
     counts: np.ndarray
     records: list[dict]
+    blobs: dict[str, memoryview] | None = None
 
     @property
     def stored(self) -> int:
         return len(self.offsets["label"]) - 1
 
+    @property
+    def names(self) -> list[str]:
+        return list(self.offsets)
+
     def chunk(self, name: str, i: int) -> memoryview:
-        return memoryview(self.blobs[name])[self.offsets[name][i] : self.offsets[name][i + 1]]
+        return self.blobs[name][self.offsets[name][i] : self.offsets[name][i + 1]]
 
 
-def load_part(store: Path, part: int) -> StagedPart:
+def load_part(store: Path, part: int, chunks: bool = True) -> StagedPart:
+    """A staged part's summary and, with `chunks`, its encoded chunks (StoreError if they were already freed)."""
     import pickle
 
     staged = pickle.loads(part_path(store, part).read_bytes())
-    blobs = {name: blob for name, (blob, _) in staged["chunks"].items()}
-    offsets = {name: np.concatenate([[0], np.cumsum(sizes)]) for name, (_, sizes) in staged["chunks"].items()}
-    return StagedPart(blobs, offsets, staged["counts"], staged["records"])
+    offsets = {name: np.concatenate([[0], np.cumsum(staged["sizes"][name])]) for name in staged["names"]}
+    part_ = StagedPart(offsets, staged["counts"], staged["records"])
+    if chunks:
+        try:
+            data = memoryview(part_chunks_path(store, part).read_bytes())
+        except FileNotFoundError as e:
+            raise StoreError(f"{store}: staged part {part} has no chunks left, yet a shard over it is unwritten") from e
+        start, part_.blobs = 0, {}
+        for name, off in offsets.items():
+            part_.blobs[name] = data[start : start + int(off[-1])]
+            start += int(off[-1])
+        if start != len(data):
+            raise StoreError(f"{store}: staged part {part} holds {len(data)} bytes of chunks, its summary {start}")
+    return part_
 
 
 def part_done(store: Path, part: int) -> bool:
     return part_path(store, part).is_file()
+
+
+def free_part_chunks(store: Path, part: int, first: int, count: int, shard_images: int) -> bool:
+    """Delete part's staged chunks if every shard over its images (first ... first + count) is written."""
+    shards = range(first // shard_images, -(-(first + count) // shard_images))
+    if all(shard_marker(store, k).is_file() for k in shards):
+        part_chunks_path(store, part).unlink(missing_ok=True)
+        return True
+    return False
 
 
 def create_arrays(store: Path, n: int, size: int, full_bins: bool, shard_images: int, level: int) -> None:
@@ -226,15 +272,15 @@ def write_shard(
             pieces.append((parts[part], a - first, b - first))
     from pipeline.chunks import shard_file
 
-    for name in pieces[0][0].blobs if pieces else ():
+    for name in pieces[0][0].names if pieces else ():
         chunks = [p.chunk(name, i) for p, a, b in pieces for i in range(a, b)]
         path = Path(store) / shard_key(name, shard)
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write_bytes(path, shard_file(chunks, shard_images), sync=False, tmp_dir=staging_dir(store))
-    for part, first, count in layout:  # shards are written in order: parts wholly before hi are done with
-        if first + count <= hi:
-            parts.pop(part, None)
     _atomic_write_bytes(shard_marker(store, shard), b"", sync=False)
+    for part, first, count in layout:  # parts wholly before hi: freed once all their shards are written
+        if part in parts and first + count <= hi and free_part_chunks(store, part, first, count, shard_images):
+            parts.pop(part)
     return hi - lo
 
 
