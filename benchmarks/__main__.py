@@ -4,7 +4,12 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = {"categories": "benchmarks.categories", "preprocess": "benchmarks.preprocess", "train": "benchmarks.train"}
+BENCHMARKS = {
+    "categories": "benchmarks.categories",
+    "loader": "benchmarks.loader",
+    "preprocess": "benchmarks.preprocess",
+    "train": "benchmarks.train",
+}
 
 
 def main(argv=None) -> int:

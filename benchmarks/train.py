@@ -12,7 +12,8 @@ Measured side by side:
       device, and parameters; the device's matmul peak (bf16 8192^3 on CUDA, fp32 2048^3 on the CPU) and
       the fraction of it a training step achieves, taking a step as 3x the forward FLOPs.
   (3) the loader alone (training.data.Loader over --store, default data/stores/embedded-train.zarr when it
-      exists): images/s for batches of the same size, and its ratio to the model's rate for `full`.
+      exists, its batches moved to the device as training does): images/s for batches of the same size, and its
+      ratio to the model's rate for `full`.
 """
 
 import argparse
@@ -107,22 +108,26 @@ def train_rates(args, device: torch.device, weights: np.ndarray) -> dict[str, li
     return times
 
 
-def loader_rate(store: str, batch: int, size: int, n_batches: int, pin: bool) -> dict:
-    """images/s of training.data.Loader alone over `store`, `n_batches` batches, wrapping epochs."""
-    from training.data import DataConfig, Loader, StoreData
+def loader_rate(store: str, batch: int, size: int, n_batches: int, device: torch.device, threads: int) -> dict:
+    """images/s of training.data.Loader over `store` with its batches moved to `device` (`on_device`, as training
+    does), `n_batches` batches, wrapping epochs."""
+    from training.data import DataConfig, Loader, StoreData, on_device
 
-    data = StoreData(store)
-    loader = Loader(data, DataConfig(store, batch, size if size != data.S else 0), pin=pin)
+    data = StoreData(store, threads=threads)
+    size = size if size != data.S else 0
+    loader = Loader(data, DataConfig(store, batch, size, threads=threads), pin=device.type == "cuda")
     count, epoch = 0, 0
     t0 = time.perf_counter()
     while count < n_batches:
-        for _ in loader.epoch(epoch):  # leaving an epoch early leaves its (daemon) producer parked
+        for _ in on_device(loader.epoch(epoch), device, size):
             count += 1
             if count >= n_batches:
                 break
         epoch += 1
+    _sync(device)
     seconds = time.perf_counter() - t0
-    info = {"store": str(store), "store_size": data.S, "images": int(data.n), "in_memory": data._cache is not None}
+    info = {"store": str(store), "store_size": data.S, "images": int(data.n), "in_memory": data.in_memory}
+    info |= {"threads": loader.threads}
     return info | {"batches": count, "seconds": seconds, "images_per_s": count * batch / seconds}
 
 
@@ -137,6 +142,7 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile the models")
     parser.add_argument("--store", help=f"store for the loader measurement (default: {DEFAULT_STORE} if present)")
     parser.add_argument("--loader-batches", type=int, default=30, help="batches the loader is timed over")
+    parser.add_argument("--loader-threads", type=int, default=0, help="loader threads (default: cores less one)")
     parser.add_argument("--out", default="reports/benchmarks")
     args = parser.parse_args(argv)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
@@ -162,7 +168,9 @@ def main(argv=None) -> int:
         variants[v] = {"params": params, "fwd_flops_per_image": flops, **summary(times[v]), "images_per_s": ips}
         variants[v] |= {"fraction_of_peak": 3 * flops * ips / peak["flops_per_s"]}
         variants[v] |= {"paper_params": paper_params, "paper_fwd_flops_per_image": paper_flops}
-    loader = loader_rate(store, args.batch, args.size, args.loader_batches, device.type == "cuda") if store else None
+    loader = (
+        loader_rate(store, args.batch, args.size, args.loader_batches, device, args.loader_threads) if store else None
+    )
     mach = machine()
     data = {
         "device": mach["gpu"] if device.type == "cuda" else f"CPU: {mach['cpu']}",
@@ -212,7 +220,8 @@ def _markdown(d: dict, kind: str) -> str:
         "- loader: "
         + (
             f"{loader['images_per_s']:.0f} images/s over {loader['batches']} batches of {loader['store']} "
-            f"(stored at {loader['store_size']}, in memory {loader['in_memory']}); "
+            f"(stored at {loader['store_size']}, in memory {loader['in_memory']}, {loader['threads']} threads, "
+            f"batches moved to the device); "
             f"**{d['loader_over_full']:.1f}x** the rate of `full` (goal >= 3x)"
             if loader
             else "not measured (no store: give --store or build data/stores/embedded-train.zarr)"

@@ -1,21 +1,25 @@
-"""The training loader: batches of (L, bins, label) from the Zarr store, prefetched in a background thread.
+"""The training loader: batches of (L, bins, label) decoded from the store by a pool of threads.
 
-Deterministic: epoch e visits the training indices in the order of a permutation drawn from (seed, e), and
-batch b flips (horizontally, L and bins together) the images chosen by a generator seeded with
-(seed, e, b) -- so a resumed run continues with exactly the batches the uninterrupted one would have seen.
-Under DDP each rank takes every world_size-th batch. Stores up to `cache_bytes` are read into memory once;
-larger ones are read per batch (sorted indices, one zarr read per array) while the model trains.
+Batch b of epoch e holds the images `training.order` assigns it and flips (L and targets together) the ones
+drawn from (seed, e, b), so a resumed run continues with exactly the batches the uninterrupted one would have
+seen, whatever the thread count. Stores up to `cache_bytes` are decoded into memory once; larger ones are read
+per batch straight from the shard files (`pipeline.reader`) while the model trains. The threads spend their time
+in the L codec's Numba kernel, which releases the GIL. Batches stay uint8 / int16 on the host; `device_batch`
+converts them on the device (a quarter of the bytes to copy).
 """
 
-import queue
-import threading
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.store import StoreError, open_store
+from pipeline.reader import ShardReader
+from pipeline.store import StoreError
+from training.order import ORDERS, batch_flips, batch_positions, epoch_sequence
 
 _GOLDEN = 2654435761  # Knuth's multiplicative hash: a fixed, spread-out holdout choice
 
@@ -26,6 +30,12 @@ def holdout_mask(n: int, fraction: float) -> np.ndarray:
     return h < np.uint64(int(fraction * (1 << 32)))
 
 
+def default_threads(local_world: int = 1) -> int:
+    """Loader threads when not given: the cores this process may use, less one for the training loop itself."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, local_world) - 1)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     store: str
@@ -34,7 +44,10 @@ class DataConfig:
     holdout: float = 0.0  # fraction of the store held out for evaluation
     flip: bool = True
     seed: int = 0
-    prefetch: int = 3
+    order: str = "random"  # or "quasi" (training.order)
+    window: int = 32  # quasi: shards per window
+    threads: int = 0  # decoding threads; 0 = default_threads()
+    prefetch: int = 2  # batches kept ready beyond the ones being decoded
     cache_bytes: int = 2 << 30
 
     def __post_init__(self):
@@ -44,15 +57,20 @@ class DataConfig:
             raise ValueError(f"size must be a multiple of 32 (the encoder halves it 5 times), got {self.size}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
+        if self.window < 1 or self.threads < 0 or self.prefetch < 0:
+            raise ValueError("window must be >= 1, threads and prefetch >= 0")
 
 
 class StoreData:
     """The arrays of a finished store, and the train / holdout split."""
 
-    def __init__(self, path: str, holdout: float = 0.0, cache_bytes: int = 2 << 30):
-        self.group = open_store(path)
+    def __init__(self, path: str, holdout: float = 0.0, cache_bytes: int = 2 << 30, threads: int = 0):
+        self.reader = ShardReader(path)
+        self.group = self.reader.group
         self.S = int(self.group.attrs["S"])
-        self.n = int(self.group.attrs["n_images"])
+        self.n = self.reader.n
         if self.n == 0:
             raise StoreError(f"{path} holds no images")
         for name in ("L", "bins", "label", "weights", "prior"):
@@ -64,97 +82,165 @@ class StoreData:
         mask = holdout_mask(self.n, holdout)
         self.train_idx = np.flatnonzero(~mask)
         self.eval_idx = np.flatnonzero(mask)
-        self._cache = None
+        self.arrays: dict[str, np.ndarray] | None = None
         if self.n * self.S * self.S * 1.2 <= cache_bytes:
-            try:
-                self._cache = {k: np.asarray(self.group[k][:]) for k in ("L", "bins", "label")}
-            except Exception as e:  # noqa: BLE001 - a damaged shard is reported by name
-                raise StoreError(f"{path}: cannot read the arrays: {type(e).__name__}: {e}") from e
+            self.arrays = self._read_all(threads or default_threads())
+
+    @property
+    def in_memory(self) -> bool:
+        return self.arrays is not None
+
+    def _read_all(self, threads: int) -> dict[str, np.ndarray]:
+        """Every image, decoded into memory by `threads` threads, 16 shards per task."""
+        out = self.reader.empty(self.n)
+        step = 16 * self.reader.shard_images
+
+        def load(lo: int) -> None:
+            idx = np.arange(lo, min(lo + step, self.n))
+            self.reader.decode(self.reader.fetch(idx), np.arange(len(idx)), out, at=lo)
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(load, range(0, self.n, step)))
+        return out
 
     def read(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(L uint8 (B, S, S), bins int16 (B, S/4, S/4), label int16 (B,)) of the indices, in their order."""
-        if self._cache is not None:
-            return self._cache["L"][idx], self._cache["bins"][idx], self._cache["label"][idx]
-        order = np.argsort(idx)
-        inv = np.empty_like(order)
-        inv[order] = np.arange(len(idx))
-        s = idx[order]
-        try:
-            arrays = [np.asarray(self.group[k].oindex[s])[inv] for k in ("L", "bins", "label")]
-        except Exception as e:  # noqa: BLE001
-            raise StoreError(f"cannot read images {s[:3].tolist()}...: {type(e).__name__}: {e}") from e
-        return arrays[0], arrays[1], arrays[2]
-
-
-def to_batch(L: np.ndarray, q: np.ndarray, label: np.ndarray, size: int, flip: np.ndarray | None) -> dict:
-    """Tensors of a batch: L float (B, 1, size, size) in [0, 1], q long (B, size/4, size/4), label long (B,)."""
-    L_t = torch.from_numpy(L).unsqueeze(1).float().div_(255.0)  # (B, 1, S, S)
-    q_t = torch.from_numpy(q.astype(np.int64))  # (B, S/4, S/4)
-    if flip is not None and flip.any():
-        f = torch.from_numpy(flip)
-        L_t[f] = L_t[f].flip(-1)
-        q_t[f] = q_t[f].flip(-1)
-    if size and size != L.shape[-1]:
-        L_t = F.interpolate(L_t, size=(size, size), mode="area")
-        q_t = F.interpolate(q_t[:, None].float(), size=(size // 4, size // 4), mode="nearest")[:, 0].long()
-    return {"L": L_t, "q": q_t, "label": torch.from_numpy(label.astype(np.int64))}
+        arrays = {k: v[idx] for k, v in self.arrays.items()} if self.arrays is not None else self.reader.read(idx)
+        return arrays["L"], arrays["bins"], arrays["label"]
 
 
 class Loader:
-    """Batches of one epoch from batch `start`, produced by a background thread `prefetch` batches ahead."""
+    """Batches of one epoch from batch `start`, decoded `threads` at a time, `prefetch` more kept ready.
+
+    A batch is {"L": uint8 (B, S, S), "q": int16 (B, S/4, S/4), "label": int16 (B,), "flip": bool (B,)} on the
+    host, in pinned memory with `pin`; `device_batch` applies the flips. In the quasi order, the images of a
+    window's batches are read in one fetch per window.
+    """
 
     def __init__(self, data: StoreData, cfg: DataConfig, rank: int = 0, world: int = 1, pin: bool = False):
         self.data, self.cfg, self.rank, self.world, self.pin = data, cfg, rank, world, pin
+        self.threads = cfg.threads or default_threads(int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+        self._sequence: tuple[int, np.ndarray] | None = None
 
     def batches_per_epoch(self) -> int:
         return len(self.data.train_idx) // (self.cfg.batch_size * self.world) or 1
 
+    def sequence(self, epoch: int) -> np.ndarray:
+        """The store indices of the epoch in visiting order (`training.order`), kept for the epoch under way."""
+        if self._sequence is None or self._sequence[0] != epoch:
+            c = self.cfg
+            seq = epoch_sequence(self.data.train_idx, c.order, c.seed, epoch, self.data.reader.shard_images, c.window)
+            self._sequence = (epoch, seq)
+        return self._sequence[1]
+
     def plan(self, epoch: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        """The indices and flips of batch `batch` of epoch `epoch` for this rank."""
-        idx = self.data.train_idx
-        perm = np.random.default_rng([self.cfg.seed, epoch]).permutation(len(idx))
-        b = self.cfg.batch_size
-        k = batch * self.world + self.rank
-        take = perm[(k * b) % len(idx) : (k * b) % len(idx) + b]
-        if len(take) < b:  # a store smaller than one batch: wrap around
-            take = np.resize(perm, b) if len(perm) < b else np.concatenate([take, perm[: b - len(take)]])
-        flips = np.random.default_rng([self.cfg.seed, epoch, batch, 1]).random(b) < 0.5
-        return idx[take], flips if self.cfg.flip else np.zeros(b, bool)
+        """The store indices and flips of batch `batch` of epoch `epoch` for this rank."""
+        seq, b = self.sequence(epoch), self.cfg.batch_size
+        idx = seq[batch_positions(len(seq), b, batch * self.world + self.rank)]
+        return idx, batch_flips(self.cfg.seed, epoch, batch, b) if self.cfg.flip else np.zeros(b, bool)
+
+    def _group_batches(self) -> int:
+        """Batches per fetch: a window's worth in the quasi order, one in the random order or from memory."""
+        if self.cfg.order != "quasi" or self.data.in_memory:
+            return 1
+        return max(1, self.cfg.window * self.data.reader.shard_images // (self.cfg.batch_size * self.world))
 
     def epoch(self, epoch: int, start: int = 0):
-        """Yield the batches start.. of `epoch`."""
-        n = self.batches_per_epoch()
-        q: queue.Queue = queue.Queue(maxsize=max(1, self.cfg.prefetch))
-        stop = threading.Event()
+        """Yield (batch number, batch) for the batches start.. of `epoch`, in order."""
+        n, per_group = self.batches_per_epoch(), self._group_batches()
+        fetches: dict[int, object] = {}
+        pending: deque = deque()
+        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="loader")
 
-        def produce():
-            try:
-                for b in range(start, n):
-                    if stop.is_set():
-                        return
-                    idx, flips = self.plan(epoch, b)
-                    batch = to_batch(*self.data.read(idx), self.cfg.size, flips)
-                    if self.pin:
-                        batch = {k: v.pin_memory() for k, v in batch.items()}
-                    q.put((b, batch))
-                q.put(None)
-            except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
-                q.put(e)
+        def fetch(g: int):  # submitted before any batch that waits on it: the pool's FIFO queue cannot deadlock
+            if g not in fetches and g * per_group < n:
+                lo, hi = max(g * per_group, start), min((g + 1) * per_group, n)
+                idx = np.unique(np.concatenate([self.plan(epoch, k)[0] for k in range(lo, hi)]))
+                fetches[g] = pool.submit(self.data.reader.fetch, idx, True)
+            return fetches.get(g)
 
-        thread = threading.Thread(target=produce, daemon=True, name="loader")
-        thread.start()
+        def submit(b: int) -> None:
+            idx, flips = self.plan(epoch, b)
+            fetched = None
+            if per_group > 1:
+                fetched = fetch(b // per_group)
+                fetch(b // per_group + 1)  # the next window is read while this one decodes
+                fetches.pop(b // per_group - 1, None)
+            pending.append((b, pool.submit(self._make, idx, flips, fetched)))
+
         try:
-            while True:
-                item = q.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            b = start
+            while b < n or pending:
+                while b < n and len(pending) < self.threads + self.cfg.prefetch:
+                    submit(b)
+                    b += 1
+                k, future = pending.popleft()
+                yield k, future.result()
         finally:
-            stop.set()
-            while thread.is_alive():  # unblock a producer waiting on a full queue, so that it ends
-                try:
-                    q.get(timeout=0.1)
-                except queue.Empty:
-                    pass
+            for _, future in pending:
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _make(self, idx: np.ndarray, flips: np.ndarray, fetched) -> dict[str, torch.Tensor]:
+        """Decode one batch into new (pinned) buffers; its flips are applied on the device (`device_batch`)."""
+        reader = self.data.reader
+        tensors = {
+            name: torch.empty((len(idx), *lay.tail), dtype=_TORCH[lay.dtype.name], pin_memory=self.pin)
+            for name, lay in reader.layouts.items()
+        }
+        out = {name: t.numpy() for name, t in tensors.items()}
+        if self.data.in_memory:
+            for name, arr in self.data.arrays.items():
+                np.take(arr, idx, axis=0, out=out[name])
+        elif fetched is not None:
+            got = fetched.result()
+            reader.decode(got, np.searchsorted(got.idx, idx), out)
+        else:
+            reader.decode(reader.fetch(idx), np.arange(len(idx)), out)
+        flip = torch.from_numpy(flips).pin_memory() if self.pin else torch.from_numpy(flips)
+        return {"L": tensors["L"], "q": tensors["bins"], "label": tensors["label"], "flip": flip}
+
+
+_TORCH = {"uint8": torch.uint8, "int16": torch.int16}
+
+
+def device_batch(batch: dict, device: torch.device, size: int = 0, channels_last: bool = False) -> dict:
+    """A host batch on `device` for the model: L float (B, 1, size, size) in [0, 1], q and label int64.
+
+    The batch's flips are applied here, to L and the targets together: free on a GPU, and the loader's threads
+    keep to decoding. size: resize to this (area for L, nearest for the targets), 0 = keep the store's.
+    """
+    L = batch["L"].to(device, non_blocking=True).unsqueeze(1).float().div_(255.0)  # (B, 1, S, S)
+    q = batch["q"].to(device, non_blocking=True).long()  # (B, S/4, S/4)
+    label = batch["label"].to(device, non_blocking=True).long()
+    flip = batch["flip"].to(device, non_blocking=True)
+    L = torch.where(flip[:, None, None, None], L.flip(-1), L)
+    q = torch.where(flip[:, None, None], q.flip(-1), q)
+    if size and size != L.shape[-1]:
+        L = F.interpolate(L, size=(size, size), mode="area")
+        q = F.interpolate(q[:, None].float(), size=(size // 4, size // 4), mode="nearest")[:, 0].long()
+    if channels_last:
+        L = L.contiguous(memory_format=torch.channels_last)
+    return {"L": L, "q": q, "label": label}
+
+
+def on_device(batches, device: torch.device, size: int = 0, channels_last: bool = False):
+    """Yield (b, device batch) with the next batch's copy already issued: on CUDA, on a side stream that the
+    step's stream waits for, so the copy overlaps the previous step; elsewhere, converted in turn."""
+    if device.type != "cuda":
+        for b, batch in batches:
+            yield b, device_batch(batch, device, size, channels_last)
+        return
+    stream = torch.cuda.Stream(device)
+    ready = None
+    for b, batch in batches:
+        with torch.cuda.stream(stream):
+            moved = device_batch(batch, device, size, channels_last)
+        if ready is not None:
+            yield ready
+        torch.cuda.current_stream(device).wait_stream(stream)
+        for t in moved.values():
+            t.record_stream(torch.cuda.current_stream(device))
+        ready = (b, moved)
+    if ready is not None:
+        yield ready

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from training import checkpoint
-from training.data import DataConfig, Loader, StoreData
+from training.data import DataConfig, Loader, StoreData, on_device
 from training.loss import Criterion
 from training.model import ColorNet, ModelConfig, count_parameters
+from training.order import ORDERS
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = {
@@ -68,6 +69,8 @@ class TrainConfig:
     log_every: int = 10
     eval_images: int = 64
     recovery: str = "argmax"
+    order: str = "random"  # the loader's order: random or quasi (training.order)
+    loader_threads: int = 0  # decoding threads; 0 = the cores this process may use, less one
     device: str = "auto"
     compile: bool = False
     channels_last: bool = True  # on CUDA only: torch 2.13's CPU backward of a strided 1x1 conv crashes in it
@@ -78,6 +81,11 @@ class TrainConfig:
             raise ValueError(f"size must be a multiple of 32 (the encoder halves it 5 times), got {self.size}")
         if self.recovery not in ("argmax", "annealed"):
             raise ValueError(f"recovery must be 'argmax' or 'annealed', got {self.recovery!r}")
+        if self.order not in ORDERS or self.loader_threads < 0:
+            raise ValueError(f"order must be one of {ORDERS} and loader_threads >= 0")
+
+
+RUN_LOCAL = ("loader_threads",)  # settings a resumed run may change: they do not change its results
 
 
 class NonFiniteLoss(RuntimeError):
@@ -111,9 +119,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) ->
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    data = StoreData(cfg.store, cfg.holdout)
-    dcfg = DataConfig(cfg.store, cfg.batch_size, cfg.size if cfg.size != data.S else 0, cfg.holdout, seed=cfg.seed)
-    loader = Loader(data, dcfg, rank, world, pin=device.type == "cuda")
+    data = StoreData(cfg.store, cfg.holdout, threads=cfg.loader_threads)
+    size = cfg.size if cfg.size != data.S else 0
+    dcfg = DataConfig(cfg.store, cfg.batch_size, size, cfg.holdout, seed=cfg.seed, order=cfg.order)
+    loader = Loader(data, replace(dcfg, threads=cfg.loader_threads), rank, world, pin=device.type == "cuda")
     per_epoch = loader.batches_per_epoch()
     total = cfg.steps or cfg.epochs * per_epoch
     model = ColorNet(ModelConfig(cfg.variant, cfg.head, cfg.width, max(1000, data.n_classes))).to(device)
@@ -126,8 +135,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) ->
     ckpt = out / "checkpoint.pt"
     if resume and ckpt.is_file():
         state = checkpoint.load(ckpt)
-        if state["config"] != asdict(cfg):
-            changed = sorted(k for k, v in asdict(cfg).items() if state["config"].get(k) != v)
+        changed = sorted(k for k, v in asdict(cfg).items() if state["config"].get(k) != v and k not in RUN_LOCAL)
+        if changed:
             raise ValueError(f"{ckpt} was trained with other settings ({', '.join(changed)}); use another --out")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -172,17 +181,14 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) ->
     try:
         while step < total and step != stop_at:
             epoch, start = divmod(step, per_epoch)
-            for _, batch in loader.epoch(epoch, start):
+            for _, batch in on_device(loader.epoch(epoch, start), device, size, channels_last):
                 if step >= total or step == stop_at:
                     break
                 grad_norm = torch.zeros(())
                 lr = poly_lr(cfg, step, total)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                L = batch["L"].to(device, non_blocking=True)
-                if channels_last:
-                    L = L.contiguous(memory_format=torch.channels_last)
-                q, label = batch["q"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
+                L, q, label = batch["L"], batch["q"], batch["label"]
                 with autocast:
                     losses = criterion(net(L), q, label)
                 opt.zero_grad(set_to_none=True)

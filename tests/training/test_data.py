@@ -1,9 +1,43 @@
+import shutil
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from pipeline.store import StoreError
-from training.data import DataConfig, Loader, StoreData, holdout_mask
+from pipeline.store import StoreError, open_store
+from training.data import DataConfig, Loader, StoreData, default_threads, device_batch, holdout_mask, on_device
+from training.order import epoch_sequence
+
+
+def zarr_batch(path, idx: np.ndarray, flips: np.ndarray, size: int = 0) -> dict:
+    """The batch as the loader built it before it read shards itself: zarr-python reads, flips, resize."""
+    group = open_store(path)
+    order = np.argsort(idx)
+    inv = np.empty_like(order)
+    inv[order] = np.arange(len(idx))
+    L, q, label = (np.asarray(group[k].oindex[idx[order]])[inv] for k in ("L", "bins", "label"))
+    L_t = torch.from_numpy(L).unsqueeze(1).float().div_(255.0)
+    q_t = torch.from_numpy(q.astype(np.int64))
+    f = torch.from_numpy(flips)
+    L_t[f], q_t[f] = L_t[f].flip(-1), q_t[f].flip(-1)
+    if size and size != L.shape[-1]:
+        L_t = F.interpolate(L_t, size=(size, size), mode="area")
+        q_t = F.interpolate(q_t[:, None].float(), size=(size // 4, size // 4), mode="nearest")[:, 0].long()
+    return {"L": L_t, "q": q_t, "label": torch.from_numpy(label.astype(np.int64))}
+
+
+def old_random_plan(train_idx: np.ndarray, seed: int, epoch: int, b: int, k: int) -> np.ndarray:
+    """The random order's batch k as the loader drew it before `training.order`."""
+    perm = np.random.default_rng([seed, epoch]).permutation(len(train_idx))
+    take = perm[(k * b) % len(train_idx) : (k * b) % len(train_idx) + b]
+    if len(take) < b:
+        take = np.resize(perm, b) if len(perm) < b else np.concatenate([take, perm[: b - len(take)]])
+    return train_idx[take]
+
+
+def equal(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in b)
 
 
 def test_holdout_is_fixed_and_about_the_fraction():
@@ -12,45 +46,130 @@ def test_holdout_is_fixed_and_about_the_fraction():
     assert np.array_equal(m[:500], holdout_mask(500, 0.1))  # a prefix keeps its split
 
 
-def test_batches_are_deterministic_and_flips_match(tiny_store):
+@pytest.mark.parametrize("in_memory", [False, True])
+@pytest.mark.parametrize("order", ["random", "quasi"])
+def test_batches_equal_the_zarr_python_path(tiny_store, order, in_memory):
     path, _ = tiny_store
-    data = StoreData(str(path), holdout=0.0)
-    cfg = DataConfig(str(path), batch_size=4, seed=3)
-    a = [b for _, b in Loader(data, cfg).epoch(1)]
-    b = [b for _, b in Loader(data, cfg).epoch(1)]
-    for x, y in zip(a, b, strict=True):
-        assert all(torch.equal(x[k], y[k]) for k in x)
-    idx, flips = Loader(data, cfg).plan(1, 0)
-    L, q, _ = data.read(idx)
-    batch = a[0]
-    for i in range(4):
-        want_L = torch.from_numpy(L[i]).float() / 255
-        want_q = torch.from_numpy(q[i].astype(np.int64))
-        if flips[i]:
-            want_L, want_q = want_L.flip(-1), want_q.flip(-1)
-        assert torch.equal(batch["L"][i, 0], want_L) and torch.equal(batch["q"][i], want_q)
-    resumed = [b for _, b in Loader(data, cfg).epoch(1, start=2)]
-    assert all(torch.equal(resumed[0][k], a[2][k]) for k in a[2])
+    data = StoreData(str(path), holdout=0.2, cache_bytes=(1 << 30) if in_memory else 0)
+    assert data.in_memory == in_memory
+    cfg = DataConfig(str(path), batch_size=3, seed=3, order=order, window=3, threads=2)  # 4 batches a fetch
+    loader = Loader(data, cfg)
+    batches = list(loader.epoch(1))
+    assert [b for b, _ in batches] == list(range(loader.batches_per_epoch()))
+    assert order == "random" or in_memory or loader._group_batches() > 1  # the per-window fetch is used
+    for b, batch in batches:
+        idx, flips = loader.plan(1, b)
+        assert equal(device_batch(batch, torch.device("cpu")), zarr_batch(path, idx, flips))
+        if order == "random":
+            assert np.array_equal(idx, old_random_plan(data.train_idx, 3, 1, 3, b))
+    seen = np.concatenate([loader.plan(1, b)[0] for b in range(loader.batches_per_epoch())])
+    assert len(set(seen.tolist())) == len(seen) and set(seen.tolist()) <= set(data.train_idx.tolist())
 
 
-def test_ranks_split_the_batches(tiny_store):
+@pytest.mark.parametrize("order", ["random", "quasi"])
+def test_resume_and_thread_count_give_the_same_batches(tiny_store, order):
+    path, _ = tiny_store
+    data = StoreData(str(path), cache_bytes=0)
+    full = [batch for _, batch in Loader(data, DataConfig(str(path), 2, order=order, window=1, threads=1)).epoch(2)]
+    resumed = list(Loader(data, DataConfig(str(path), 2, order=order, window=1, threads=3)).epoch(2, start=4))
+    assert [b for b, _ in resumed] == list(range(4, len(full)))
+    assert all(equal(batch, full[b]) for b, batch in resumed)
+
+
+def test_resize_and_flip_on_the_device(tiny_store):
+    path, _ = tiny_store
+    data = StoreData(str(path), cache_bytes=0)
+    loader = Loader(data, DataConfig(str(path), batch_size=4, size=32, seed=1))
+    (b, host), *_ = loader.epoch(0)
+    assert host["L"].dtype == torch.uint8 and host["q"].dtype == torch.int16 and host["flip"].dtype == torch.bool
+    (_, moved), *_ = on_device(loader.epoch(0), torch.device("cpu"), 32)
+    idx, flips = loader.plan(0, b)
+    assert flips.any() and not flips.all()  # seed 1: both kinds in the batch
+    assert moved["L"].shape == (4, 1, 32, 32) and moved["q"].shape == (4, 8, 8)
+    assert equal(moved, zarr_batch(path, idx, flips, 32))
+
+
+@pytest.mark.parametrize("order", ["random", "quasi"])
+def test_ranks_split_the_batches(tiny_store, order):
     path, _ = tiny_store
     data = StoreData(str(path))
-    cfg = DataConfig(str(path), batch_size=2)
-    r0 = np.concatenate([Loader(data, cfg, 0, 2).plan(0, b)[0] for b in range(3)])
-    r1 = np.concatenate([Loader(data, cfg, 1, 2).plan(0, b)[0] for b in range(3)])
+    cfg = DataConfig(str(path), batch_size=2, order=order, window=2)
+    ranks = [Loader(data, cfg, r, 2) for r in range(2)]
+    assert ranks[0].batches_per_epoch() == 3
+    r0, r1 = (np.concatenate([rank.plan(0, b)[0] for b in range(3)]) for rank in ranks)
     assert len(set(r0) | set(r1)) == 12 and not set(r0) & set(r1)
+    got = [list(rank.epoch(0)) for rank in ranks]
+    for rank, batches in zip(ranks, got, strict=True):
+        for b, batch in batches:
+            assert equal(device_batch(batch, torch.device("cpu")), zarr_batch(path, *rank.plan(0, b)))
 
 
-def test_resize_option(tiny_store):
+def test_quasi_order_visits_each_shard_within_one_window():
+    train = np.flatnonzero(~holdout_mask(1000, 0.1))
+    for window in (1, 3, 8):
+        seq = epoch_sequence(train, "quasi", seed=5, epoch=2, shard_images=16, window=window)
+        assert sorted(seq.tolist()) == train.tolist()  # a permutation of the training images
+        shard_order = list(dict.fromkeys((seq // 16).tolist()))  # shards by first visit
+        pos = 0
+        for w in range(0, len(shard_order), window):  # each window: all the images of its shards, then the next
+            expect = train[np.isin(train // 16, shard_order[w : w + window])]
+            got = seq[pos : pos + len(expect)]
+            assert sorted(got.tolist()) == expect.tolist()
+            assert window == 1 or not np.array_equal(got, expect)  # shuffled inside the window
+            pos += len(expect)
+        assert pos == len(seq)
+    assert shard_order != sorted(shard_order)
+    assert not np.array_equal(seq, epoch_sequence(train, "quasi", seed=5, epoch=3, shard_images=16, window=8))
+
+
+@pytest.mark.parametrize("order", ["random", "quasi"])
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "index"])
+def test_a_damaged_shard_raises_naming_shard_and_image(tiny_store, tmp_path, damage, order):
     path, _ = tiny_store
-    data = StoreData(str(path))
-    (_, batch), *_ = Loader(data, DataConfig(str(path), batch_size=2, size=32)).epoch(0)
-    assert batch["L"].shape == (2, 1, 32, 32) and batch["q"].shape == (2, 8, 8)
+    store = tmp_path / "damaged.zarr"
+    shutil.copytree(path, store)
+    data = StoreData(str(store), cache_bytes=0)  # opened intact: the damage comes while training
+    shard = store / "L" / "c" / "1" / "0" / "0"  # images 4..7
+    raw = bytearray(shard.read_bytes())
+    if damage == "flip":
+        raw[100] ^= 0xFF
+        shard.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        shard.write_bytes(bytes(raw[: len(raw) // 2]))
+    elif damage == "index":
+        raw[-10] ^= 0xFF
+        shard.write_bytes(bytes(raw))
+    else:
+        shard.unlink()
+    loader = Loader(data, DataConfig(str(store), batch_size=2, flip=False, threads=2, order=order, window=3))
+    with pytest.raises(StoreError, match=r"L/c/1/0/0.*image [4-7]|image [4-7].*L/c/1/0/0"):
+        list(loader.epoch(0))
 
 
-def test_incomplete_or_missing_store_is_refused(tmp_path):
+def test_an_unknown_codec_chain_is_read_through_zarr(tiny_store, tmp_path):
+    """A store whose L is coded by a chain the reader does not know (as in format versions 1 and 2) still reads."""
+    import zarr
+
+    path, _ = tiny_store
+    store = tmp_path / "legacy.zarr"
+    shutil.copytree(path, store)
+    L = np.asarray(zarr.open_group(path, mode="r")["L"][:])
+    group = zarr.open_group(store, mode="r+")
+    del group["L"]
+    group.create_array("L", shape=L.shape, dtype=L.dtype, chunks=(1, *L.shape[1:]), shards=(4, *L.shape[1:]))
+    group["L"][:] = L
+    data = StoreData(str(store), cache_bytes=0)
+    assert data.reader.layouts["L"].chain == "zarr" and data.reader.layouts["bins"].chain == "zstd"
+    loader = Loader(data, DataConfig(str(store), batch_size=5))
+    for b, batch in loader.epoch(0):
+        assert equal(device_batch(batch, torch.device("cpu")), zarr_batch(path, *loader.plan(0, b)))
+
+
+def test_settings_are_checked(tmp_path):
     with pytest.raises(StoreError, match="zarr.json"):
         StoreData(str(tmp_path))
     with pytest.raises(ValueError, match="multiple of 32"):
         DataConfig("x", size=40)
+    with pytest.raises(ValueError, match="order"):
+        DataConfig("x", order="sorted")
+    assert default_threads(1) >= 1 and default_threads(64) == 1

@@ -1,0 +1,250 @@
+"""Training input: images/s of the loader on a store, against the L codec's decode bound and zarr-python.
+
+In interleaved rounds, each measured in this run:
+  bound   the L codec (`colorize.med_rans`) decoding chunks already in memory on one thread, times --threads:
+          what the loader's threads could reach if they did nothing but decode L;
+  random  `training.data.Loader` in the `random` order, --threads threads, in a fresh process (its peak RSS is
+          the loader's), the first --warmup batches untimed;
+  quasi   the same in the `quasi` order;
+  zarr    plain zarr-python reading random batches (sorted indices, `oindex`, one call per array), as the
+          loader did before it read the shard files itself.
+The store is read once before the rounds so that it sits in the page cache (`page_cache` in the report says
+whether it fits); with --cold, each order also runs once after `posix_fadvise(DONTNEED)` on every file of the
+store, which drops its clean pages from the cache: the rate of a store read from the disk.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.report import machine, write
+
+ORDERS = ("random", "quasi")
+TARGETS = {"random": 0.75, "quasi": 0.85}  # of the decode bound
+TARGET_OVER_ZARR, TARGET_RSS_MB, TARGET_ABSOLUTE = 10.0, 1500.0, (2700.0, 2000.0)  # bound >= 2700: random >= 2000
+
+
+def store_files(store: Path) -> list[Path]:
+    return [p for p in store.rglob("*") if p.is_file()]
+
+
+def warm(store: Path) -> None:
+    """Read every file of the store once, so that its pages are in the page cache (if they fit)."""
+    for p in store_files(store):
+        with open(p, "rb") as f:
+            while f.read(8 << 20):
+                pass
+
+
+def drop_cache(store: Path) -> None:
+    """Ask the kernel to drop the store's (clean) pages from the page cache."""
+    for p in store_files(store):
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def decode_bound(store: str, images: int = 512, seed: int = 0) -> float:
+    """Single-thread decode rate (images/s) of the store's L chunks, read into memory first."""
+    from kernels import lossless
+    from pipeline.reader import ShardReader
+
+    reader = ShardReader(store, names=("L",))
+    idx = np.random.default_rng(seed).choice(reader.n, min(images, reader.n), replace=False)
+    chunks = reader.fetch(np.sort(idx)).chunks["L"]
+    side = reader.layouts["L"].tail
+    out = np.empty(side, np.uint8)
+    lossless.decode(chunks[0][:-4], *side, out=out)  # compiled or loaded from Numba's cache before timing
+    t0 = time.perf_counter()
+    for c in chunks:
+        lossless.decode(c[:-4], *side, out=out)
+    return len(chunks) / (time.perf_counter() - t0)
+
+
+def zarr_rate(store: str, batch: int, batches: int, seed: int) -> float:
+    """images/s of random batches read with zarr-python (sorted indices, one `oindex` call per array)."""
+    from pipeline.store import open_store
+
+    group = open_store(store)
+    n = int(group.attrs["n_images"])
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        idx = np.sort(rng.choice(n, batch, replace=False))
+        for name in ("L", "bins", "label"):
+            np.asarray(group[name].oindex[idx])
+    return batches * batch / (time.perf_counter() - t0)
+
+
+def child(args) -> dict:
+    """Run in a fresh process: the loader alone, its rate after --warmup batches and this process's peak RSS."""
+    from training.data import DataConfig, Loader, StoreData
+
+    t0 = time.perf_counter()
+    data = StoreData(args.store, threads=args.threads)
+    cfg = DataConfig(args.store, args.batch, order=args.order, threads=args.threads, seed=args.seed)
+    loader = Loader(data, cfg)
+    opened = time.perf_counter() - t0
+    count, epoch, t_start = 0, 0, None
+    while count < args.warmup + args.batches:
+        for _ in loader.epoch(epoch):
+            count += 1
+            if count == args.warmup:
+                t_start = time.perf_counter()
+            if count >= args.warmup + args.batches:
+                break
+        epoch += 1
+    seconds = time.perf_counter() - (t_start or t0)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"images_per_s": args.batches * args.batch / seconds, "peak_rss_mb": rss, "open_s": opened}
+
+
+def run_child(args, order: str, seed: int) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.loader", "--child", "--store", args.store, "--order", order]
+    cmd += ["--threads", str(args.threads), "--batch", str(args.batch), "--batches", str(args.batches)]
+    cmd += ["--warmup", str(args.warmup), "--seed", str(seed)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(args) -> dict:
+    store = Path(args.store)
+    from pipeline.store import open_store
+
+    n = int(open_store(store).attrs["n_images"])
+    nbytes = sum(p.stat().st_size for p in store_files(store))
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    warm(store)
+    rounds: list[dict] = []
+    for r in range(args.rounds):  # interleaved: machine noise hits every measurement alike
+        row = {"bound_1_thread": decode_bound(args.store, seed=r)}
+        for order in args.orders:
+            row[order] = run_child(args, order, seed=r)
+        row["zarr_python"] = zarr_rate(args.store, args.batch, args.zarr_batches, seed=r)
+        rounds.append(row)
+        print(
+            f"round {r + 1}: "
+            + ", ".join(f"{k} {v['images_per_s'] if isinstance(v, dict) else v:.0f}" for k, v in row.items()),
+            flush=True,
+        )
+    cold = {}
+    if args.cold:
+        for order in args.orders:
+            drop_cache(store)
+            cold[order] = run_child(args, order, seed=0)["images_per_s"]
+    med = statistics.median
+    bound = med(r["bound_1_thread"] for r in rounds) * args.threads
+    rates = {o: med(r[o]["images_per_s"] for r in rounds) for o in args.orders}
+    zarr = med(r["zarr_python"] for r in rounds)
+    return {
+        "images_per_s": rates,
+        "decode_bound_images_per_s": bound,
+        "threads": args.threads,
+        "store_images": n,
+        "store_bytes": nbytes,
+        "peak_rss_mb": max(r[o]["peak_rss_mb"] for r in rounds for o in args.orders),
+        "zarr_python_images_per_s": zarr,
+        "fraction_of_bound": {o: rates[o] / bound for o in args.orders},
+        "over_zarr_python": {o: rates[o] / zarr for o in args.orders},
+        "cold_images_per_s": cold or None,
+        "page_cache": {"store_bytes": nbytes, "available_bytes": available, "fits": nbytes < available},
+        "settings": {k: getattr(args, k) for k in ("store", "batch", "batches", "warmup", "rounds", "zarr_batches")},
+        "rounds": rounds,
+        "machine": machine(),
+    }
+
+
+def _markdown(d: dict) -> str:
+    bound, rates, s = d["decode_bound_images_per_s"], d["images_per_s"], d["settings"]
+    lines = [
+        "# Loader: images/s from the store against the decode bound",
+        "",
+        f"Store {s['store']}: {d['store_images']:,} images, {d['store_bytes'] / 1e9:.2f} GB "
+        f"({'in the page cache' if d['page_cache']['fits'] else 'larger than the free memory'}). "
+        f"{d['threads']} threads, batches of {s['batch']}, {s['batches']} timed batches after {s['warmup']}; "
+        f"medians of {s['rounds']} interleaved rounds. CPU: {d['machine']['cpu']}, {d['machine']['cores']} cores.",
+        "",
+        "| | images/s | of the decode bound | over zarr-python | target |",
+        "|---|---|---|---|---|",
+        f"| decode bound (L codec, 1 thread x {d['threads']}) | {bound:.0f} | 1.00 | | |",
+    ]
+    for o, rate in rates.items():
+        lines.append(
+            f"| loader, `{o}` | **{rate:.0f}** | **{d['fraction_of_bound'][o]:.2f}** | {d['over_zarr_python'][o]:.1f}x "
+            f"| >= {TARGETS[o]:.2f} of the bound{', >= 10x zarr' if o == 'random' else ''} |"
+        )
+    lines.append(f"| zarr-python, random batches | {d['zarr_python_images_per_s']:.0f} | | 1.0x | |")
+    lines += ["", f"- loader peak RSS: {d['peak_rss_mb']:.0f} MB (target <= {TARGET_RSS_MB:.0f} MB)"]
+    if d["cold_images_per_s"]:
+        cold = ", ".join(f"`{o}` {v:.0f} images/s" for o, v in d["cold_images_per_s"].items())
+        lines.append(f"- page cache dropped first (posix_fadvise DONTNEED on every file): {cold}")
+    lines += ["", "## Targets", ""] + [f"- {t}" for t in targets(d)] + [""]
+    return "\n".join(lines)
+
+
+def targets(d: dict) -> list[str]:
+    """Each target of the report, with `met` or `not met`."""
+    out = []
+    for o, frac in d["fraction_of_bound"].items():
+        out.append(f"`{o}` {frac:.2f} of the bound (>= {TARGETS[o]}): {'met' if frac >= TARGETS[o] else 'not met'}")
+    if "random" in d["images_per_s"]:
+        over = d["over_zarr_python"]["random"]
+        out.append(
+            f"`random` {over:.1f}x zarr-python (>= {TARGET_OVER_ZARR:.0f}x): "
+            f"{'met' if over >= TARGET_OVER_ZARR else 'not met'}"
+        )
+        floor, need = TARGET_ABSOLUTE
+        if d["decode_bound_images_per_s"] >= floor:
+            rate = d["images_per_s"]["random"]
+            out.append(
+                f"bound >= {floor:.0f}: `random` {rate:.0f} images/s (>= {need:.0f}): "
+                f"{'met' if rate >= need else 'not met'}"
+            )
+    rss = d["peak_rss_mb"]
+    out.append(f"peak RSS {rss:.0f} MB (<= {TARGET_RSS_MB:.0f}): {'met' if rss <= TARGET_RSS_MB else 'not met'}")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks loader", description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", required=True, help="a finished store")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="loader threads (default: every core)")
+    p.add_argument("--order", choices=(*ORDERS, "both"), default="both")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batches", type=int, default=150, help="timed batches per measurement")
+    p.add_argument("--warmup", type=int, default=10, help="untimed batches first")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--zarr-batches", type=int, default=4, help="random batches read with zarr-python per round")
+    p.add_argument("--cold", action="store_true", help="also measure with the store dropped from the page cache")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="reports/benchmarks")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.threads < 1 or args.batch < 1 or args.batches < 1 or args.rounds < 1:
+        p.error("--threads, --batch, --batches and --rounds must be >= 1")
+    if not (Path(args.store) / "zarr.json").is_file():
+        p.error(f"no store at {args.store}")
+    if args.child:
+        print(json.dumps(child(args)))
+        return 0
+    args.orders = ORDERS if args.order == "both" else (args.order,)
+    data = measure(args)
+    md = _markdown(data)
+    path = write("loader", data, md, args.out)
+    print(md)
+    print(f"written {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
