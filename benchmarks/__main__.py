@@ -8,6 +8,7 @@ BENCHMARKS = {
     "categories": "benchmarks.categories",
     "loader": "benchmarks.loader",
     "preprocess": "benchmarks.preprocess",
+    "scale": "benchmarks.scale",
     "train": "benchmarks.train",
 }
 

@@ -143,9 +143,7 @@ def main(argv=None) -> int:
         "cuda": _cuda_figures(batch, weights, args.rounds),
     }
     md = _markdown(data)
-    path = write("categories", data, md, args.out)
-    print(md)
-    print(f"written {path}")
+    write("categories", data, md, args.out)
     return 0 if agree["fast"] == 0 and weight_mismatches == 0 else 1
 
 

@@ -4,7 +4,7 @@ In interleaved rounds, each measured in this run:
   bound   the L codec (`colorize.med_rans`) decoding chunks already in memory on one thread, times --threads:
           what the loader's threads could reach if they did nothing but decode L;
   random  `training.data.Loader` in the `random` order, --threads threads, in a fresh process (its peak RSS is
-          the loader's), the first --warmup batches untimed;
+          the loader's), the first --warmup batches untimed, read from the shard files (never held in memory);
   quasi   the same in the `quasi` order;
   zarr    plain zarr-python reading random batches (sorted indices, `oindex`, one call per array), as the
           loader did before it read the shard files itself.
@@ -91,7 +91,7 @@ def child(args) -> dict:
     from training.data import DataConfig, Loader, StoreData
 
     t0 = time.perf_counter()
-    data = StoreData(args.store, threads=args.threads)
+    data = StoreData(args.store, threads=args.threads, cache_bytes=0)  # from the shard files, whatever the size
     cfg = DataConfig(args.store, args.batch, order=args.order, threads=args.threads, seed=args.seed)
     loader = Loader(data, cfg)
     opened = time.perf_counter() - t0
@@ -240,9 +240,7 @@ def main(argv=None) -> int:
     args.orders = ORDERS if args.order == "both" else (args.order,)
     data = measure(args)
     md = _markdown(data)
-    path = write("loader", data, md, args.out)
-    print(md)
-    print(f"written {path}")
+    write("loader", data, md, args.out)
     return 0
 
 

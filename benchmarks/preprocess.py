@@ -85,7 +85,8 @@ def _store_bytes(store: Path) -> dict[str, int]:
 def main(argv=None) -> int:
     from distributed import Client, LocalCluster
 
-    from flows.preprocess import auto_part_images, local_worker_config, run_in_process
+    from flows.cluster import local_worker_config
+    from flows.preprocess import auto_part_images, run_in_process
     from pipeline.discover import discover
     from pipeline.preprocess import PreprocessConfig, cut_parts
     from pipeline.sources import build_embedded_dataset, imagenet_sample
@@ -213,9 +214,7 @@ def main(argv=None) -> int:
         "worker_peak_rss_mb": max(worker_rss.values()),
     }
     md = _markdown(data)
-    path = write("preprocess", data, md, args.out)
-    print(md)
-    print(f"written {path}")
+    write("preprocess", data, md, args.out)
     return 0
 
 

@@ -47,9 +47,13 @@ def machine() -> dict:
     return info
 
 
-def write(name: str, data: dict, markdown: str, out_dir: str | Path = "reports/benchmarks") -> Path:
+def write(name: str, data: dict, markdown: str, out_dir: str | Path = "reports/benchmarks", show: bool = True) -> Path:
+    """Write out_dir/name.json and name.md; with `show`, print the markdown and where it went."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     (out / f"{name}.md").write_text(markdown)
+    if show:
+        print(markdown)
+        print(f"written {out / name}.json and .md")
     return out / f"{name}.md"

@@ -185,9 +185,7 @@ def main(argv=None) -> int:
         "goal": GOAL,
     }
     md = _markdown(data, device.type)
-    path = write("train", data, md, args.out)
-    print(md)
-    print(f"written {path}")
+    write("train", data, md, args.out)
     return 0
 
 

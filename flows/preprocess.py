@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import os
+import queue
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+from flows.cluster import check_dask_address, dask_runner
 from kernels.gamut import Q
 from pipeline.discover import Source, discover, read_classes
 from pipeline.preprocess import PreprocessConfig, cut_parts, process_part, staged_summary
@@ -65,48 +67,16 @@ def _write_shard(store: str, k: int, shard_images: int, layout: list, loaded: di
         write_shard(Path(store), k, shard_images, layout, loaded)
 
 
-# glibc settings for local Dask workers. Dask's nanny sets MALLOC_TRIM_THRESHOLD_=64 KiB before it spawns a
-# worker; setting any malloc threshold switches off glibc's adaptive mmap threshold, so every decoded image
-# (MBs) was mmapped, faulted in and unmapped again: DALI's decode then cost 4.6 ms of CPU per image instead of
-# 3.1 (measured). A fixed 32 MiB mmap threshold (glibc's maximum) and a 128 MiB trim threshold restore it.
-WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
-
-
-def local_worker_config() -> None:
-    """Make local Dask worker processes started from now on in this process use `WORKER_MALLOC_ENV`."""
-    import dask
-
-    dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_MALLOC_ENV.items()})
-
-
-def dask_runner(address: str | None, workers: int | None):
-    """A DaskTaskRunner on `address`, or on a local cluster of `workers` single-threaded processes."""
-    from prefect.client.orchestration import get_client
-    from prefect_dask import DaskTaskRunner
-
-    # Workers report task states to the API this flow uses; without its address in their environment each
-    # local worker process would start a temporary Prefect server of its own.
-    os.environ.setdefault("PREFECT_API_URL", str(get_client().api_url).rstrip("/"))
-
-    if address:
-        return DaskTaskRunner(address=address)
-    local_worker_config()  # the runner starts its cluster later, inside the flow run
-    n = workers or os.cpu_count() or 1
-    kwargs = {"n_workers": n, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
-
-
 def auto_part_images(n_sources: int) -> int:
-    """Files per part when not given: a quarter of the sources, within [64, 2048].
+    """Files per part when not given: the fewest parts of at most 2,048 files, a multiple of four of them.
 
-    Each part is a Prefect task run: ~0.1 s of worker CPU (an SSL context and the settings Prefect rebuilds
-    for each task run's API client, py-spy) and some of the flow's, on top of ~3 ms per image, so parts are
-    large; four keep two workers busy to the end. 3,200 files on 2 workers, flow / floor per pass in one run of
-    interleaved rounds (Xeon, 2026-12-04): 1.43x with parts of 400, 1.35x with 800, 1.36x with 1,600 (on a
-    Zen 3 two parts left one worker idle at the end). A part holds one DALI batch of pixels at a time, so its
-    size does not set memory. It depends on the source list only, so that a resumed run cuts the same parts.
+    Each part is a Prefect task run, with a fixed cost of its own (docs/performance.md), so parts are large; a
+    multiple of four keeps one, two or four workers busy to the end. A part holds one DALI batch of pixels at a
+    time, so its size does not set memory. It depends on the source count only, so that a resumed run cuts the
+    same parts.
     """
-    return min(2048, max(64, -(-n_sources // 4)))
+    n_parts = -(-max(4, -(-n_sources // 2048)) // 4) * 4
+    return max(64, -(-n_sources // n_parts))
 
 
 def _save_parts(store: str, parts: list[list[Source]]) -> str:
@@ -123,7 +93,7 @@ def _load_part_sources(parts_dir: str, part: int) -> list[Source]:
 
 
 def _run_stages(
-    runner, cfg: PreprocessConfig, store: str, parts_dir: str, n_parts: int, n_sources: int, device: str, threads: int
+    runner, cfg: PreprocessConfig, store: str, parts_dir: str, n_parts: int, n_sources: int, device: str, workers: int
 ) -> list[dict]:
     """Stage every part on Dask; write each Zarr shard here as soon as the parts before and under it are staged.
 
@@ -136,21 +106,27 @@ def _run_stages(
     The parts come as files, not a parameter: Prefect copies a flow run's parameters into the context of
     every task it submits, and Dask then hashes that context per task, which made the driver spend half a
     core on 3,200 sources (measured).
+    At most 2 x workers parts past the first one not yet staged are submitted at a time, so the chunks staged
+    and not yet in shards never exceed that many parts, plus the one whose last shard waits on the next part,
+    whatever the size of the dataset.
     """
-    from prefect.futures import as_completed
-
     log = get_run_logger()
     shard = cfg.shard_images
     # N is known only once every part is staged: the arrays start at the number of sources and shrink.
     create_arrays(Path(store), n_sources, cfg.size, cfg.full_bins, shard, cfg.zstd_level)
+    threads = max(1, (os.cpu_count() or 1) // workers)
     args = {"cfg": cfg, "store": store, "parts_dir": parts_dir, "device": device, "threads": threads}
-    staged = [runner.submit(stage_part, parameters=args | {"part": k}) for k in range(n_parts)]
+    finished: queue.Queue = queue.Queue()
+    submitted = 0
     summaries: list[dict | None] = [None] * n_parts
     layout: list[tuple[int, int, int]] = []  # (part, first index, count) of the staged prefix
     loaded: dict = {}  # staged parts read by the shard writer and not yet done with
     first, ready = 0, 0
-    for future in as_completed(staged):
-        s = future.result()
+    for _ in range(n_parts):
+        while submitted < min(n_parts, len(layout) + 2 * workers):
+            runner.submit(stage_part, parameters=args | {"part": submitted}).add_done_callback(finished.put)
+            submitted += 1
+        s = finished.get().result()
         summaries[s["part"]] = s
         while len(layout) < n_parts and summaries[len(layout)] is not None:
             k = len(layout)
@@ -185,6 +161,7 @@ def preprocess_imagenet(
     decoder: str = "auto",
     dask_address: str | None = None,
     workers: int | None = None,
+    gpus: int = 0,
     overwrite: bool = False,
 ) -> dict:
     """Preprocess `source/split` into the store `store` (Sec. 3.2, 4.1, 4.2 of Wang et al.)."""
@@ -217,13 +194,12 @@ def preprocess_imagenet(
     from pipeline.decode import dali_device
 
     device = dali_device() if cfg.decoder == "auto" else cfg.decoder
-    n_workers = workers or os.cpu_count() or 1
-    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    n_workers = gpus or workers or os.cpu_count() or 1
     parts = cut_parts(sources, cfg.part_images)
     log.info("%s: %d sources in %d parts, decoder %s (%s)", cfg.source, len(sources), len(parts), device, state)
     parts_dir = _save_parts(store, parts)
-    with dask_runner(dask_address, workers) as runner:
-        summaries = _run_stages(runner, cfg, store, parts_dir, len(parts), len(sources), device, threads)
+    with dask_runner(dask_address, workers, gpus) as runner:
+        summaries = _run_stages(runner, cfg, store, parts_dir, len(parts), len(sources), device, n_workers)
     records, index = [], 0
     for s in summaries:
         for r in s["records"]:
@@ -264,23 +240,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--grayscale", choices=("exclude", "include"), default="exclude")
     p.add_argument("--full-bins", action="store_true", help="also store the category of every pixel")
     p.add_argument("--lam", type=float, default=0.5, help="lambda of the balance weights (Eq. 10)")
-    p.add_argument("--part-images", type=int, help="files per Prefect task (default: N / 4 within [64, 2048])")
+    p.add_argument(
+        "--part-images", type=int, help="files per Prefect task (default: parts of <= 2048 files, 4k of them)"
+    )
     p.add_argument("--shard-images", type=int, default=64, help="images per Zarr shard")
     p.add_argument("--decoder", choices=("auto", "cpu", "mixed"), default="auto")
     p.add_argument("--dask-address", help="scheduler of an existing Dask cluster (default: a local one)")
     p.add_argument("--workers", type=int, help="local Dask worker processes (default: one per core)")
+    p.add_argument("--gpus", type=int, default=0, help="local workers: one per GPU, each pinned to its own")
     p.add_argument("--overwrite", action="store_true", help="rebuild a store built with other settings")
     return p
-
-
-def check_dask_address(address: str, timeout: float = 10.0) -> None:
-    """Raise ConnectionError with one line unless a Dask scheduler answers at `address`."""
-    from distributed import Client
-
-    try:
-        Client(address, timeout=f"{timeout}s").close()
-    except Exception as e:  # noqa: BLE001 - reported as one line by the caller
-        raise ConnectionError(f"no Dask scheduler answers at {address}: {type(e).__name__}") from e
 
 
 def main(argv=None) -> int:
@@ -301,10 +270,12 @@ def main(argv=None) -> int:
         )
         if not discover(Path(args.source), args.split, read_classes(args.classes), args.per_class, args.seed)[0]:
             raise ValueError(f"no files under {Path(args.source) / args.split}")
-        if args.dask_address:
-            check_dask_address(args.dask_address)
         if args.workers is not None and args.workers < 1:
             raise ValueError("--workers must be >= 1")
+        if args.gpus < 0 or (args.gpus and (args.dask_address or args.workers not in (None, args.gpus))):
+            raise ValueError("--gpus N starts N local workers, one per GPU: not with --dask-address or other --workers")
+        if args.dask_address:
+            check_dask_address(args.dask_address)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

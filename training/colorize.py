@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from training.devices import resolve_device
 from training.loss import recover_ab, upsample_ab
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
@@ -39,17 +40,19 @@ def read_L(path: Path) -> np.ndarray:
 
 
 @torch.no_grad()
-def colorize_L(model, L: np.ndarray, size: int, head: str, recovery: str = "argmax") -> np.ndarray:
-    """uint8 RGB (H, W, 3) for L (H, W) in [0, 100]: the network at size x size, ab upsampled to H x W."""
+def colorize_L(model, L: np.ndarray, size: int, head: str, recovery: str = "argmax", device=None) -> np.ndarray:
+    """uint8 RGB (H, W, 3) for L (H, W) in [0, 100]: the network at size x size on `device` (the model's),
+    ab upsampled to H x W there."""
     import torch.nn.functional as F
 
     from training.evaluate import lab_to_rgb8
 
-    x = torch.from_numpy(L).float().div(100.0)[None, None]  # (1, 1, H, W)
+    device = device or next(model.parameters()).device
+    x = torch.from_numpy(L).float().div(100.0)[None, None].to(device)  # (1, 1, H, W)
     x = F.interpolate(x, size=(size, size), mode="area" if min(L.shape) >= size else "bilinear")
     logits, _ = model(x)
     ab = upsample_ab(recover_ab(logits, head, recovery), L.shape)  # (1, 2, H, W)
-    return lab_to_rgb8(L, ab[0].permute(1, 2, 0).numpy())
+    return lab_to_rgb8(L, ab[0].permute(1, 2, 0).float().cpu().numpy())
 
 
 def main(argv=None) -> int:
@@ -62,10 +65,13 @@ def main(argv=None) -> int:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True)
     p.add_argument("--recovery", choices=("argmax", "annealed"), default="argmax")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     args = p.parse_args(argv)
     try:
+        device = resolve_device(args.device)
         model, cfg, _ = load_model(args.checkpoint)
-    except (OSError, RuntimeError, KeyError) as e:
+        model = model.to(device)
+    except (OSError, RuntimeError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     files = inputs(args.inputs)
@@ -82,7 +88,7 @@ def main(argv=None) -> int:
             print(f"skipped {f}: cannot read it as an image ({type(e).__name__}: {e})", file=sys.stderr)
             failed += 1
             continue
-        rgb = colorize_L(model, L, cfg["size"] or 224, cfg["head"], args.recovery)
+        rgb = colorize_L(model, L, cfg["size"] or 224, cfg["head"], args.recovery, device)
         Image.fromarray(rgb).save(out / f"{f.stem}.png")
         print(f"{f} -> {out / (f.stem + '.png')} ({rgb.shape[1]} x {rgb.shape[0]})")
     if failed == len(files):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from training.devices import resolve_device
 from training.loss import recover_ab, upsample_ab
 
 
@@ -155,9 +156,12 @@ def main(argv=None) -> int:
     p.add_argument("--max-images", type=int, default=0, help="0 = all")
     p.add_argument("--recovery", choices=("argmax", "annealed"), default="argmax")
     p.add_argument("--out", default=None, help="default: beside the checkpoint")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     args = p.parse_args(argv)
     try:
+        device = resolve_device(args.device)
         model, cfg, step = load_model(args.checkpoint)
+        model = model.to(device)
         from pipeline.store import open_store
         from training.data import holdout_mask
 
@@ -171,7 +175,7 @@ def main(argv=None) -> int:
     if args.max_images:
         idx = idx[: args.max_images]
     size = cfg["size"] or 224
-    metrics = evaluate(model, args.store, idx, torch.device("cpu"), size, cfg["head"], args.recovery)
+    metrics = evaluate(model, args.store, idx, device, size, cfg["head"], args.recovery)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent
     meta = {"checkpoint": args.checkpoint, "store": args.store, "split": args.split, "step": step}
     meta |= {"variant": cfg["variant"], "head": cfg["head"], "recovery": args.recovery}

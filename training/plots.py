@@ -10,34 +10,41 @@ _COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
 
 def loss_curve(path: Path, series: dict[str, list[tuple[int, float]]], title: str = "training loss") -> None:
     """Line plot of (step, value) series on a log y axis."""
+    chart(series, title, "step").save(path)
+
+
+def chart(series: dict[str, list[tuple[float, float]]], title: str, x_label: str, log_x: bool = False) -> Image.Image:
+    """Line plot of (x, y) series, y on a log axis (positive values only), x optionally too."""
     w, h, pad = 720, 400, 50
     img = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(img)
-    pts = [v for s in series.values() for _, v in s if v > 0]
-    steps = [k for s in series.values() for k, _ in s]
-    if not pts or not steps:
-        img.save(path)
-        return
-    lo, hi = np.log10(min(pts)), np.log10(max(pts))
+    pts = [(x, y) for s in series.values() for x, y in s if y > 0 and (x > 0 or not log_x)]
+    if not pts:
+        return img
+    fx = np.log10 if log_x else (lambda v: v)
+    lo, hi = np.log10(min(y for _, y in pts)), np.log10(max(y for _, y in pts))
     hi = hi if hi > lo else lo + 1
-    s0, s1 = min(steps), max(steps) if max(steps) > min(steps) else min(steps) + 1
+    x0, x1 = fx(min(x for x, _ in pts)), fx(max(x for x, _ in pts))
+    x1 = x1 if x1 > x0 else x0 + 1
     d.rectangle([pad, pad, w - pad, h - pad], outline="black")
     d.text((pad, 15), title, fill="black")
-    d.text((pad, h - pad + 8), f"step {s0}", fill="black")
-    d.text((w - pad - 60, h - pad + 8), f"step {s1}", fill="black")
+    d.text((pad, h - pad + 8), f"{x_label} {min(x for x, _ in pts):g}", fill="black")
+    d.text((w - pad - 90, h - pad + 8), f"{x_label} {max(x for x, _ in pts):g}", fill="black")
     d.text((5, pad), f"{10**hi:.3g}", fill="black")
     d.text((5, h - pad - 10), f"{10**lo:.3g}", fill="black")
     for i, (name, s) in enumerate(series.items()):
         colour = _COLOURS[i % len(_COLOURS)]
         xy = [
-            (pad + (k - s0) / (s1 - s0) * (w - 2 * pad), h - pad - (np.log10(v) - lo) / (hi - lo) * (h - 2 * pad))
-            for k, v in s
-            if v > 0
+            (pad + (fx(x) - x0) / (x1 - x0) * (w - 2 * pad), h - pad - (np.log10(y) - lo) / (hi - lo) * (h - 2 * pad))
+            for x, y in s
+            if y > 0 and (x > 0 or not log_x)
         ]
         if len(xy) > 1:
             d.line(xy, fill=colour, width=2)
-        d.text((w - pad - 150, pad + 8 + 14 * i), name, fill=colour)
-    img.save(path)
+        for x, y in xy if len(xy) <= 20 else ():  # the measured points of a short series
+            d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        d.text((w - pad - 220, pad + 8 + 14 * i), name, fill=colour)
+    return img
 
 
 def grid(path: Path, rows: list[list[np.ndarray]], header: list[str]) -> None:

@@ -27,6 +27,7 @@ import torch
 
 from training import checkpoint
 from training.data import DataConfig, Loader, StoreData, on_device
+from training.devices import resolve_device
 from training.loss import Criterion
 from training.model import ColorNet, ModelConfig, count_parameters
 from training.order import ORDERS
@@ -106,16 +107,10 @@ def _dist() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
-    if cfg.device != "auto":
-        return torch.device(cfg.device)
-    return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-
-
 def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> dict:
     """Train (or continue, with resume) the run in cfg.out; stop_at ends early with a checkpoint (pre-emption)."""
     rank, world, local_rank = _dist()
-    device = _device(cfg, local_rank)
+    device = resolve_device(cfg.device, local_rank)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)

@@ -114,4 +114,4 @@ def test_killed_run_resumes_to_the_same_store(mixed_source, clean_store, tmp_pat
 def test_auto_part_images_depends_on_the_source_count_only():
     from flows.preprocess import auto_part_images
 
-    assert [auto_part_images(n) for n in (1, 100, 512, 3200, 1_281_167)] == [64, 64, 128, 800, 2048]
+    assert [auto_part_images(n) for n in (1, 100, 512, 3200, 1_281_167)] == [64, 64, 128, 800, 2041]
