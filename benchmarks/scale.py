@@ -4,14 +4,19 @@ For each size N, a source tree of N hard links to the photos of the ImageNet sam
 layout, in a temporary folder) goes through `python -m flows.preprocess` in a process of its own, which is
 watched every --poll seconds: the flow process's peak RSS (the kernel's high-water mark, VmHWM), the RSS of it
 and every process under it (Prefect's server, the Dask workers), and the bytes of staged chunks not yet written
-to shards. Reported per size: wall time, store bytes, the driver's CPU time; between sizes: the cost per image
-(the slope) and per run (the intercept), and the driver's RSS growth per 100,000 images. Then the loader on
-the largest store (`benchmarks.loader`), and the extrapolation to 1,281,167 images on 2 and on 64 workers.
+to shards. Reported per size: wall time, store bytes, the driver's CPU time, and the part tasks' own time per
+file (summed over the workers: the cost that scales, free of start-up); between sizes: the cost per image
+(the slope of wall time) and per run (the intercept), and the driver's RSS growth per 100,000 images. With
+--rounds R every size runs R times, the sizes interleaved, and the medians are kept. Then the loader on the
+largest store (`benchmarks.loader`, the store in the page cache), and the extrapolation to 1,281,167 images on
+2 and on 64 workers.
 """
 
 import argparse
+import ast
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -86,11 +91,23 @@ def run_flow(source: Path, store: Path, workers: int, poll: float) -> dict:
     reader.join()
     if proc.returncode != 0:
         raise RuntimeError(f"the flow failed on {source}:\n{''.join(log[-30:])}")
+    result = ast.literal_eval(next(line for line in reversed(log) if line.startswith("{")))
     from pipeline.store import open_store
 
     attrs = dict(open_store(store).attrs)
     nbytes = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
-    return peak | {"wall_s": wall, "images": attrs["n_images"], "sources": attrs["n_sources"], "store_bytes": nbytes}
+    row = peak | {"wall_s": wall, "busy_s": result["busy_seconds"], "images": attrs["n_images"]}
+    return row | {"sources": attrs["n_sources"], "store_bytes": nbytes}
+
+
+def median_row(runs: list[dict]) -> dict:
+    """One size's runs as one row: the median of the times, the largest of the peaks."""
+    row = dict(runs[0])
+    for k in ("wall_s", "busy_s", "driver_cpu_s"):
+        row[k] = statistics.median(r[k] for r in runs)
+    for k in ("driver_rss_mb", "all_rss_mb", "staging_bytes", "staging_parts"):
+        row[k] = max(r[k] for r in runs)
+    return row | {"runs": len(runs), "wall_s_runs": [r["wall_s"] for r in runs]}
 
 
 def fit(rows: list[dict]) -> dict:
@@ -109,7 +126,10 @@ def fit(rows: list[dict]) -> dict:
     # the flow process's CPU per image (a slope, like the wall time's): it does not scale out with the workers
     driver_s = (cpu[-1] - cpu[-2]) / (n[-1] - n[-2]) if len(n) > 1 else cpu[-1] / n[-1]
     hours = {str(w): (per_run + IMAGENET_TRAIN * max(worker_s / w, driver_s)) / 3600 for w in sorted({workers, 64})}
+    busy = [1e3 * r["busy_s"] / r["files"] for r in rows]
     return {
+        "part_work_ms_per_image": busy,
+        "part_work_change": busy[-1] / busy[-2] - 1 if len(busy) > 1 else None,
         "slopes_ms_per_image": [1e3 * s for s in slopes],
         "per_run_s": per_run,
         "slope_change": slopes[-1] / slopes[-2] - 1 if len(slopes) > 1 else None,
@@ -125,10 +145,12 @@ def fit(rows: list[dict]) -> dict:
 
 
 def loader_on(store: Path, threads: int) -> dict:
-    """The loader's rate on a store in both orders, and the L codec's decode bound, as `benchmarks loader`."""
+    """The loader's rate on a store in both orders (its files read once first, so that they are in the page
+    cache), and the L codec's decode bound, as `benchmarks loader`."""
     from benchmarks import loader
 
     args = argparse.Namespace(store=str(store), threads=threads, batch=64, batches=100, warmup=10, seed=0)
+    loader.warm(store)
     rates = {order: loader.run_child(args, order, seed=0)["images_per_s"] for order in loader.ORDERS}
     return {"threads": threads, "images_per_s": rates, "decode_bound_images_per_s": loader.decode_bound(str(store))}
 
@@ -162,6 +184,7 @@ def main(argv=None) -> int:
     p.add_argument("--sample", help="ImageNet-layout photos to link to (default: ../shared/data/imagenet-sample)")
     p.add_argument("--work", help="folder for the trees and stores (default: a temporary one, removed at the end)")
     p.add_argument("--poll", type=float, default=0.25, help="seconds between two looks at the flow's processes")
+    p.add_argument("--rounds", type=int, default=1, help="runs of every size, interleaved; medians are reported")
     p.add_argument("--no-loader", action="store_true", help="skip the loader on the largest store")
     p.add_argument("--out", default="reports/benchmarks")
     args = p.parse_args(argv)
@@ -169,28 +192,27 @@ def main(argv=None) -> int:
     sample = Path(args.sample) if args.sample else imagenet_sample()
     if sample is None or not (sample / "train").is_dir():
         p.error("needs ImageNet-layout photos: ../shared/data/imagenet-sample or --sample DIR")
-    if sizes[0] < 1 or args.workers < 1:
-        p.error("--sizes and --workers must be >= 1")
+    if sizes[0] < 1 or args.workers < 1 or args.rounds < 1:
+        p.error("--sizes, --workers and --rounds must be >= 1")
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    rows = []
+    runs: dict[int, list[dict]] = {n: [] for n in sizes}
     try:
-        for n in sizes:
-            tree = source_tree(sample, work / f"source-{n}", n)
-            store = work / f"store-{n}.zarr"
-            row = {"files": n, "workers": args.workers, "part_images": auto_part_images(n)} | run_flow(
-                tree, store, args.workers, args.poll
-            )
-            part_bytes = row["part_images"] * row["store_bytes"] / n
-            row["staging_parts"] = row["staging_bytes"] / part_bytes  # the peak of staged chunks, in parts
-            rows.append(row)
-            print(
-                f"{n:,} files: {row['wall_s']:.1f} s, driver {row['driver_rss_mb']:.0f} MB, all "
-                f"{row['all_rss_mb']:.0f} MB, staging peak {row['staging_parts']:.2f} parts",
-                flush=True,
-            )
-            if n != sizes[-1]:
-                shutil.rmtree(store)
-            shutil.rmtree(tree)
+        trees = {n: source_tree(sample, work / f"source-{n}", n) for n in sizes}
+        for r in range(args.rounds):  # sizes interleaved: machine noise hits every size alike
+            for n in sizes:
+                store = work / f"store-{n}.zarr"
+                shutil.rmtree(store, ignore_errors=True)
+                row = {"files": n, "workers": args.workers, "part_images": auto_part_images(n)}
+                row |= run_flow(trees[n], store, args.workers, args.poll)
+                row["staging_parts"] = row["staging_bytes"] / (row["part_images"] * row["store_bytes"] / n)
+                runs[n].append(row)
+                print(
+                    f"round {r + 1}, {n:,} files: {row['wall_s']:.1f} s, {1e3 * row['busy_s'] / n:.2f} ms of "
+                    f"part work per file, driver {row['driver_rss_mb']:.0f} MB, all {row['all_rss_mb']:.0f} MB, "
+                    f"staging peak {row['staging_parts']:.2f} parts",
+                    flush=True,
+                )
+        rows = [median_row(runs[n]) for n in sizes]
         loader = None if args.no_loader else loader_on(work / f"store-{sizes[-1]}.zarr", args.workers)
     finally:
         if not args.work:
@@ -203,6 +225,12 @@ def main(argv=None) -> int:
     return 0
 
 
+def _change(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    return f"{100 * x:+.1f}% ({'met' if abs(x) <= GOALS['slope_flat'] else 'not met'})"
+
+
 def _markdown(d: dict) -> str:
     rows, f, m = d["rows"], d["fit"], d["machine"]
     workers = rows[-1]["workers"]
@@ -212,29 +240,26 @@ def _markdown(d: dict) -> str:
         f"`python -m flows.preprocess` on trees of hard links to the ImageNet sample's photos, {workers} local Dask "
         f"workers; CPU {m['cpu']}, {m['cores']} cores.",
         "",
-        "| files | stored | wall s | ms per file | driver peak RSS MB | all processes MB | staging peak (parts) "
-        "| store GB | driver CPU s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| files | stored | wall s | ms per file | part work ms per file | driver peak RSS MB | all processes MB "
+        "| staging peak (parts) | store GB | driver CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['files']:,} | {r['images']:,} | {r['wall_s']:.1f} | {1e3 * r['wall_s'] / r['files']:.2f} "
+            f"| {1e3 * r['busy_s'] / r['files']:.2f} "
             f"| {r['driver_rss_mb']:.0f} | {r['all_rss_mb']:.0f} | {r['staging_parts']:.2f} "
             f"| {r['store_bytes'] / 1e9:.2f} | {r['driver_cpu_s']:.1f} |"
         )
     slopes = ", ".join(f"{s:.3f}" for s in f["slopes_ms_per_image"])
-    change = f["slope_change"]
+    change, work = f["slope_change"], f["part_work_change"]
     im = f["imagenet"]
     lines += [
         "",
         f"- cost per image (slope between consecutive sizes): {slopes} ms; per run {f['per_run_s']:.1f} s",
-        "- the slope from the middle to the largest size against the one below: "
-        + (
-            f"{100 * change:+.1f}% (goal within +-{100 * GOALS['slope_flat']:.0f}%: "
-            f"{'met' if abs(change) <= GOALS['slope_flat'] else 'not met'})"
-            if change is not None
-            else "n/a"
-        ),
+        f"- per-image cost, largest size against the one below (goal: flat within +-"
+        f"{100 * GOALS['slope_flat']:.0f}%): the wall-time slope {_change(change)}; the part tasks' own work per "
+        f"file {_change(work)}",
         f"- driver RSS growth: {f['driver_rss_growth_mb_per_100k']:.0f} MB per 100,000 files; "
         f"the flow process's own CPU: {f['driver_cpu_ms_per_image']:.3f} ms per file",
         f"- staged chunks never exceeded {max(r['staging_parts'] for r in rows):.2f} parts' worth (bound: the "

@@ -71,6 +71,7 @@ class TrainConfig:
     eval_images: int = 64
     recovery: str = "argmax"
     order: str = "random"  # the loader's order: random or quasi (training.order)
+    window: int = 32  # quasi order: shards shuffled together
     loader_threads: int = 0  # decoding threads; 0 = the cores this process may use, less one
     device: str = "auto"
     compile: bool = False
@@ -82,8 +83,8 @@ class TrainConfig:
             raise ValueError(f"size must be a multiple of 32 (the encoder halves it 5 times), got {self.size}")
         if self.recovery not in ("argmax", "annealed"):
             raise ValueError(f"recovery must be 'argmax' or 'annealed', got {self.recovery!r}")
-        if self.order not in ORDERS or self.loader_threads < 0:
-            raise ValueError(f"order must be one of {ORDERS} and loader_threads >= 0")
+        if self.order not in ORDERS or self.loader_threads < 0 or self.window < 1:
+            raise ValueError(f"order must be one of {ORDERS}, loader_threads >= 0 and window >= 1")
 
 
 RUN_LOCAL = ("loader_threads",)  # settings a resumed run may change: they do not change its results
@@ -117,7 +118,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) ->
     data = StoreData(cfg.store, cfg.holdout, threads=cfg.loader_threads)
     size = cfg.size if cfg.size != data.S else 0
     dcfg = DataConfig(cfg.store, cfg.batch_size, size, cfg.holdout, seed=cfg.seed, order=cfg.order)
-    loader = Loader(data, replace(dcfg, threads=cfg.loader_threads), rank, world, pin=device.type == "cuda")
+    dcfg = replace(dcfg, window=cfg.window, threads=cfg.loader_threads)
+    loader = Loader(data, dcfg, rank, world, pin=device.type == "cuda")
     per_epoch = loader.batches_per_epoch()
     total = cfg.steps or cfg.epochs * per_epoch
     model = ColorNet(ModelConfig(cfg.variant, cfg.head, cfg.width, max(1000, data.n_classes))).to(device)
