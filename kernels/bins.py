@@ -15,8 +15,7 @@ rounding distance of a cell border, or in a cell without an in-gamut center (M =
   per colour, block after block (`colour_index`, 4 MiB), plus a 4-entry palette per block (256 KiB), 4.25 MiB
   instead of 32 (`rgb_table`). For a weight vector the palette is widened once into (category, weight)
   pairs (`pair_table`, 1 MiB), so that the gather (`gather`) needs two table loads per pixel, over chunks of
-  `CHUNK` pixels: AVX-512 gathers on CPUs that have them (Zen 4), scalar loads elsewhere (LLVM does not emit
-  AVX2 gathers for Zen 3, and forcing them measured no faster there).
+  `CHUNK` pixels: AVX-512 gathers on CPUs that have them, scalar loads elsewhere (docs/categories.md).
 """
 
 import threading
@@ -173,8 +172,8 @@ def gather(rgb, codes, pairs, q_out, w_out, n_threads):
     block-major indices (no table; vectorised), the 2-bit codes, then the (category, weight) pairs. With
     AVX-512 LLVM turns the last two into a 16-lane gather of code words and a gather of 64-bit entries; on
     CPUs without it they are scalar loads. Indices are unsigned and masked to their range, so that Numba emits
-    no wraparound checks and the gathers take 32-bit lanes; one fused loop measured 1.3-1.6x slower on Zen 4
-    and 1.1x slower on Zen 3.
+    no wraparound checks and the gathers take 32-bit lanes. Three loops, not one: a fused loop is not
+    vectorised as well (docs/categories.md).
     """
     n = q_out.shape[0]
     n_chunks = (n + CHUNK - 1) // CHUNK
@@ -228,9 +227,7 @@ def huge_page_copy(a: np.ndarray) -> np.ndarray:
     """A read-only copy of a in 2 MiB-aligned anonymous memory advised for transparent huge pages (Linux).
 
     The gather's random loads span the 4 MiB code table: in 4 KiB pages that is 1,024 TLB entries, and where
-    numpy's own allocation put the table decided whether part of it got huge pages. Measured in three
-    alternating pairs of `benchmarks categories` runs (Zen 3, 2026-12-03): 5.1-8.1 ms with this copy, 8.0-9.2 ms
-    without, faster in every pair.
+    numpy's own allocation put the table decided whether part of it got huge pages (docs/categories.md).
     """
     import mmap
 

@@ -1,10 +1,8 @@
 """Lossless coding of one 8-bit image: MED prediction and context-modelled rANS (the store's L chunks).
 
-The stored L (round(L * 255 / 100) of a 224 x 224 crop) cost 31.5 kB per image of the ImageNet sample with a
-delta filter and zstd, about the order-0 entropy of its residual (32.5 kB on 253 of the sample's crops; 30.4 kB
-for a planar predictor, which zarr's filters cannot express). Coding the residual of a nonlinear predictor
-under a context of local activity, as JPEG-LS and CALIC do, reaches 27.6 kB of conditional entropy on the same
-crops; this module does that in one pass of Numba each way (27.9 kB on them; 26.3 kB per image on the sample).
+The chains zarr ships (a delta filter and zstd) stay near the order-0 entropy of a linear prediction
+residual; coding the residual of a nonlinear predictor under a context of local activity, as JPEG-LS and CALIC
+do, gets close to its conditional entropy, in one pass of Numba each way (sizes: docs/store.md).
 
 Model, for the pixel x at (row y, column i), its neighbours a (left), b (above), c (above left), d (above
 right) (outside the image: a = the pixel above, else 0; b = a; c = b; d = b):

@@ -3,8 +3,8 @@
 Every per-image array of the store (docs/store.md) has one image per chunk, so an image's encoded chunk does
 not depend on where the image lands in the store. The part task encodes its images (`encode_images`) and
 stages the bytes; a shard file is then the concatenation of its chunks and the sharding index
-(`shard_file`). No chunk goes through zarr-python's codec pipeline on the write path: its per-chunk
-overhead was 1.1 ms of the ~5 ms of CPU an image cost.
+(`shard_file`). No chunk goes through zarr-python's codec pipeline on the write path, whose per-chunk
+overhead was a fifth of an image's cost (docs/store.md).
 
 The codecs are declared once (`ArrayCodecs`): zarr gets them when the arrays are created (`zarr_codecs`), so
 that plain zarr reads what is written here, and `encode` produces the same bytes zarr-python would write
@@ -31,8 +31,7 @@ class ArrayCodecs:
     """The codec chain of one per-image array: either the lossless image codec (`pipeline.codec`, for L) or
     bytes (little endian) + zstd; then crc32c.
 
-    image: L's chain, `colorize.med_rans` (MED prediction + context-modelled rANS): 26.3 kB per 224 x 224 L on
-    the ImageNet sample against 31.5 kB for the horizontal delta filter + zstd of format version 2 (measured).
+    image: L's chain, `colorize.med_rans` (MED prediction + context-modelled rANS, `pipeline.codec`).
     """
 
     dtype: str

@@ -1,10 +1,9 @@
 """`colorize.med_rans`: the Zarr v3 array -> bytes codec of the store's L chunks (`kernels.lossless`).
 
 A chunk of uint8 with shape (..., H, W) is coded as one image of prod(...) * H rows and W columns: MED
-prediction and context-modelled rANS, lossless: 26.3 kB per 224 x 224 L on the ImageNet sample against 31.5 kB
-for the delta filter and zstd that zarr ships (docs/store.md). Plain zarr-python reads it once this package is
-installed: the codec is registered under the entry point group `zarr.codecs` (pyproject.toml), and also on
-import of this module.
+prediction and context-modelled rANS, lossless, 16 % smaller than the delta filter and zstd that zarr ships
+(docs/store.md). Plain zarr-python reads it once this package is installed: the codec is registered under the
+entry point group `zarr.codecs` (pyproject.toml), and also on import of this module.
 
 Metadata: {"name": "colorize.med_rans", "configuration": {"version": 1}}. The stream layout is in
 `kernels.lossless`; its version byte is checked on decode.

@@ -40,8 +40,8 @@ class Probe:
 def _jpeg_truncated(data: bytes) -> bool:
     """A JPEG whose last scan (SOS marker) is not followed by an end-of-image marker was cut short.
 
-    Searched from the last EOI, which ends a whole file: no SOS after it, and one before it. (A backward search
-    for the last SOS crossed the whole entropy-coded data: 85 us a photo, most of the probe's time.)
+    Searched from the last EOI, which ends a whole file: no SOS after it, and one before it (a backward search
+    for the last SOS would cross the whole entropy-coded data).
     """
     eoi = data.rfind(b"\xff\xd9")
     return eoi < 0 or data.find(b"\xff\xda", eoi) >= 0 or data.find(b"\xff\xda", 0, eoi) < 0
