@@ -42,7 +42,8 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:
         if argv[0] == "main":
-            run([PY, "-m", "flows.main"])  # the flow as a served deployment, then the quality check
+            prior = ROOT.parent / "shared" / "reference" / "prior_probs.npy"  # Zhang's prior, when it is beside us
+            run([PY, "-m", "flows.main", *(["--zhang-prior", prior] if prior.is_file() else [])])
             run([PY, "-m", "training.run"])  # train `full` on that store, evaluate, sample grid
         else:
             run([PY, "-m", "ruff", "check", "."])

@@ -146,7 +146,7 @@ def _sync(device) -> None:
 def main(argv=None) -> int:
     import torch
 
-    from pipeline.sources import imagenet_sample
+    from benchmarks.photos import imagenet_sample
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.device_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--store", help="a store for the loader (the sample's: 21 MB, small enough to carry)")

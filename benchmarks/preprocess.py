@@ -19,6 +19,7 @@ import argparse
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,8 @@ def _naive_part(cfg, sources: list) -> int:
     from PIL import Image
     from skimage.color import rgb2lab
 
+    from benchmarks.photos import center_crop
     from kernels.zhang import soft_encode
-    from pipeline.sources import center_crop
 
     n = 0
     for s in sources:
@@ -82,14 +83,84 @@ def _store_bytes(store: Path) -> dict[str, int]:
     return out
 
 
-def main(argv=None) -> int:
-    from distributed import Client, LocalCluster
+@dataclass
+class Workload:
+    """The files of the benchmark: every file listed `repeat` times, and once (the small size of the slope)."""
 
-    from flows.cluster import local_worker_config
-    from flows.preprocess import auto_part_images, run_in_process
+    origin: Path
+    source: Path
+    sources: list
+    cfg: object
+    parts: list
+    once: list
+    cfg_once: object
+    parts_once: list
+
+
+def workload(args, tmp: Path) -> Workload:
+    from benchmarks.photos import imagenet_sample
+    from pipeline.build import auto_part_images
     from pipeline.discover import discover
     from pipeline.preprocess import PreprocessConfig, cut_parts
-    from pipeline.sources import build_embedded_dataset, imagenet_sample
+    from pipeline.sources import build_embedded_dataset
+
+    origin = Path(args.source) if args.source else imagenet_sample() or build_embedded_dataset(tmp / "embedded")
+    source = _repeated(origin, tmp / "repeated", args.repeat)
+    shapes = []
+    for root in (source, origin):
+        files, _ = discover(root, "train")
+        part = args.part_images or auto_part_images(len(files))
+        cfg = PreprocessConfig(source=str(root.resolve()), part_images=part)
+        shapes.append((files, cfg, cut_parts(files, part)))
+    return Workload(origin, source, *shapes[0], *shapes[1])
+
+
+def interleaved(args, w: Workload, tmp: Path) -> tuple[dict, dict, dict]:
+    """(seconds per method per round, images per method, peak RSS per worker) on one warm local cluster (the
+    flow's own: one single-threaded worker per core, its malloc settings)."""
+    from distributed import Client
+
+    from flows.cluster import local_cluster
+    from flows.preprocess import run_in_process
+
+    n = len(w.sources)
+    naive_sources = [
+        [w.sources[i] for i in k] for k in np.array_split(np.arange(min(args.naive_images, n)), args.workers)
+    ]
+    times: dict[str, list[float]] = {"floor": [], "pipeline": [], "naive": [], "floor_once": [], "pipeline_once": []}
+    counts = {}
+    with local_cluster(workers=args.workers) as cluster, Client(cluster) as client:
+
+        def floor(cfg=w.cfg, parts=w.parts):
+            futures = client.map(_floor_part, [cfg] * len(parts), range(len(parts)), parts, pure=False)
+            return sum(client.gather(futures))
+
+        stores = iter(tmp / f"round{r}.zarr" for r in range(2 * args.rounds + 2))
+
+        def pipeline(source=w.source):
+            address = cluster.scheduler_address
+            out = run_in_process(source=str(source), store=str(next(stores)), dask_address=address,
+                                 part_images=args.part_images)  # fmt: skip
+            return out["n_images"]
+
+        def naive():
+            futures = client.map(_naive_part, [w.cfg] * len(naive_sources), naive_sources, pure=False)
+            return sum(client.gather(futures))
+
+        floor()
+        pipeline()  # numba caches and DALI pipelines loaded in the workers
+        methods = {"floor": floor, "pipeline": pipeline, "naive": naive}
+        methods |= {"floor_once": lambda: floor(w.cfg_once, w.parts_once), "pipeline_once": lambda: pipeline(w.origin)}
+        for _ in range(args.rounds):  # interleaved, so that machine noise hits all methods alike
+            for name, fn in methods.items():
+                t0 = time.perf_counter()
+                counts[name] = fn()
+                times[name].append(time.perf_counter() - t0)
+        return times, counts, client.run(_rss_mb)
+
+
+def main(argv=None) -> int:
+    from flows.preprocess import run_in_process
 
     p = argparse.ArgumentParser(prog="python -m benchmarks preprocess", description=__doc__.split("\n\n")[0])
     p.add_argument("--source", help="ImageNet-layout root (default: the shared sample, else the embedded set)")
@@ -103,119 +174,54 @@ def main(argv=None) -> int:
     if args.repeat < 2:
         p.error("--repeat must be >= 2 (the per-image cost is the slope between the files listed once and repeated)")
     tmp = Path(tempfile.mkdtemp(prefix="bench-preprocess-"))
-    source = Path(args.source) if args.source else imagenet_sample()
-    if source is None:
-        source = build_embedded_dataset(tmp / "embedded")
-    origin = source
-    if args.repeat > 1:
-        source = _repeated(source, tmp / "repeated", args.repeat)
-    sources, _ = discover(source, "train")
-    cfg = PreprocessConfig(source=str(source.resolve()), part_images=args.part_images or auto_part_images(len(sources)))
-    parts = cut_parts(sources, cfg.part_images)
-    n = len(sources)
-    once, _ = discover(origin, "train")  # every file listed once: the small size of the per-image slope
-    once_parts = args.part_images or auto_part_images(len(once))
-    cfg_once = PreprocessConfig(source=str(origin.resolve()), part_images=once_parts)
-    parts_once = cut_parts(once, cfg_once.part_images)
-
+    w = workload(args, tmp)
     # 1. The whole flow once, as a user runs it: temporary Prefect server and a new Dask cluster included.
     t0 = time.perf_counter()
-    result = run_in_process(
-        source=str(source), store=str(tmp / "flow.zarr"), workers=args.workers, part_images=args.part_images
-    )
+    store = tmp / "flow.zarr"
+    result = run_in_process(source=str(w.source), store=str(store), workers=args.workers, part_images=args.part_images)
     flow_s = time.perf_counter() - t0
-    sizes = _store_bytes(tmp / "flow.zarr")
-    n_img = result["n_images"]
-
-    # 2. Steady state on one warm cluster (its workers inherit the API address the flow above exported), with
-    # the flow's own worker settings.
-    local_worker_config()
-    times: dict[str, list[float]] = {"floor": [], "pipeline": [], "naive": [], "floor_once": [], "pipeline_once": []}
-    counts = {}
-    naive_sources = [
-        [sources[i] for i in idx] for idx in np.array_split(np.arange(min(args.naive_images, n)), args.workers)
-    ]
-    with (
-        LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
-        Client(cluster) as client,
-    ):
-
-        def floor(cfg=cfg, parts=parts):
-            futures = client.map(_floor_part, [cfg] * len(parts), range(len(parts)), parts, pure=False)
-            return sum(client.gather(futures))
-
-        stores = iter(tmp / f"round{r}.zarr" for r in range(2 * args.rounds + 2))
-
-        def pipeline(source=source):
-            out = run_in_process(
-                source=str(source),
-                store=str(next(stores)),
-                dask_address=cluster.scheduler_address,
-                part_images=args.part_images,
-            )
-            return out["n_images"]
-
-        def naive():
-            futures = client.map(_naive_part, [cfg] * len(naive_sources), naive_sources, pure=False)
-            return sum(client.gather(futures))
-
-        floor()
-        pipeline()  # numba caches and DALI pipelines loaded in the workers
-        methods = {
-            "floor": floor,
-            "pipeline": pipeline,
-            "naive": naive,
-            "floor_once": lambda: floor(cfg_once, parts_once),
-            "pipeline_once": lambda: pipeline(origin),
-        }
-        for _ in range(args.rounds):  # interleaved, so that machine noise hits all methods alike
-            for name, fn in methods.items():
-                t0 = time.perf_counter()
-                counts[name] = fn()
-                times[name].append(time.perf_counter() - t0)
-        worker_rss = client.run(_rss_mb)
+    sizes = _store_bytes(store)
+    # 2. Steady state on one warm cluster, interleaved.
+    times, counts, worker_rss = interleaved(args, w, tmp)
     shutil.rmtree(tmp, ignore_errors=True)
-
-    stats = {k: summary(v) for k, v in times.items()}
-    per = {
-        "floor": n,
-        "pipeline": n,
-        "naive": min(args.naive_images, n),
-        "floor_once": len(once),
-        "pipeline_once": len(once),
+    data = results(args, w, times, counts) | {
+        "flow_end_to_end_s": flow_s,
+        "flow_images_per_s": len(w.sources) / flow_s,
+        "flow_outcomes": result["counts"],
+        "store_bytes": sizes,
+        "store_bytes_per_image": sum(sizes.values()) / max(1, result["n_images"]),
+        "store_bytes_per_image_by_array": {k: v / max(1, result["n_images"]) for k, v in sizes.items()},
+        "worker_peak_rss_mb": max(worker_rss.values()),
     }
+    write("preprocess", data, _markdown(data), args.out)
+    return 0
+
+
+def results(args, w: Workload, times: dict, counts: dict) -> dict:
+    """Rates, the flow / floor ratio, and each method's cost per image (slope) and per run (intercept)."""
+    n, n_once = len(w.sources), len(w.once)
+    stats = {k: summary(v) for k, v in times.items()}
+    per = {"floor": n, "pipeline": n, "naive": min(args.naive_images, n), "floor_once": n_once, "pipeline_once": n_once}
     rate = {k: per[k] / stats[k]["median_s"] for k in stats}
-    # Cost per image (the slope between the two sizes) and per run (the intercept), from the medians.
     med = {k: v["median_s"] for k, v in stats.items()}
-    slope = {k: (med[k] - med[f"{k}_once"]) / (n - len(once)) for k in ("floor", "pipeline")}
-    fixed = {k: med[k] - n * slope[k] for k in slope}
-    data = {
-        "source": str(origin),
+    slope = {k: (med[k] - med[f"{k}_once"]) / (n - n_once) for k in ("floor", "pipeline")}
+    return {
+        "source": str(w.origin),
         "repeat": args.repeat,
-        "part_images": cfg.part_images,
+        "part_images": w.cfg.part_images,
         "files": n,
         "workers": args.workers,
         "machine": machine(),
         "methods": stats,
         "images_per_s": rate,
         "decoded": counts,
-        "pipeline_over_floor": stats["pipeline"]["median_s"] / stats["floor"]["median_s"],
-        "files_once": len(once),
+        "pipeline_over_floor": med["pipeline"] / med["floor"],
+        "files_once": n_once,
         "per_image_ms": {k: v * 1e3 for k, v in slope.items()},
-        "per_run_s": fixed,
+        "per_run_s": {k: med[k] - n * slope[k] for k in slope},
         "per_image_pipeline_over_floor": slope["pipeline"] / slope["floor"],
         "pipeline_vs_naive": rate["pipeline"] / rate["naive"],
-        "flow_end_to_end_s": flow_s,
-        "flow_images_per_s": n / flow_s,
-        "flow_outcomes": result["counts"],
-        "store_bytes": sizes,
-        "store_bytes_per_image": sum(sizes.values()) / max(1, n_img),
-        "store_bytes_per_image_by_array": {k: v / max(1, n_img) for k, v in sizes.items()},
-        "worker_peak_rss_mb": max(worker_rss.values()),
     }
-    md = _markdown(data)
-    write("preprocess", data, md, args.out)
-    return 0
 
 
 def _markdown(d: dict) -> str:

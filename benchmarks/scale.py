@@ -175,8 +175,8 @@ def plot(path: Path, rows: list[dict]) -> None:
 
 
 def main(argv=None) -> int:
-    from flows.preprocess import auto_part_images
-    from pipeline.sources import imagenet_sample
+    from benchmarks.photos import imagenet_sample
+    from pipeline.build import auto_part_images
 
     p = argparse.ArgumentParser(prog="python -m benchmarks scale", description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="1000,10000,100000", help="numbers of source files, comma-separated")

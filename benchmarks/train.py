@@ -27,8 +27,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.report import machine, summary, write
+from kernels.gamut import Q
 from training.loss import Criterion
-from training.model import N_CLASSES, VARIANTS, ColorNet, ModelConfig, Q, count_parameters
+from training.model import N_CLASSES, VARIANTS, ColorNet, ModelConfig, count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORE = ROOT / "data" / "stores" / "embedded-train.zarr"

@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=str(ROOT / "data"), help="where the photo tree and the stores go")
     p.add_argument("--runs", default=str(ROOT / "runs"), help="Prefect home and logs")
     p.add_argument("--overwrite", action="store_true", help="rebuild the stores")
+    p.add_argument("--zhang-prior", help="Zhang et al.'s prior_probs.npy, for the quality check's KL")
     args = p.parse_args(argv)
     data = Path(args.data)
     source = build_embedded_dataset(data / "embedded")
@@ -47,8 +48,9 @@ def main(argv=None) -> int:
     from pipeline import quality
 
     failed = 0
+    extra = ["--zhang-prior", args.zhang_prior] if args.zhang_prior else []
     for store in stores.values():
-        failed |= quality.main([str(store), "--out", str(ROOT / "reports" / "quality")])
+        failed |= quality.main([str(store), "--out", str(ROOT / "reports" / "quality"), *extra])
     return failed
 
 

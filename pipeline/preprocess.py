@@ -1,9 +1,9 @@
 """Stage 3: one part of the source list -> staged L, bins, labels and a 313-bin histogram.
 
-This is the work of one Prefect task (`flows.preprocess`): read the files, probe them, decode, resize
+This is the work of one task (`pipeline.build.stage_part`): read the files, probe them, decode, resize
 and crop in DALI (`pipeline.decode`), compute the targets in one Numba pass (`kernels.image_targets`),
 count categories for the prior (Eq. 9), encode each image's chunks as the store holds them (`pipeline.chunks`)
-and stage them (`pipeline.store.save_part`). Every source ends as one record: stored, or skipped with a
+and stage them (`pipeline.staging.save_part`). Every source ends as one record: stored, or skipped with a
 `kind` and a human-readable `reason`.
 """
 
@@ -16,7 +16,8 @@ import numpy as np
 
 from kernels.gamut import Q
 from pipeline.decode import DEFAULT_MAX_PIXELS, cropper, probe
-from pipeline.discover import Source
+from pipeline.discover import Source, read_classes
+from pipeline.settings import setting
 
 DALI_BATCH = 64  # images per DALI run: the decoded full-size images of one batch are held at once
 GRAY_CHROMA = 2.0  # mean chroma of the 4x4 block means below which a colour-mode photo counts as grayscale
@@ -24,24 +25,28 @@ GRAY_CHROMA = 2.0  # mean chroma of the 4x4 block means below which a colour-mod
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """Everything that decides a store's content (saved in its attributes); see `flows.preprocess`."""
+    """Everything that decides a store's content (saved in its attributes); the flow's parameters and flags."""
 
-    source: str
-    split: str = "train"
-    size: int = 224
-    classes: tuple[str, ...] | None = None
-    per_class: int | None = None
-    seed: int = 0
-    grayscale: str = "exclude"
-    full_bins: bool = False
-    lam: float = 0.5
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    part_images: int = 128
-    shard_images: int = 64
-    zstd_level: int = 1  # of bins and label (L has its own codec, `pipeline.codec`)
-    decoder: str = "auto"
+    source: str = setting(help="ImageNet-layout root: SOURCE/SPLIT/<class>/<files>")
+    split: str = setting("train", "the split folder under SOURCE")
+    size: int = setting(224, "canonical size S (a multiple of 4)")
+    classes: tuple[str, ...] | str | None = setting(None, "class subset: comma-separated wnids or a file of them")
+    per_class: int | None = setting(None, "at most this many files per class (seeded draw)")
+    seed: int = setting(0, "seed of the per-class draw")
+    grayscale: str = setting("exclude", "exclude or include grayscale photos")
+    full_bins: bool = setting(False, "also store the category of every pixel")
+    lam: float = setting(0.5, "lambda of the balance weights (Eq. 10)")
+    max_pixels: int = setting(DEFAULT_MAX_PIXELS, "larger images are skipped as decompression bombs")
+    part_images: int | None = setting(
+        None, "files per task (default: parts of <= 2,048 files, a multiple of 4 of them)"
+    )
+    shard_images: int = setting(64, "images per Zarr shard")
+    zstd_level: int = setting(1, "zstd level of bins and label (L has its own codec)")
+    decoder: str = setting("auto", "auto (mixed when a GPU is present), cpu or mixed")
 
     def __post_init__(self):
+        if isinstance(self.classes, str):  # from a flag or a deployment parameter
+            object.__setattr__(self, "classes", read_classes(self.classes))
         if self.size < 4 or self.size % 4:
             raise ValueError(f"size must be a positive multiple of 4 (targets are at size / 4), got {self.size}")
         if self.grayscale not in ("exclude", "include"):
@@ -50,8 +55,8 @@ class PreprocessConfig:
             raise ValueError(f"per_class must be >= 1, got {self.per_class}")
         if not 0.0 <= self.lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {self.lam}")
-        if self.part_images < 1 or self.shard_images < 1:
-            raise ValueError("part_images and shard_images must be >= 1")
+        if (self.part_images is not None and self.part_images < 1) or self.shard_images < 1:
+            raise ValueError("part_images (when given) and shard_images must be >= 1")
         if self.decoder not in ("auto", "cpu", "mixed"):
             raise ValueError(f"decoder must be 'auto', 'cpu' or 'mixed', got {self.decoder!r}")
 
@@ -63,7 +68,7 @@ def cut_parts(sources: list[Source], part_images: int) -> list[list[Source]]:
 
 def part_cropper(cfg: PreprocessConfig, device: str):
     """The (per-thread cached) DALI cropper a part is decoded with: batches of at most DALI_BATCH images."""
-    return cropper(cfg.size, min(cfg.part_images, DALI_BATCH), device)
+    return cropper(cfg.size, min(cfg.part_images or DALI_BATCH, DALI_BATCH), device)
 
 
 def _read(path: Path) -> tuple[bytes | None, str]:
@@ -85,7 +90,7 @@ def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Sou
     The part is worked through in batches of DALI_BATCH files, each encoded to its chunks' bytes before the
     next is read, so that a worker holds one batch of pixels whatever the part size.
     """
-    from pipeline.store import save_part
+    from pipeline.staging import save_part
 
     t0 = time.perf_counter()
     records: list[dict | None] = [None] * len(sources)
@@ -162,12 +167,3 @@ def _process_batch(cfg: PreprocessConfig, sources, batch: range, cropper, record
         arrays["bins_full"] = encode_bins(rgb[keep]) if keep.any() else np.zeros((0, size, size), np.int16)
     counts += np.bincount(arrays["bins"].ravel(), minlength=Q)
     return {name: encode_images(array_codecs(name, a.dtype, cfg.zstd_level), a) for name, a in arrays.items()}
-
-
-def staged_summary(store: str, part: int) -> dict:
-    """The summary of a part staged by an earlier (possibly killed) run."""
-    from pipeline.store import load_part
-
-    staged = load_part(Path(store), part, chunks=False)
-    summary = {"part": part, "stored": staged.stored, "counts": staged.counts, "records": staged.records}
-    return summary | {"pid": os.getpid()}

@@ -141,9 +141,8 @@ def _resample(group, records: list[dict], rep: Report, k: int, seed: int) -> Non
     rep.check(f"{len(pick)} random images re-decoded equal", not bad, "; ".join(bad[:3]))
 
 
-def _priors(group, counts: np.ndarray | None, rep: Report) -> tuple[np.ndarray, np.ndarray | None]:
+def _priors(group, counts: np.ndarray | None, rep: Report, zhang: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
     from pipeline.priors import balance_weights
-    from pipeline.sources import shared_dir
 
     prior = np.asarray(group["prior"][:], dtype=np.float64)
     weights = np.asarray(group["weights"][:])
@@ -156,9 +155,7 @@ def _priors(group, counts: np.ndarray | None, rep: Report) -> tuple[np.ndarray, 
     if counts is not None and counts.sum():
         rep.check("prior = histogram of bins", np.allclose(prior, counts / counts.sum(), rtol=1e-9, atol=1e-15))
     rep.facts["bins_used"] = int((prior > 0).sum())
-    ref = shared_dir()
-    zhang = ref / "reference" / "prior_probs.npy" if ref else None
-    if zhang is not None and zhang.is_file():
+    if zhang is not None:
         z = np.load(zhang)
         z = z / z.sum()
         nz = prior > 0
@@ -202,7 +199,7 @@ def prior_png(path: Path, panels: list[tuple[str, np.ndarray]], cell: int = 12) 
     img.save(path)
 
 
-def run(store: Path, sample: int = 16, seed: int = 0) -> tuple[Report, object]:
+def run(store: Path, sample: int = 16, seed: int = 0, zhang_prior: Path | None = None) -> tuple[Report, object]:
     rep = Report()
     try:
         group = open_store(store, check_shards=False)
@@ -232,7 +229,7 @@ def run(store: Path, sample: int = 16, seed: int = 0) -> tuple[Report, object]:
     n_classes = len(group.attrs.get("classes", []))
     rep.check("labels in [-1, classes)", n == 0 or (labels.min() >= -1 and labels.max() < n_classes))
     rep.facts["unknown_labels"] = int((labels == -1).sum())
-    priors = _priors(group, counts, rep)
+    priors = _priors(group, counts, rep, zhang_prior)
     rep.facts["priors"] = priors
     _resample(group, records, rep, sample, seed)
     rep.facts["n_images"] = n
@@ -252,7 +249,7 @@ def _markdown(store: Path, rep: Report) -> str:
             f"KL(Zhang || store, smoothed) = {f['kl_zhang_vs_prior_smoothed']:.4f} nats"
         ]
     else:
-        lines += ["- KL against Zhang's prior: not computed (../shared/reference/prior_probs.npy absent)"]
+        lines += ["- KL against Zhang's prior: not computed (give --zhang-prior prior_probs.npy)"]
     return "\n".join(lines) + "\n"
 
 
@@ -262,12 +259,15 @@ def main(argv=None) -> int:
     p.add_argument("--sample", type=int, default=16, help="images re-decoded from their source")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="reports/quality")
+    p.add_argument("--zhang-prior", help="Zhang et al.'s ImageNet prior (prior_probs.npy): report the KL against it")
     args = p.parse_args(argv)
     store = Path(args.store)
-    if not store.exists():
-        print(f"error: no store at {store}", file=sys.stderr)
-        return 2
-    rep, _ = run(store, args.sample, args.seed)
+    zhang = Path(args.zhang_prior) if args.zhang_prior else None
+    for path, what in ((store, "store"), (zhang, "prior file")):
+        if path is not None and not path.exists():
+            print(f"error: no {what} at {path}", file=sys.stderr)
+            return 2
+    rep, _ = run(store, args.sample, args.seed, zhang)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"{store.resolve().name}.quality"

@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kernels.gamut import Q
-from pipeline.discover import discover
-from pipeline.preprocess import PreprocessConfig, process_part
-from pipeline.sources import photo_batch
-from pipeline.store import begin, create_arrays, finalize, write_shard
+from benchmarks.photos import photo_batch
+from pipeline.build import build_store
+from pipeline.preprocess import PreprocessConfig
 
 
 def pytest_collection_modifyitems(config, items):
@@ -50,7 +48,8 @@ os.environ.pop("PREFECT_API_URL", None)
 
 def real_photos(n: int) -> list[tuple[str, bytes]]:
     """(class, JPEG bytes) of n real photographs: the shared ImageNet sample, else the embedded default."""
-    from pipeline.sources import build_embedded_dataset, imagenet_sample
+    from benchmarks.photos import imagenet_sample
+    from pipeline.sources import build_embedded_dataset
 
     sample = imagenet_sample()
     if sample is not None:
@@ -84,19 +83,8 @@ def make_store(root, n: int = 12, size: int = 64, seed: int = 0):
         d = src / "train" / f"c{k % 3}"
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rgb[k]).save(d / f"{k:02d}.JPEG", quality=95)
-    cfg = PreprocessConfig(source=str(src), size=size, grayscale="include", shard_images=4)
     store = root / "tiny.zarr"
-    begin(store, cfg)
-    sources, classes = discover(src, "train")
-    summary = process_part(cfg, str(store), 0, sources, "cpu")
-    n_stored = summary["stored"]
-    create_arrays(store, n_stored, size, False, 4, 1)
-    for k in range(-(-n_stored // 4)):
-        write_shard(store, k, 4, [(0, 0, n_stored)])
-    records = summary["records"]
-    for i, r in enumerate(records):
-        r["index"] = i
-    finalize(store, cfg, records, np.asarray(summary["counts"]).reshape(Q), classes)
+    build_store(PreprocessConfig(source=str(src), size=size, grayscale="include", shard_images=4), store)
     return store, src
 
 

@@ -1,26 +1,16 @@
 """Checkpoints: written atomically (temp file, fsync, rename), so a crash or a full disk while saving leaves
 the previous checkpoint intact; each holds the model, optimizer, step, RNG states and the resolved config."""
 
-import os
 from pathlib import Path
 
 import torch
 
-from training.model import ColorNet, ModelConfig
+from pipeline.files import atomic_write
+from training.model import N_CLASSES, ColorNet, ModelConfig
 
 
 def save(path: Path, state: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load(path: str | Path) -> dict:
@@ -33,10 +23,21 @@ def load(path: str | Path) -> dict:
         raise RuntimeError(f"{path} is not a readable checkpoint: {type(e).__name__}: {e}") from e
 
 
-def load_model(path: str | Path) -> tuple[ColorNet, dict, int]:
-    """(model in eval mode on the CPU, its training config as a dict, its step) from a checkpoint."""
+def add_model_arguments(parser) -> None:
+    """The flags of the commands that run a trained model: which checkpoint, which recovery, which device."""
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--recovery", choices=("argmax", "annealed"), default="argmax")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+
+
+def load_model(path: str | Path, device: str = "cpu") -> tuple[ColorNet, dict, int]:
+    """(model in eval mode on `device` (`training.devices.resolve_device`), its training config as a dict, its
+    step) from a checkpoint."""
+    from training.devices import resolve_device
+
+    target = resolve_device(device)
     state = load(path)
     cfg = state["config"]
-    model = ColorNet(ModelConfig(cfg["variant"], cfg["head"], cfg["width"], state.get("n_classes", 1000)))
+    model = ColorNet(ModelConfig(cfg["variant"], cfg["head"], cfg["width"], state.get("n_classes", N_CLASSES)))
     model.load_state_dict(state["model"])
-    return model.eval(), cfg, int(state["step"])
+    return model.eval().to(target), cfg, int(state["step"])

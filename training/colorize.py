@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.devices import resolve_device
 from training.loss import recover_ab, upsample_ab
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
@@ -58,19 +57,15 @@ def colorize_L(model, L: np.ndarray, size: int, head: str, recovery: str = "argm
 def main(argv=None) -> int:
     from PIL import Image
 
-    from training.checkpoint import load_model
+    from training.checkpoint import add_model_arguments, load_model
 
     p = argparse.ArgumentParser(prog="python -m training.colorize", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True)
+    add_model_arguments(p)
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True)
-    p.add_argument("--recovery", choices=("argmax", "annealed"), default="argmax")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     args = p.parse_args(argv)
     try:
-        device = resolve_device(args.device)
-        model, cfg, _ = load_model(args.checkpoint)
-        model = model.to(device)
+        model, cfg, _ = load_model(args.checkpoint, args.device)
     except (OSError, RuntimeError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -88,7 +83,7 @@ def main(argv=None) -> int:
             print(f"skipped {f}: cannot read it as an image ({type(e).__name__}: {e})", file=sys.stderr)
             failed += 1
             continue
-        rgb = colorize_L(model, L, cfg["size"] or 224, cfg["head"], args.recovery, device)
+        rgb = colorize_L(model, L, cfg["size"] or 224, cfg["head"], args.recovery)
         Image.fromarray(rgb).save(out / f"{f.stem}.png")
         print(f"{f} -> {out / (f.stem + '.png')} ({rgb.shape[1]} x {rgb.shape[0]})")
     if failed == len(files):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from pipeline.reader import ShardReader
 from pipeline.store import StoreError
+from training.model import N_CLASSES
 from training.order import ORDERS, batch_flips, batch_positions, epoch_sequence
 
 _GOLDEN = 2654435761  # Knuth's multiplicative hash: a fixed, spread-out holdout choice
@@ -78,7 +79,7 @@ class StoreData:
                 raise StoreError(f"{path} lacks the array {name!r}")
         self.weights = np.asarray(self.group["weights"][:], dtype=np.float32)
         self.prior = np.asarray(self.group["prior"][:], dtype=np.float64)
-        self.n_classes = len(self.group.attrs.get("classes", [])) or 1000
+        self.n_classes = max(N_CLASSES, len(self.group.attrs.get("classes", [])))  # the classifier's outputs
         mask = holdout_mask(self.n, holdout)
         self.train_idx = np.flatnonzero(~mask)
         self.eval_idx = np.flatnonzero(mask)

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.devices import resolve_device
 from training.loss import recover_ab, upsample_ab
 
 
@@ -147,21 +146,18 @@ def write_report(out: Path, name: str, metrics: dict, meta: dict) -> Path:
 
 
 def main(argv=None) -> int:
-    from training.checkpoint import load_model
+    from training.checkpoint import add_model_arguments, load_model
 
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True)
+    add_model_arguments(p)
     p.add_argument("--store", required=True)
     p.add_argument("--split", choices=("holdout", "all"), default="holdout", help="the training run's held-out images")
     p.add_argument("--max-images", type=int, default=0, help="0 = all")
-    p.add_argument("--recovery", choices=("argmax", "annealed"), default="argmax")
     p.add_argument("--out", default=None, help="default: beside the checkpoint")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     args = p.parse_args(argv)
     try:
-        device = resolve_device(args.device)
-        model, cfg, step = load_model(args.checkpoint)
-        model = model.to(device)
+        model, cfg, step = load_model(args.checkpoint, args.device)
+        device = next(model.parameters()).device
         from pipeline.store import open_store
         from training.data import holdout_mask
 

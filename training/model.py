@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernels.gamut import Q
+
 VARIANTS = ("unet", "unet+cls", "unet+aff", "full")
 HEADS = ("classify", "soft", "l1")  # 313-way (Eq. 19), Zhang's soft targets (Eq. 1), L1 on ab (regression)
-N_CLASSES = 1000
-Q = 313
+N_CLASSES = 1000  # ImageNet's classes: the classifier's outputs (Sec. 3.6), more if a store lists more
 
 
 @dataclass(frozen=True)

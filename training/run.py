@@ -6,10 +6,10 @@
 
 Defaults are the paper's recipe: Xavier normal init, SGD (lr 1e-3, momentum 0.9, weight decay 1e-4), the
 poly schedule lr = lr0 (1 - step / steps)^0.9 (Eq. 21-23), batch 64, 224 x 224, 10 epochs, loss Eq. 20
-with lambda_col = 1 and lambda_cls = 0.003. With no --store, the embedded-default preset (width 1/8, 96 x 96,
-batch 16, 600 steps) trains on data/stores/embedded-train.zarr, built through the flow if missing, and
-evaluates on data/stores/embedded-val.zarr. Outputs in --out: checkpoint.pt (atomic, every --ckpt-every
-steps and at the end), config.json, metrics.csv, loss.png, evaluation.{json,md,grid.png}.
+with lambda_col = 1 and lambda_cls = 0.003. With no --store, the embedded default's preset (width 1/8, 96 x 96,
+batch 16, 600 steps) trains on data/stores/embedded-train.zarr, built if missing, and evaluates on
+data/stores/embedded-val.zarr. Outputs in --out: checkpoint.pt (atomic, every --ckpt-every steps and at the
+end), config.json, metrics.csv, loss.png, evaluation.{json,md,grid.png}.
 """
 
 import argparse
@@ -19,75 +19,22 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pipeline.settings import add_flags
 from training import checkpoint
+from training.config import EMBEDDED, ROOT, RUN_LOCAL, TrainConfig, config_from_args
 from training.data import DataConfig, Loader, StoreData, on_device
 from training.devices import resolve_device
 from training.loss import Criterion
 from training.model import ColorNet, ModelConfig, count_parameters
-from training.order import ORDERS
 
-ROOT = Path(__file__).resolve().parents[1]
-EMBEDDED = {
-    "store": str(ROOT / "data" / "stores" / "embedded-train.zarr"),
-    "eval_store": str(ROOT / "data" / "stores" / "embedded-val.zarr"),
-    "out": str(ROOT / "runs" / "embedded-full"),
-    "width": 0.125,
-    "size": 96,
-    "batch_size": 16,
-    "steps": 600,
-    "lr": 0.05,
-    "ckpt_every": 200,
-}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    store: str
-    out: str = "runs/train"
-    eval_store: str = ""  # evaluate on this store; default: the held-out part of --store
-    variant: str = "full"
-    head: str = "classify"
-    width: float = 1.0
-    size: int = 224
-    batch_size: int = 64
-    epochs: int = 10
-    steps: int = 0  # 0 = epochs x batches per epoch
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lr_pow: float = 0.9
-    lam_col: float = 1.0
-    lam_cls: float = 0.003
-    holdout: float = 0.1
-    seed: int = 0
-    ckpt_every: int = 500
-    log_every: int = 10
-    eval_images: int = 64
-    recovery: str = "argmax"
-    order: str = "random"  # the loader's order: random or quasi (training.order)
-    window: int = 32  # quasi order: shards shuffled together
-    loader_threads: int = 0  # decoding threads; 0 = the cores this process may use, less one
-    device: str = "auto"
-    compile: bool = False
-    channels_last: bool = True  # on CUDA only: torch 2.13's CPU backward of a strided 1x1 conv crashes in it
-
-    def __post_init__(self):
-        ModelConfig(self.variant, self.head, self.width)  # validates variant, head, width
-        if self.size % 32:
-            raise ValueError(f"size must be a multiple of 32 (the encoder halves it 5 times), got {self.size}")
-        if self.recovery not in ("argmax", "annealed"):
-            raise ValueError(f"recovery must be 'argmax' or 'annealed', got {self.recovery!r}")
-        if self.order not in ORDERS or self.loader_threads < 0 or self.window < 1:
-            raise ValueError(f"order must be one of {ORDERS}, loader_threads >= 0 and window >= 1")
-
-
-RUN_LOCAL = ("loader_threads",)  # settings a resumed run may change: they do not change its results
+__all__ = ["NonFiniteLoss", "TrainConfig", "main", "train"]
+METRICS = ["step", "epoch", "lr", "loss", "colour", "class", "images_per_s"]
 
 
 class NonFiniteLoss(RuntimeError):
@@ -99,203 +46,233 @@ def poly_lr(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr * (1.0 - min(step, total - 1) / total) ** cfg.lr_pow
 
 
-def _dist() -> tuple[int, int, int]:
-    """(rank, world size, local rank) under torchrun, else (0, 1, 0)."""
+@dataclass
+class Run:
+    """Everything a training run holds: its process's place under DDP, data, model, optimiser and step."""
+
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    data: StoreData
+    loader: Loader
+    model: ColorNet
+    net: torch.nn.Module  # the model as stepped: compiled and/or wrapped in DDP
+    criterion: Criterion
+    opt: torch.optim.Optimizer
+    size: int  # resize batches to this (0: the store's)
+    total: int
+    step: int = 0
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    @property
+    def channels_last(self) -> bool:
+        return self.cfg.channels_last and self.device.type == "cuda"
+
+
+def setup(cfg: TrainConfig) -> Run:
+    """The run's data, loader, model (Xavier-initialised from the seed), loss and optimiser, on its device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(cfg.device, local_rank)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    data = StoreData(cfg.store, cfg.holdout, threads=cfg.loader_threads)
+    size = cfg.size if cfg.size != data.S else 0
+    dcfg = DataConfig(cfg.store, cfg.batch_size, size, cfg.holdout, seed=cfg.seed, order=cfg.order,
+                      window=cfg.window, threads=cfg.loader_threads)  # fmt: skip
+    loader = Loader(data, dcfg, rank, world, pin=device.type == "cuda")
+    model = ColorNet(ModelConfig(cfg.variant, cfg.head, cfg.width, data.n_classes)).to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    net = torch.compile(model) if cfg.compile else model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
+    criterion = Criterion(data.weights, cfg.head, cfg.lam_col, cfg.lam_cls).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    total = cfg.steps or cfg.epochs * loader.batches_per_epoch()
+    return Run(cfg, rank, world, device, data, loader, model, net, criterion, opt, size, total)
+
+
+def restore(run: Run) -> None:
+    """Continue from the run's checkpoint: refused if a setting that changes the results differs."""
+    path = run.out / "checkpoint.pt"
+    if not path.is_file():
+        return
+    state = checkpoint.load(path)
+    cfg = asdict(run.cfg)
+    changed = sorted(k for k, v in cfg.items() if state["config"].get(k) != v and k not in RUN_LOCAL)
+    if changed:
+        raise ValueError(f"{path} was trained with other settings ({', '.join(changed)}); use another --out")
+    run.model.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.step = int(state["step"])
+    torch.set_rng_state(state["torch_rng"])
+
+
+def train_step(run: Run, batch: dict, lr: float) -> dict:
+    """One SGD step (bf16 autocast on CUDA, fp32 on the CPU: one code path); stops on a non-finite loss or
+    gradient, before the weights change."""
+    for g in run.opt.param_groups:
+        g["lr"] = lr
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if run.device.type == "cuda" else contextlib.nullcontext()
+    with autocast:
+        losses = run.criterion(run.net(batch["L"]), batch["q"], batch["label"])
+    run.opt.zero_grad(set_to_none=True)
+    grad_norm = torch.zeros(())
+    if torch.isfinite(losses["loss"]):
+        losses["loss"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), float("inf"))
+    if not (torch.isfinite(losses["loss"]) and torch.isfinite(grad_norm)):
+        what = {"step": run.step, "loss": losses["loss"].item(), "grad_norm": float(grad_norm)}
+        (run.out / "nonfinite.json").write_text(json.dumps(what))
+        raise NonFiniteLoss(f"non-finite loss or gradient at step {run.step} ({what}); last good checkpoint kept")
+    run.opt.step()
+    return losses
+
+
+def save_checkpoint(run: Run) -> None:
+    """Checkpoint the run (rank 0 writes); weights or BatchNorm statistics that are not finite are never saved."""
+    if not all(torch.isfinite(t).all() for t in run.model.state_dict().values() if t.is_floating_point()):
+        (run.out / "nonfinite.json").write_text(json.dumps({"step": run.step, "weights": "non-finite"}))
+        raise NonFiniteLoss(f"non-finite weights at step {run.step}; not saved, last good checkpoint kept")
+    if run.rank == 0:
+        state = {"model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "step": run.step}
+        state |= {"config": asdict(run.cfg), "torch_rng": torch.get_rng_state(), "n_classes": run.data.n_classes}
+        checkpoint.save(run.out / "checkpoint.pt", state)
+
+
+class MetricsLog:
+    """metrics.csv, one row every --log-every steps with the images/s since the last row (rank 0 writes)."""
+
+    def __init__(self, run: Run):
+        path = run.out / "metrics.csv" if run.rank == 0 else Path(os.devnull)
+        fresh = run.step == 0 or not path.exists()
+        self.file = open(path, "w" if fresh else "a", newline="")  # noqa: SIM115 - closed by __exit__
+        self.writer = csv.writer(self.file)
+        if fresh:
+            self.writer.writerow(METRICS)
+        self.t_last, self.seen = time.perf_counter(), 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+    def count(self, images: int) -> None:
+        self.seen += images
+
+    def row(self, step: int, epoch: int, lr: float, losses: dict) -> None:
+        now = time.perf_counter()
+        rate, self.t_last, self.seen = self.seen / (now - self.t_last), now, 0
+        values = [f"{losses[k].item():.6f}" for k in ("loss", "colour", "class")]
+        self.writer.writerow([step, epoch, f"{lr:.6g}", *values, f"{rate:.2f}"])
+        self.file.flush()
 
 
 def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> dict:
     """Train (or continue, with resume) the run in cfg.out; stop_at ends early with a checkpoint (pre-emption)."""
-    rank, world, local_rank = _dist()
-    device = resolve_device(cfg.device, local_rank)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    data = StoreData(cfg.store, cfg.holdout, threads=cfg.loader_threads)
-    size = cfg.size if cfg.size != data.S else 0
-    dcfg = DataConfig(cfg.store, cfg.batch_size, size, cfg.holdout, seed=cfg.seed, order=cfg.order)
-    dcfg = replace(dcfg, window=cfg.window, threads=cfg.loader_threads)
-    loader = Loader(data, dcfg, rank, world, pin=device.type == "cuda")
-    per_epoch = loader.batches_per_epoch()
-    total = cfg.steps or cfg.epochs * per_epoch
-    model = ColorNet(ModelConfig(cfg.variant, cfg.head, cfg.width, max(1000, data.n_classes))).to(device)
-    channels_last = cfg.channels_last and device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    criterion = Criterion(data.weights, cfg.head, cfg.lam_col, cfg.lam_cls).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    step = 0
-    ckpt = out / "checkpoint.pt"
-    if resume and ckpt.is_file():
-        state = checkpoint.load(ckpt)
-        changed = sorted(k for k, v in asdict(cfg).items() if state["config"].get(k) != v and k not in RUN_LOCAL)
-        if changed:
-            raise ValueError(f"{ckpt} was trained with other settings ({', '.join(changed)}); use another --out")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        torch.set_rng_state(state["torch_rng"])
-    if rank == 0:
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    net = torch.compile(model) if cfg.compile else model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    )  # one code path: bf16 on GPUs, fp32 on the CPU
-
-    def save_state():
-        tensors = [t for t in model.state_dict().values() if t.is_floating_point()]  # weights and BN statistics
-        if not all(torch.isfinite(t).all() for t in tensors):
-            (out / "nonfinite.json").write_text(json.dumps({"step": step, "weights": "non-finite"}))
-            raise NonFiniteLoss(f"non-finite weights at step {step}; not saved, last good checkpoint kept")
-        if rank == 0:
-            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "config": asdict(cfg)}
-            state |= {"torch_rng": torch.get_rng_state(), "n_classes": max(1000, data.n_classes)}
-            checkpoint.save(ckpt, state)
-
-    metrics_path = out / "metrics.csv" if rank == 0 else Path(os.devnull)  # one writer under DDP
-    new_file = not metrics_path.exists() or step == 0
-    log = open(metrics_path, "w" if new_file else "a", newline="")
-    writer = csv.writer(log)
-    if new_file:
-        writer.writerow(["step", "epoch", "lr", "loss", "colour", "class", "images_per_s"])
-    if rank == 0:
-        print(
-            f"training {cfg.variant} ({count_parameters(model) / 1e6:.1f} M parameters) on {device} x {world}: "
-            f"{len(data.train_idx)} images, {per_epoch} batches/epoch, steps {step}..{total}",
-            flush=True,
-        )
     from tqdm import tqdm
 
-    bar = tqdm(total=total, initial=step, disable=rank != 0, unit="step", dynamic_ncols=True, mininterval=2.0)
-    t_last, seen = time.perf_counter(), 0
-    model.train()
-    try:
-        while step < total and step != stop_at:
-            epoch, start = divmod(step, per_epoch)
-            for _, batch in on_device(loader.epoch(epoch, start), device, size, channels_last):
-                if step >= total or step == stop_at:
+    run = setup(cfg)
+    if resume:
+        restore(run)
+    if run.rank == 0:
+        (run.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        print(f"training {cfg.variant} ({count_parameters(run.model) / 1e6:.1f} M parameters) on {run.device} x "
+              f"{run.world}: {len(run.data.train_idx)} images, {run.loader.batches_per_epoch()} batches/epoch, "
+              f"steps {run.step}..{run.total}", flush=True)  # fmt: skip
+    bar = tqdm(total=run.total, initial=run.step, disable=run.rank != 0, unit="step", mininterval=2.0)
+    run.model.train()
+    with MetricsLog(run) as metrics, bar:
+        while run.step < run.total and run.step != stop_at:
+            epoch, start = divmod(run.step, run.loader.batches_per_epoch())
+            for _, batch in on_device(run.loader.epoch(epoch, start), run.device, run.size, run.channels_last):
+                if run.step >= run.total or run.step == stop_at:
                     break
-                grad_norm = torch.zeros(())
-                lr = poly_lr(cfg, step, total)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                L, q, label = batch["L"], batch["q"], batch["label"]
-                with autocast:
-                    losses = criterion(net(L), q, label)
-                opt.zero_grad(set_to_none=True)
-                if torch.isfinite(losses["loss"]):
-                    losses["loss"].backward()
-                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
-                if not (torch.isfinite(losses["loss"]) and torch.isfinite(grad_norm)):
-                    what = {"step": step, "loss": losses["loss"].item(), "grad_norm": float(grad_norm)}
-                    (out / "nonfinite.json").write_text(json.dumps(what))
-                    raise NonFiniteLoss(
-                        f"non-finite loss or gradient at step {step} ({what}); last good checkpoint kept"
-                    )
-                opt.step()
-                step += 1
-                seen += L.shape[0] * world
+                lr = poly_lr(cfg, run.step, run.total)
+                losses = train_step(run, batch, lr)
+                run.step += 1
+                metrics.count(batch["L"].shape[0] * run.world)
                 bar.update(1)
-                if step % cfg.log_every == 0 or step == total:
-                    now = time.perf_counter()
-                    rate = seen / (now - t_last)
-                    t_last, seen = now, 0
-                    row = [step, epoch, f"{lr:.6g}", f"{losses['loss'].item():.6f}"]
-                    row += [f"{losses['colour'].item():.6f}", f"{losses['class'].item():.6f}", f"{rate:.2f}"]
-                    writer.writerow(row)
-                    log.flush()
+                if run.step % cfg.log_every == 0 or run.step == run.total:
+                    metrics.row(run.step, epoch, lr, losses)
                     bar.set_postfix(loss=f"{losses['loss'].item():.4f}", lr=f"{lr:.2e}")
-                if step % cfg.ckpt_every == 0:
-                    save_state()
-        save_state()
-    finally:
-        bar.close()
-        log.close()
-    result = {"step": step, "checkpoint": str(ckpt)}
-    if rank == 0:
-        _curve(out)
-        result |= _evaluate(cfg, model, data, device)
-    if world > 1:
+                if run.step % cfg.ckpt_every == 0:
+                    save_checkpoint(run)
+        save_checkpoint(run)
+    return finish(run)
+
+
+def finish(run: Run) -> dict:
+    """The loss curve and the evaluation (rank 0), and the end of the process group."""
+    result = {"step": run.step, "checkpoint": str(run.out / "checkpoint.pt")}
+    if run.rank == 0:
+        from training.plots import loss_curve
+
+        with open(run.out / "metrics.csv") as f:
+            loss_curve(run.out / "loss.png", loss_series(list(csv.DictReader(f)), run.cfg.lam_cls))
+        result |= _evaluate(run)
+    if run.world > 1:
         torch.distributed.destroy_process_group()
     return result
 
 
-def _curve(out: Path) -> None:
-    from training.plots import loss_curve
-
-    with open(out / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
+def loss_series(rows: list[dict], lam_cls: float) -> dict[str, list[tuple[int, float]]]:
+    """The plotted series of metrics.csv's rows: total and colour loss, and the class loss as weighted in Eq. 20."""
     series = {k: [(int(r["step"]), float(r[k])) for r in rows] for k in ("loss", "colour")}
     if any(float(r["class"]) > 0 for r in rows):
-        series["class x lambda_cls"] = [(int(r["step"]), float(r["class"]) * 0.003) for r in rows]
-    loss_curve(out / "loss.png", series)
+        series["class x lambda_cls"] = [(int(r["step"]), float(r["class"]) * lam_cls) for r in rows]
+    return series
 
 
-def _evaluate(cfg: TrainConfig, model, data: StoreData, device) -> dict:
+def _evaluate(run: Run) -> dict:
     from training.evaluate import evaluate, write_report
 
+    cfg = run.cfg
     if cfg.eval_store:
-        store = cfg.eval_store
-        n = int(StoreData(store).n)
-        idx, split = np.arange(n), "all"
+        from pipeline.store import open_store
+
+        store, split = cfg.eval_store, "all"
+        idx = np.arange(int(open_store(store).attrs["n_images"]))
     else:
-        store, idx, split = cfg.store, data.eval_idx, "holdout"
+        store, idx, split = cfg.store, run.data.eval_idx, "holdout"
     if len(idx) == 0:
         return {}
     idx = idx[: cfg.eval_images] if cfg.eval_images else idx
-    metrics = evaluate(model, store, idx, device, cfg.size, cfg.head, cfg.recovery)
-    meta = {"checkpoint": str(Path(cfg.out) / "checkpoint.pt"), "store": store, "split": split}
+    metrics = evaluate(run.model, store, idx, run.device, cfg.size, cfg.head, cfg.recovery)
+    meta = {"checkpoint": str(run.out / "checkpoint.pt"), "store": store, "split": split}
     meta |= {"variant": cfg.variant, "head": cfg.head, "recovery": cfg.recovery, "step": "final"}
-    path = write_report(Path(cfg.out), "evaluation", metrics, meta)
+    path = write_report(run.out, "evaluation", metrics, meta)
     print(path.read_text(), flush=True)
     return {"evaluation": metrics}
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("--store", help="preprocessed store (default: the embedded-default preset)")
-    for f in fields(TrainConfig):
-        if f.name == "store":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in (bool, "bool"):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            kind = {"int": int, "float": float, "str": str}.get(str(f.type), type(f.default))
-            p.add_argument(flag, type=kind, default=None)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("resume", "store")}
-    if args.store:
-        return TrainConfig(store=args.store, **given)
-    preset = dict(EMBEDDED)
-    return replace(TrainConfig(**preset), **given)
-
-
 def ensure_embedded_stores() -> None:
-    """Build the embedded default's stores through the flow when they are missing."""
-    from flows.preprocess import run_in_process
+    """Build the embedded default's stores when they are missing (in this process, no Prefect)."""
+    from pipeline.build import build_store
+    from pipeline.preprocess import PreprocessConfig
     from pipeline.sources import build_embedded_dataset
 
     source = build_embedded_dataset(ROOT / "data" / "embedded")
     for split, key in (("train", "store"), ("val", "eval_store")):
         if not (Path(EMBEDDED[key]) / "zarr.json").is_file():
-            run_in_process(source=str(source), store=EMBEDDED[key], split=split)
+            build_store(PreprocessConfig(source=str(source), split=split), EMBEDDED[key])
 
 
 def main(argv=None) -> int:
     from pipeline.store import StoreError
 
-    args = _parser().parse_args(argv)
+    p = argparse.ArgumentParser(prog="python -m training.run", description=__doc__.split("\n\n")[0])
+    add_flags(p, TrainConfig)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    args = p.parse_args(argv)
     try:
         cfg = config_from_args(args)
         if not args.store:

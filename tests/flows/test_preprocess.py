@@ -57,11 +57,16 @@ def test_every_file_stored_or_skipped_with_its_reason(mixed_source, clean_store)
 
 
 def test_quality_check_passes(clean_store, tmp_path):
+    from benchmarks.photos import zhang_prior
+
     store, _ = clean_store
-    assert quality.main([str(store), "--out", str(tmp_path), "--sample", "6"]) == 0
+    prior = zhang_prior()
+    extra = ["--zhang-prior", str(prior)] if prior else []
+    assert quality.main([str(store), "--out", str(tmp_path), "--sample", "6", *extra]) == 0
     assert (tmp_path / "train.zarr.quality.png").stat().st_size > 1000
     report = json.loads((tmp_path / "train.zarr.quality.json").read_text())
     assert report["ok"] and len(report["checks"]) > 15
+    assert (report["kl_prior_vs_zhang"] is not None) == bool(prior)
 
 
 def test_store_layout(clean_store):
@@ -112,6 +117,6 @@ def test_killed_run_resumes_to_the_same_store(mixed_source, clean_store, tmp_pat
 
 
 def test_auto_part_images_depends_on_the_source_count_only():
-    from flows.preprocess import auto_part_images
+    from pipeline.build import auto_part_images
 
     assert [auto_part_images(n) for n in (1, 100, 512, 3200, 1_281_167)] == [64, 64, 128, 800, 2041]

@@ -17,7 +17,7 @@ def brute_nearest(ab: np.ndarray) -> np.ndarray:
 
 
 def test_centers_match_zhang_release():
-    from pipeline.sources import shared_dir
+    from benchmarks.photos import shared_dir
 
     ref = shared_dir()
     if ref is None or not (ref / "reference" / "pts_in_hull.npy").is_file():

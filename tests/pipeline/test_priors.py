@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from benchmarks.photos import shared_dir
 from kernels.gamut import Q
 from pipeline.priors import balance_weights, prior_from_counts
-from pipeline.sources import shared_dir
 
 
 def random_prior(seed=0, empty=0):

@@ -5,17 +5,9 @@ import pytest
 import zarr
 
 from pipeline.chunks import array_codecs, encode_images
-from pipeline.store import (
-    StoreError,
-    create_arrays,
-    load_part,
-    part_chunks_path,
-    part_done,
-    part_path,
-    save_part,
-    staging_dir,
-    write_shard,
-)
+from pipeline.shards import create_arrays, write_shard
+from pipeline.staging import load_part, part_chunks_path, part_done, part_path, save_part
+from pipeline.store import StoreError, staging_dir
 
 SHARD = 4
 SIZE = 96

@@ -106,3 +106,16 @@ def test_ddp_with_two_cpu_processes(tiny_store, tmp_path):
     state = checkpoint.load(tmp_path / "checkpoint.pt")
     assert state["step"] == 3 and "world" not in state["config"]
     assert (tmp_path / "evaluation.md").is_file()
+
+
+def test_the_plotted_class_loss_is_weighted_by_the_runs_lam_cls():
+    from training.run import loss_series
+
+    rows = [
+        {"step": "1", "loss": "3.0", "colour": "2.0", "class": "4.0"},
+        {"step": "2", "loss": "2", "colour": "1", "class": "2"},
+    ]
+    series = loss_series(rows, lam_cls=0.25)
+    assert series["class x lambda_cls"] == [(1, 1.0), (2, 0.5)]
+    assert series["loss"] == [(1, 3.0), (2, 2.0)]
+    assert "class x lambda_cls" not in loss_series([{**rows[0], "class": "0"}], lam_cls=0.25)

@@ -1,0 +1,144 @@
+"""A source tree -> a finished store, on any executor: `build_store(cfg, store, submit)`.
+
+The sources are discovered and cut into parts; each part is staged by `stage_part`, run through `submit` (the
+flow passes its Dask task runner, tests, benchmarks and training's embedded default pass `serial`); this
+process writes every shard as soon as the parts under it are staged, then the priors, manifest and attributes.
+Every step is deterministic, so a killed run resumes to the same bytes as an uninterrupted one.
+"""
+
+import logging
+import os
+import queue
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from kernels.gamut import Q
+from pipeline.discover import discover
+from pipeline.preprocess import PreprocessConfig, cut_parts, process_part
+from pipeline.shards import create_arrays, resize_arrays, write_shard
+from pipeline.staging import load_sources, part_done, save_sources, shard_marker, staged_summary
+from pipeline.store import StoreState, begin, finalize
+
+MAX_PART = 2048
+
+
+def auto_part_images(n_sources: int) -> int:
+    """Files per part when not given: the fewest parts of at most MAX_PART files, a multiple of four of them.
+
+    Each part is a task with a fixed cost of its own, so parts are large; a multiple of four keeps one, two or
+    four workers busy to the end. It depends on the source count only, so that a resumed run cuts the same parts.
+    """
+    n_parts = -(-max(4, -(-n_sources // MAX_PART)) // 4) * 4
+    return max(64, -(-n_sources // n_parts))
+
+
+def stage_part(cfg: PreprocessConfig, store: str, parts_dir: str, part: int, device: str, threads: int) -> dict:
+    """Stage one part of the source list (or read back its summary if a killed run staged it already)."""
+    if part_done(Path(store), part):
+        return staged_summary(store, part)
+    import numba
+
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    return process_part(cfg, store, part, load_sources(parts_dir, part), device)
+
+
+def serial(kwargs: dict) -> Future:
+    """`submit` that stages the part here and now."""
+    future: Future = Future()
+    try:
+        future.set_result(stage_part(**kwargs))
+    except Exception as e:  # noqa: BLE001 - handed to the caller through the future, as an executor would
+        future.set_exception(e)
+    return future
+
+
+def build_store(
+    cfg: PreprocessConfig,
+    store: str | Path,
+    submit: Callable[[dict], Future] = serial,
+    workers: int = 1,
+    overwrite: bool = False,
+    log: logging.Logger | None = None,
+) -> dict:
+    """Build (or finish, or leave alone if complete) the store of `cfg` at `store`.
+
+    submit(kwargs) starts `stage_part(**kwargs)` and returns a future with `add_done_callback` and `result`.
+    workers: how many parts run at once (it sets the threads per part and how far ahead parts are submitted).
+    """
+    log = log or logging.getLogger("colorize.build")
+    t0 = time.perf_counter()
+    cfg = replace(cfg, source=str(Path(cfg.source).resolve()))
+    store = str(Path(store).resolve())
+    sources, class_list = discover(Path(cfg.source), cfg.split, cfg.classes, cfg.per_class, cfg.seed)
+    if not sources:  # checked before anything is written
+        raise ValueError(f"no files under {Path(cfg.source) / cfg.split}")
+    cfg = replace(cfg, part_images=cfg.part_images or auto_part_images(len(sources)))
+    state = begin(Path(store), cfg, overwrite)
+    if state is StoreState.DONE:
+        log.info("%s is already complete for these settings; nothing to do", store)
+        return {"store": store, "state": state.value}
+    from pipeline.decode import dali_device
+
+    device = dali_device() if cfg.decoder == "auto" else cfg.decoder
+    parts = cut_parts(sources, cfg.part_images)
+    log.info("%s: %d sources in %d parts, decoder %s (%s)", cfg.source, len(sources), len(parts), device, state.value)
+    parts_dir = str(save_sources(Path(store), parts))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    task = {"cfg": cfg, "store": store, "parts_dir": parts_dir, "device": device, "threads": threads}
+    summaries = _stage_all(cfg, store, len(parts), len(sources), workers, lambda k: submit(task | {"part": k}))
+    records, index = [], 0
+    for s in summaries:
+        for r in s["records"]:
+            if r["outcome"] == "stored":
+                r["index"] = index
+                index += 1
+            records.append(r)
+    counts = np.sum([s["counts"] for s in summaries], axis=0) if summaries else np.zeros(Q, np.int64)
+    attrs = finalize(Path(store), cfg, records, counts, class_list)
+    seconds, busy = time.perf_counter() - t0, sum(s.get("seconds", 0.0) for s in summaries)
+    log.info("stored %d of %d sources in %.1f s: %s", attrs["n_images"], len(records), seconds, attrs["counts"])
+    result = {"store": store, "state": state.value, "seconds": seconds, "busy_seconds": busy}
+    return result | {"counts": attrs["counts"], "n_images": attrs["n_images"]}
+
+
+def _stage_all(cfg, store: str, n_parts: int, n_sources: int, workers: int, start: Callable) -> list[dict]:
+    """Stage every part; write each shard as soon as the parts before and under it are staged.
+
+    At most 2 x workers parts past the first one not yet staged are started at a time, so the chunks staged
+    and not yet in shards never exceed that many parts (plus the part whose last shard waits on the next).
+    """
+    shard = cfg.shard_images
+    # N is known only once every part is staged: the arrays start at the number of sources and shrink.
+    create_arrays(Path(store), n_sources, cfg.size, cfg.full_bins, shard, cfg.zstd_level)
+    finished: queue.Queue = queue.Queue()
+    summaries: list[dict | None] = [None] * n_parts
+    layout: list[tuple[int, int, int]] = []  # (part, first index, count) of the staged prefix
+    loaded: dict = {}  # staged parts read by the shard writer and not yet done with
+    started, first, ready = 0, 0, 0
+    for _ in range(n_parts):
+        while started < min(n_parts, len(layout) + 2 * workers):
+            start(started).add_done_callback(finished.put)
+            started += 1
+        s = finished.get().result()
+        summaries[s["part"]] = s
+        while len(layout) < n_parts and summaries[len(layout)] is not None:
+            k = len(layout)
+            layout.append((k, first, summaries[k]["stored"]))
+            first += summaries[k]["stored"]
+        for k in range(ready, first // shard):  # shards wholly inside the staged prefix
+            _write_shard(store, k, shard, layout, loaded)
+        ready = max(ready, first // shard)
+    resize_arrays(Path(store), first)
+    for k in range(ready, -(-first // shard)):
+        _write_shard(store, k, shard, layout, loaded)
+    return summaries
+
+
+def _write_shard(store: str, k: int, shard_images: int, layout: list, loaded: dict) -> None:
+    if not shard_marker(Path(store), k).is_file():  # finished by an earlier, killed run
+        write_shard(Path(store), k, shard_images, layout, loaded)

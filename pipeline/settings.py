@@ -1,0 +1,64 @@
+"""Settings are frozen dataclasses; command-line flags and the flow's parameters are derived from their fields.
+
+A field's `metadata` may hold `help` (the flag's help) and `flag` (False: no flag of its own). Field types are
+the annotations themselves (no `from __future__ import annotations` in the modules that declare settings).
+"""
+
+import argparse
+import dataclasses
+import inspect
+import types
+import typing
+
+
+def setting(default=dataclasses.MISSING, help: str = "", flag: bool = True):
+    """A dataclass field with the help of its flag."""
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag})
+
+
+def _scalar(tp) -> type:
+    """int, float, str or bool: the type a flag parses to (the first such member of a union, else str)."""
+    if tp in (int, float, str, bool):
+        return tp
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        for arg in typing.get_args(tp):
+            if arg in (int, float, str, bool):
+                return arg
+    return str
+
+
+def add_flags(parser: argparse.ArgumentParser, settings, positional: tuple[str, ...] = ()) -> None:
+    """One flag per field of the dataclass `settings` (`--part-images` for part_images), default None so that
+    only what is given overrides; the names in `positional` become positional arguments."""
+    for f in dataclasses.fields(settings):
+        if not f.metadata.get("flag", True):
+            continue
+        kind, helptext = _scalar(f.type), f.metadata.get("help", "")
+        if f.name in positional:
+            parser.add_argument(f.name, type=kind, help=helptext)
+        elif kind is bool:
+            parser.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction, help=helptext)
+        else:
+            default = "" if f.default is dataclasses.MISSING else f" (default: {f.default})"
+            parser.add_argument("--" + f.name.replace("_", "-"), type=kind, help=helptext + default)
+
+
+def given(args: argparse.Namespace, settings) -> dict:
+    """The fields of `settings` that the command line set."""
+    names = {f.name for f in dataclasses.fields(settings)}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def signature(*settings) -> inspect.Signature:
+    """A keyword-only signature of the fields of the dataclasses `settings`, with their types and defaults."""
+    params = [
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default,
+            annotation=f.type,
+        )
+        for s in settings
+        for f in dataclasses.fields(s)
+    ]
+    return inspect.Signature(params)

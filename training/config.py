@@ -1,0 +1,73 @@
+"""The training run's settings: `TrainConfig` (its fields are `python -m training.run`'s flags) and the
+embedded default's CPU-sized preset."""
+
+import argparse
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from pipeline.settings import given, setting
+from training.model import ModelConfig
+from training.order import ORDERS
+
+ROOT = Path(__file__).resolve().parents[1]
+EMBEDDED = {
+    "store": str(ROOT / "data" / "stores" / "embedded-train.zarr"),
+    "eval_store": str(ROOT / "data" / "stores" / "embedded-val.zarr"),
+    "out": str(ROOT / "runs" / "embedded-full"),
+    "width": 0.125,
+    "size": 96,
+    "batch_size": 16,
+    "steps": 600,
+    "lr": 0.05,
+    "ckpt_every": 200,
+}
+RUN_LOCAL = ("loader_threads",)  # settings a resumed run may change: they do not change its results
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    store: str = setting(help="preprocessed store (default: the embedded default's preset)")
+    out: str = setting("runs/train", "the run's folder: checkpoint, config, metrics, evaluation")
+    eval_store: str = setting("", "evaluate on this store (default: the held-out part of --store)")
+    variant: str = setting("full", "unet, unet+cls, unet+aff or full (Table 3)")
+    head: str = setting("classify", "classify (Eq. 19), soft (Zhang's targets) or l1 (regression)")
+    width: float = setting(1.0, "channel multiplier (1 = the paper's)")
+    size: int = setting(224, "training size, a multiple of 32")
+    batch_size: int = setting(64, "images per step (over all ranks: each takes batch-size)")
+    epochs: int = setting(10, "epochs, when --steps is 0")
+    steps: int = setting(0, "optimizer steps (0 = epochs x batches per epoch)")
+    lr: float = setting(1e-3, "initial learning rate of the poly schedule (Eq. 21-23)")
+    momentum: float = setting(0.9, "SGD momentum")
+    weight_decay: float = setting(1e-4, "SGD weight decay")
+    lr_pow: float = setting(0.9, "power of the poly schedule")
+    lam_col: float = setting(1.0, "weight of the colour loss (Eq. 20)")
+    lam_cls: float = setting(0.003, "weight of the class loss (Eq. 20)")
+    holdout: float = setting(0.1, "fraction of the store held out for evaluation")
+    seed: int = setting(0, "seed of the weights, the order and the flips")
+    ckpt_every: int = setting(500, "steps between checkpoints")
+    log_every: int = setting(10, "steps between rows of metrics.csv")
+    eval_images: int = setting(64, "images evaluated at the end (0 = all)")
+    recovery: str = setting("argmax", "colour recovery: argmax (Eq. 15-16) or annealed (Zhang's mean)")
+    order: str = setting("random", "the loader's order: random or quasi (training.order)")
+    window: int = setting(32, "quasi order: shards shuffled together")
+    loader_threads: int = setting(0, "decoding threads (0 = the cores this process may use, less one)")
+    device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
+    compile: bool = setting(False, "torch.compile the model")
+    channels_last: bool = setting(True, "channels_last on CUDA (the CPU backward of a strided 1x1 conv crashes)")
+
+    def __post_init__(self):
+        ModelConfig(self.variant, self.head, self.width)  # validates variant, head, width
+        if self.size % 32:
+            raise ValueError(f"size must be a multiple of 32 (the encoder halves it 5 times), got {self.size}")
+        if self.recovery not in ("argmax", "annealed"):
+            raise ValueError(f"recovery must be 'argmax' or 'annealed', got {self.recovery!r}")
+        if self.order not in ORDERS or self.loader_threads < 0 or self.window < 1:
+            raise ValueError(f"order must be one of {ORDERS}, loader_threads >= 0 and window >= 1")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The flags given, over the defaults (with --store) or over the embedded default's preset (without)."""
+    flags = given(args, TrainConfig)
+    if args.store:
+        return TrainConfig(**flags)
+    return replace(TrainConfig(**EMBEDDED), **flags)
