@@ -8,6 +8,7 @@ BENCHMARKS = {
     "categories": "benchmarks.categories",
     "loader": "benchmarks.loader",
     "preprocess": "benchmarks.preprocess",
+    "quality": "benchmarks.quality",
     "scale": "benchmarks.scale",
     "train": "benchmarks.train",
 }

@@ -1,10 +1,10 @@
-"""Training throughput of the four model variants, their FLOPs, the matmul peak and the loader, in one run.
+"""Training throughput of every registered model, their FLOPs, the matmul peak and the loader, in one run.
 
 Measured side by side:
-  (1) train-step throughput (images/s) of `unet`, `unet+cls`, `unet+aff` and `full` with the `classify` head:
-      forward + loss (training.loss.Criterion) + backward + SGD step on a fixed synthetic batch already on
-      the device, with training.run's choices (channels_last and bf16 autocast on CUDA, fp32 on the CPU).
-      Variants are interleaved step by step after a warm-up, so that machine noise hits all alike; the
+  (1) train-step throughput (images/s) of every registered model with its own loss and optimiser: the step
+      training runs (`training.state.train_step`; for a GAN, its discriminator's step too) on a fixed synthetic
+      batch already on the device (channels_last and bf16 autocast on CUDA, fp32 on the CPU).
+      Models are interleaved step by step after a warm-up, so that machine noise hits all alike; the
       median seconds per step is reported. Defaults: batch 64 at 224 x 224, width 1 (the paper's) on CUDA;
       width 1/8, 96 x 96, batch 16 on the CPU, where the paper-size model runs at ~0.3 images/s.
   (2) forward FLOPs per image (torch.utils.flop_counter: 2 per multiply-add, convolutions and matmuls
@@ -17,8 +17,8 @@ Measured side by side:
 """
 
 import argparse
-import contextlib
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,8 +28,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.report import machine, summary, write
 from kernels.gamut import Q
-from training.loss import Criterion
-from training.model import N_CLASSES, VARIANTS, ColorNet, ModelConfig, count_parameters
+from training.config import TrainConfig
+from training.models import MODELS, N_CLASSES, count_parameters, create_model, spec_of
+from training.state import Run, networks, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORE = ROOT / "data" / "stores" / "embedded-train.zarr"
@@ -37,7 +38,6 @@ DEFAULTS = {"cpu": {"width": 0.125, "size": 96, "batch": 16, "steps": 5}, "cuda"
 DEFAULTS["cuda"] |= {"batch": 64, "steps": 20}
 PAPER = {"width": 1.0, "size": 224}
 GOAL = "Goal on one H100: >= 1000 images/s for full in bf16 (>= 40% of peak); loader >= 3x the model's rate"
-LR, MOMENTUM, WEIGHT_DECAY = 1e-3, 0.9, 1e-4  # training.run's defaults
 
 
 def _sync(device: torch.device) -> None:
@@ -48,7 +48,7 @@ def _sync(device: torch.device) -> None:
 def forward_flops(variant: str, width: float, size: int) -> tuple[float, int]:
     """(forward FLOPs of one image, parameters), counted on the meta device: nothing is computed."""
     with torch.device("meta"):
-        model = ColorNet(ModelConfig(variant, "classify", width)).eval()
+        model = create_model(variant, width).eval()
     with FlopCounterMode(display=False) as counter:
         model(torch.empty(1, 1, size, size, device="meta"))
     return float(counter.get_total_flops()), count_parameters(model)
@@ -72,40 +72,33 @@ def matmul_peak(device: torch.device) -> dict:
 
 
 def train_rates(args, device: torch.device, weights: np.ndarray) -> dict[str, list[float]]:
-    """Seconds per training step of each variant, interleaved across rounds after `warmup` rounds."""
+    """Seconds per training step (`training.state.train_step`: a GAN's discriminator step included) of every
+    registered model, interleaved across rounds after `warmup` rounds."""
     B, S = args.batch, args.size
     g = torch.Generator().manual_seed(0)
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format  # as training.run
-    L = torch.rand(B, 1, S, S, generator=g).to(device).contiguous(memory_format=fmt)
-    q = torch.randint(0, Q, (B, S // 4, S // 4), generator=g).to(device)
-    label = torch.randint(0, N_CLASSES, (B,), generator=g).to(device)
-    criterion = Criterion(weights, "classify").to(device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    steps = {}
-    for variant in VARIANTS:
+    batch = {
+        "L": torch.rand(B, 1, S, S, generator=g).to(device).contiguous(memory_format=fmt),
+        "q": torch.randint(0, Q, (B, S // 4, S // 4), generator=g).to(device),
+        "label": torch.randint(0, N_CLASSES, (B,), generator=g).to(device),
+    }
+    runs = {}
+    for name in MODELS:
         torch.manual_seed(0)
-        model = ColorNet(ModelConfig(variant, "classify", args.width)).to(device)
-        model = model.to(memory_format=fmt).train()
-        net = torch.compile(model) if args.compile else model
-        opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-
-        def step(net=net, opt=opt):
-            with autocast:
-                losses = criterion(net(L), q, label)
-            opt.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            opt.step()
-
-        steps[variant] = step
-    times = {v: [] for v in VARIANTS}
+        cfg = TrainConfig(
+            store="-", out=tempfile.mkdtemp(), variant=name, width=args.width, size=S, compile=args.compile
+        )
+        nets = networks(cfg, device, weights, N_CLASSES, torch.compile if args.compile else None)
+        runs[name] = Run(cfg, spec_of(name), 0, 1, device, None, None, size=0, total=1, **nets)
+    times = {v: [] for v in MODELS}
     for r in range(args.warmup + args.steps):
-        for variant, step in steps.items():
+        for name, run in runs.items():
             _sync(device)
             t0 = time.perf_counter()
-            step()
+            train_step(run, batch, run.cfg.lr)
             _sync(device)
             if r >= args.warmup:
-                times[variant].append(time.perf_counter() - t0)
+                times[name].append(time.perf_counter() - t0)
     return times
 
 
@@ -162,7 +155,7 @@ def main(argv=None) -> int:
     times = train_rates(args, device, weights)
     peak = matmul_peak(device)
     variants = {}
-    for v in VARIANTS:
+    for v in MODELS:
         flops, params = forward_flops(v, args.width, args.size)
         paper_flops, paper_params = forward_flops(v, PAPER["width"], PAPER["size"])
         ips = args.batch / statistics.median(times[v])
@@ -193,7 +186,7 @@ def main(argv=None) -> int:
 def _markdown(d: dict, kind: str) -> str:
     s, v, peak = d["settings"], d["variants"], d["peak"]
     lines = [
-        "# Training throughput: the four variants, classify head",
+        "# Training throughput: every registered model, its own loss",
         "",
         f"Device: {d['device']}; {s['precision']}, channels_last {s['channels_last']}, compile {s['compile']}.",
         f"Benchmark size: width {s['width']}, {s['size']} x {s['size']}, batch {s['batch']}; median of "

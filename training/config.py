@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.settings import given, setting
-from training.model import ModelConfig
+from training.models import spec_of
 from training.order import ORDERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,41 +26,57 @@ RUN_LOCAL = ("loader_threads",)  # settings a resumed run may change: they do no
 
 @dataclass(frozen=True)
 class TrainConfig:
+    # data and outputs
     store: str = setting(help="preprocessed store (default: the embedded default's preset)")
     out: str = setting("runs/train", "the run's folder: checkpoint, config, metrics, evaluation")
     eval_store: str = setting("", "evaluate on this store (default: the held-out part of --store)")
-    variant: str = setting("full", "unet, unet+cls, unet+aff or full (Table 3)")
-    head: str = setting("classify", "classify (Eq. 19), soft (Zhang's targets) or l1 (regression)")
+    holdout: float = setting(0.1, "fraction of the store held out for evaluation")
+    # the model, its loss and colour recovery
+    variant: str = setting("full", "a registered model (--list-models): unet, unet+cls, unet+aff, full, ...")
+    head: str = setting("", "its loss: classify (Eq. 19), soft (Zhang's), l1 or l2 (regression); default: its own")
     width: float = setting(1.0, "channel multiplier (1 = the paper's)")
+    recovery: str = setting("", "argmax (Eq. 15-16), annealed (Zhang's mean) or regression; default: the model's")
+    lam_col: float = setting(1.0, "weight of the colour loss (Eq. 20)")
+    lam_cls: float = setting(0.003, "weight of the class loss (Eq. 20)")
+    # the optimiser and its schedule
+    optimizer: str = setting("", "sgd or adam (default: the model's own: SGD for the AFF nets, Adam for the others)")
     size: int = setting(224, "training size, a multiple of 32")
     batch_size: int = setting(64, "images per step (over all ranks: each takes batch-size)")
     epochs: int = setting(10, "epochs, when --steps is 0")
     steps: int = setting(0, "optimizer steps (0 = epochs x batches per epoch)")
     lr: float = setting(1e-3, "initial learning rate of the poly schedule (Eq. 21-23)")
+    compile: bool = setting(False, "torch.compile the model")
     momentum: float = setting(0.9, "SGD momentum")
-    weight_decay: float = setting(1e-4, "SGD weight decay")
+    weight_decay: float = setting(1e-4, "weight decay")
     lr_pow: float = setting(0.9, "power of the poly schedule")
-    lam_col: float = setting(1.0, "weight of the colour loss (Eq. 20)")
-    lam_cls: float = setting(0.003, "weight of the class loss (Eq. 20)")
-    holdout: float = setting(0.1, "fraction of the store held out for evaluation")
     seed: int = setting(0, "seed of the weights, the order and the flips")
+    # GAN models only
+    lam_l1: float = setting(100.0, "weight of the L1 loss beside the GAN loss (pix2pix's lambda)")
+    lr_d: float = setting(0.0, "the discriminator's learning rate (0 = --lr)")
+    pretrain_steps: int = setting(0, "steps of L1 alone before the adversarial training")
+    # where it runs, and how often it reports
+    device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
+    channels_last: bool = setting(True, "channels_last on CUDA (the CPU backward of a strided 1x1 conv crashes)")
     ckpt_every: int = setting(500, "steps between checkpoints")
     log_every: int = setting(10, "steps between rows of metrics.csv")
     eval_images: int = setting(64, "images evaluated at the end (0 = all)")
-    recovery: str = setting("argmax", "colour recovery: argmax (Eq. 15-16) or annealed (Zhang's mean)")
     order: str = setting("random", "the loader's order: random or quasi (training.order)")
     window: int = setting(32, "quasi order: shards shuffled together")
     loader_threads: int = setting(0, "decoding threads (0 = the cores this process may use, less one)")
-    device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
-    compile: bool = setting(False, "torch.compile the model")
-    channels_last: bool = setting(True, "channels_last on CUDA (the CPU backward of a strided 1x1 conv crashes)")
 
     def __post_init__(self):
-        ModelConfig(self.variant, self.head, self.width)  # validates variant, head, width
+        spec = spec_of(self.variant)
+        choices = {"head": ("heads", spec.heads), "recovery": ("recoveries", spec.recoveries)}
+        choices["optimizer"] = ("optimizers", ("sgd", "adam"))
+        for name, (plural, allowed) in choices.items():
+            value = getattr(self, name) or (spec.optimizer if name == "optimizer" else allowed[0])
+            if value not in allowed:
+                raise ValueError(f"{self.variant} takes the {plural} {', '.join(allowed)}, not {value!r}")
+            object.__setattr__(self, name, value)  # the resolved settings are the ones saved
+        if not 0 < self.width <= 4:
+            raise ValueError(f"width must be in (0, 4], got {self.width}")
         if self.size % 32:
             raise ValueError(f"size must be a multiple of 32 (the encoder halves it 5 times), got {self.size}")
-        if self.recovery not in ("argmax", "annealed"):
-            raise ValueError(f"recovery must be 'argmax' or 'annealed', got {self.recovery!r}")
         if self.order not in ORDERS or self.loader_threads < 0 or self.window < 1:
             raise ValueError(f"order must be one of {ORDERS}, loader_threads >= 0 and window >= 1")
 

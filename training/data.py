@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from pipeline.reader import ShardReader
 from pipeline.store import StoreError
-from training.model import N_CLASSES
+from training.models.registry import N_CLASSES
 from training.order import ORDERS, batch_flips, batch_positions, epoch_sequence
 
 _GOLDEN = 2654435761  # Knuth's multiplicative hash: a fixed, spread-out holdout choice

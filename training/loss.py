@@ -5,8 +5,9 @@
 - `soft` (Zhang et al.'s targets, Eq. 1): the target of a pixel is the Gaussian soft-encoding (sigma 5,
   the 5 nearest centers) of its category's center -- the store keeps the category, not the exact (a, b) --
   with the same rebalancing weights.
-- `l1` (a regression baseline, as in Isola et al.): L1 between the predicted (a, b) / 110 and the center of
-  the true category / 110.
+- `l1`, `l2` (regression: `cunet`, `pix2pix`, and the AFF net's regression baseline): L1 or L2 between the
+  predicted (a, b) / 110 and the center of the true category / 110; a prediction finer than the targets (at
+  H rather than H/4) is compared by its mean over each 4 x 4 block.
 Total: lambda_col * colour + lambda_cls * class (Eq. 20; 1 and 0.003 by default).
 """
 
@@ -39,9 +40,10 @@ class Criterion(torch.nn.Module):
     def colour(self, logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """logits (B, 313 | 2, h, w) float, q (B, h, w) long -> scalar."""
         logits = logits.float()
-        if self.head == "l1":
+        if self.head in ("l1", "l2"):
             target = self.centers[q].permute(0, 3, 1, 2) / AB_SCALE  # (B, 2, h, w)
-            return (logits - target).abs().mean()
+            diff = F.adaptive_avg_pool2d(logits, q.shape[-2:]) - target
+            return diff.abs().mean() if self.head == "l1" else diff.square().mean()
         w = self.weights[q]  # (B, h, w)
         if self.head == "classify":
             return (F.cross_entropy(logits, q, reduction="none") * w).mean()  # Eq. 19
@@ -68,7 +70,7 @@ def recover_ab(logits: torch.Tensor, head: str, mode: str = "argmax", T: float =
     `annealed`: Zhang's annealed mean, sum_q softmax(log Z / T)_q * center_q.
     """
     logits = logits.float()
-    if head == "l1":
+    if head in ("l1", "l2"):  # regression: the prediction is (a, b) / AB_SCALE
         return logits * AB_SCALE
     centers = torch.from_numpy(CENTERS_F32.copy()).to(logits.device)  # (313, 2)
     if mode == "argmax":
@@ -76,7 +78,7 @@ def recover_ab(logits: torch.Tensor, head: str, mode: str = "argmax", T: float =
     if mode == "annealed":
         p = F.softmax(F.log_softmax(logits, dim=1) / T, dim=1)  # (B, 313, h, w)
         return torch.einsum("bqhw,qc->bchw", p, centers)
-    raise ValueError(f"unknown recovery mode {mode!r}: 'argmax' or 'annealed'")
+    raise ValueError(f"unknown recovery mode {mode!r}: 'argmax' or 'annealed' (or 'regression' for regressors)")
 
 
 def upsample_ab(ab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

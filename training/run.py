@@ -13,138 +13,30 @@ end), config.json, metrics.csv, loss.png, evaluation.{json,md,grid.png}.
 """
 
 import argparse
-import contextlib
 import csv
 import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pipeline.settings import add_flags
-from training import checkpoint
-from training.config import EMBEDDED, ROOT, RUN_LOCAL, TrainConfig, config_from_args
-from training.data import DataConfig, Loader, StoreData, on_device
-from training.devices import resolve_device
-from training.loss import Criterion
-from training.model import ColorNet, ModelConfig, count_parameters
+from training.config import EMBEDDED, ROOT, TrainConfig, config_from_args
+from training.data import on_device
+from training.models import MODELS, count_parameters, describe
+from training.state import NonFiniteLoss, Run, restore, save_checkpoint, setup, train_step
 
 __all__ = ["NonFiniteLoss", "TrainConfig", "main", "train"]
-METRICS = ["step", "epoch", "lr", "loss", "colour", "class", "images_per_s"]
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
+METRICS = ["step", "epoch", "lr", "loss", "colour", "class", "images_per_s", "gan", "disc"]
 
 
 def poly_lr(cfg: TrainConfig, step: int, total: int) -> float:
     """Eq. 21-23: lr0 (1 - step / total)^lrPow."""
     return cfg.lr * (1.0 - min(step, total - 1) / total) ** cfg.lr_pow
-
-
-@dataclass
-class Run:
-    """Everything a training run holds: its process's place under DDP, data, model, optimiser and step."""
-
-    cfg: TrainConfig
-    rank: int
-    world: int
-    device: torch.device
-    data: StoreData
-    loader: Loader
-    model: ColorNet
-    net: torch.nn.Module  # the model as stepped: compiled and/or wrapped in DDP
-    criterion: Criterion
-    opt: torch.optim.Optimizer
-    size: int  # resize batches to this (0: the store's)
-    total: int
-    step: int = 0
-
-    @property
-    def out(self) -> Path:
-        return Path(self.cfg.out)
-
-    @property
-    def channels_last(self) -> bool:
-        return self.cfg.channels_last and self.device.type == "cuda"
-
-
-def setup(cfg: TrainConfig) -> Run:
-    """The run's data, loader, model (Xavier-initialised from the seed), loss and optimiser, on its device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(cfg.device, local_rank)
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    data = StoreData(cfg.store, cfg.holdout, threads=cfg.loader_threads)
-    size = cfg.size if cfg.size != data.S else 0
-    dcfg = DataConfig(cfg.store, cfg.batch_size, size, cfg.holdout, seed=cfg.seed, order=cfg.order,
-                      window=cfg.window, threads=cfg.loader_threads)  # fmt: skip
-    loader = Loader(data, dcfg, rank, world, pin=device.type == "cuda")
-    model = ColorNet(ModelConfig(cfg.variant, cfg.head, cfg.width, data.n_classes)).to(device)
-    if cfg.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    net = torch.compile(model) if cfg.compile else model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
-    criterion = Criterion(data.weights, cfg.head, cfg.lam_col, cfg.lam_cls).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    total = cfg.steps or cfg.epochs * loader.batches_per_epoch()
-    return Run(cfg, rank, world, device, data, loader, model, net, criterion, opt, size, total)
-
-
-def restore(run: Run) -> None:
-    """Continue from the run's checkpoint: refused if a setting that changes the results differs."""
-    path = run.out / "checkpoint.pt"
-    if not path.is_file():
-        return
-    state = checkpoint.load(path)
-    cfg = asdict(run.cfg)
-    changed = sorted(k for k, v in cfg.items() if state["config"].get(k) != v and k not in RUN_LOCAL)
-    if changed:
-        raise ValueError(f"{path} was trained with other settings ({', '.join(changed)}); use another --out")
-    run.model.load_state_dict(state["model"])
-    run.opt.load_state_dict(state["optimizer"])
-    run.step = int(state["step"])
-    torch.set_rng_state(state["torch_rng"])
-
-
-def train_step(run: Run, batch: dict, lr: float) -> dict:
-    """One SGD step (bf16 autocast on CUDA, fp32 on the CPU: one code path); stops on a non-finite loss or
-    gradient, before the weights change."""
-    for g in run.opt.param_groups:
-        g["lr"] = lr
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if run.device.type == "cuda" else contextlib.nullcontext()
-    with autocast:
-        losses = run.criterion(run.net(batch["L"]), batch["q"], batch["label"])
-    run.opt.zero_grad(set_to_none=True)
-    grad_norm = torch.zeros(())
-    if torch.isfinite(losses["loss"]):
-        losses["loss"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), float("inf"))
-    if not (torch.isfinite(losses["loss"]) and torch.isfinite(grad_norm)):
-        what = {"step": run.step, "loss": losses["loss"].item(), "grad_norm": float(grad_norm)}
-        (run.out / "nonfinite.json").write_text(json.dumps(what))
-        raise NonFiniteLoss(f"non-finite loss or gradient at step {run.step} ({what}); last good checkpoint kept")
-    run.opt.step()
-    return losses
-
-
-def save_checkpoint(run: Run) -> None:
-    """Checkpoint the run (rank 0 writes); weights or BatchNorm statistics that are not finite are never saved."""
-    if not all(torch.isfinite(t).all() for t in run.model.state_dict().values() if t.is_floating_point()):
-        (run.out / "nonfinite.json").write_text(json.dumps({"step": run.step, "weights": "non-finite"}))
-        raise NonFiniteLoss(f"non-finite weights at step {run.step}; not saved, last good checkpoint kept")
-    if run.rank == 0:
-        state = {"model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "step": run.step}
-        state |= {"config": asdict(run.cfg), "torch_rng": torch.get_rng_state(), "n_classes": run.data.n_classes}
-        checkpoint.save(run.out / "checkpoint.pt", state)
 
 
 class MetricsLog:
@@ -172,7 +64,8 @@ class MetricsLog:
         now = time.perf_counter()
         rate, self.t_last, self.seen = self.seen / (now - self.t_last), now, 0
         values = [f"{losses[k].item():.6f}" for k in ("loss", "colour", "class")]
-        self.writer.writerow([step, epoch, f"{lr:.6g}", *values, f"{rate:.2f}"])
+        gan = [f"{losses[k].item():.6f}" if k in losses else "" for k in ("gan", "disc")]
+        self.writer.writerow([step, epoch, f"{lr:.6g}", *values, f"{rate:.2f}", *gan])
         self.file.flush()
 
 
@@ -254,6 +147,18 @@ def _evaluate(run: Run) -> dict:
     return {"evaluation": metrics}
 
 
+def models_table() -> str:
+    """Each registered model at its paper's size: parameters, forward GFLOPs at 224, loss, recovery, seed."""
+    rows = ["| name | parameters | GFLOPs at 224 | loss | recovery | from |", "|---|---|---|---|---|---|"]
+    for name in MODELS:
+        d = describe(name)
+        params = f"{d['params'] / 1e6:.1f} M" + (
+            f" + D {d['discriminator_params'] / 1e6:.2f} M" if d["discriminator_params"] else ""
+        )
+        rows.append(f"| {name} | {params} | {d['gflops']:.1f} | {d['loss']} | {d['recovery']} | {d['seed']} |")
+    return "\n".join(rows)
+
+
 def ensure_embedded_stores() -> None:
     """Build the embedded default's stores when they are missing (in this process, no Prefect)."""
     from pipeline.build import build_store
@@ -272,7 +177,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.run", description=__doc__.split("\n\n")[0])
     add_flags(p, TrainConfig)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--list-models", action="store_true", help="print the registered models and exit")
     args = p.parse_args(argv)
+    if args.list_models:
+        print(models_table())
+        return 0
     try:
         cfg = config_from_args(args)
         if not args.store:

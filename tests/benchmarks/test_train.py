@@ -3,7 +3,7 @@
 import json
 
 from benchmarks.__main__ import main
-from training.model import VARIANTS
+from training.models import MODELS
 
 
 def test_train_report(tmp_path, tiny_store):
@@ -13,7 +13,7 @@ def test_train_report(tmp_path, tiny_store):
     argv += ["--store", str(tiny_store[0]), "--loader-batches", "2"]
     assert main([*argv, "--device", "cpu", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "train.json").read_text())
-    assert set(data["variants"]) == set(VARIANTS)
+    assert set(data["variants"]) == set(MODELS)
     for r in data["variants"].values():
         assert r["images_per_s"] > 0 and r["params"] > 0 and r["fwd_flops_per_image"] > 0
         assert r["paper_params"] > r["params"]

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from training.model import HEADS, VARIANTS, ColorNet, ModelConfig, count_parameters
+from training.models import count_parameters
+from training.models.aff import HEADS, VARIANTS, ColorNet, ModelConfig
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels.gamut import Q
+from training.models.registry import N_CLASSES, ModelSpec, register
 
 VARIANTS = ("unet", "unet+cls", "unet+aff", "full")
 HEADS = ("classify", "soft", "l1")  # 313-way (Eq. 19), Zhang's soft targets (Eq. 1), L1 on ab (regression)
-N_CLASSES = 1000  # ImageNet's classes: the classifier's outputs (Sec. 3.6), more if a store lists more
 
 
 @dataclass(frozen=True)
@@ -143,5 +143,14 @@ class ColorNet(nn.Module):
         return self.head(x), logits_cls
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+for _variant in VARIANTS:
+    register(
+        ModelSpec(
+            name=_variant,
+            build=lambda width, n_classes, head, v=_variant: ColorNet(ModelConfig(v, head, width, n_classes)),
+            heads=HEADS,
+            recoveries=("argmax", "annealed"),
+            optimizer="sgd",
+            seed="Wang et al. 2022 (papers/000), Table 3",
+        )
+    )

@@ -1,0 +1,245 @@
+"""Every registered system trained on the same store and budget, evaluated on the same unseen store.
+
+For each of --seeds seeds and each registered model: `training.run.train` on --store for --steps steps at
+--width, --size and --batch (each system with its own loss, optimiser and a learning rate for a short budget,
+RECIPES), then `training.evaluate` on --eval-store with every colour recovery the system takes, and with its
+own recovery guided by each image's ground-truth histogram (seed 001's "+Global histogram"). Reported per
+system: PSNR, SSIM, colourfulness, Zhang's raw accuracy (AuC, plain and rebalanced), parameters and GFLOPs at
+224 (paper size) and at the benchmark's width, training images/s; mean and spread over the seeds; the gray
+baseline and the ground truth's colourfulness; which PSNR differences exceed the spread; the papers' own figures
+(ImageNet or COCO, not comparable in budget). Writes reports/benchmarks/quality.{json,md} and quality.grid.png.
+"""
+
+import argparse
+import csv
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.report import machine, write
+
+RECIPES = {  # a short budget wants larger steps than the papers' long schedules
+    "sgd": {"lr": 0.05},  # the AFF nets: the embedded default's preset
+    "adam": {"lr": 1e-3},  # zhang16, cunet
+    "pix2pix": {"lr": 2e-4, "lr_d": 2e-4},  # pix2pix's own, with the first half of the steps L1 only
+}
+PAPERS = {  # (PSNR, SSIM) as their papers report them, on their data
+    "unet": (23.1783, 0.8921, "Wang et al. Table 3, ImageNet val"),
+    "unet+cls": (24.1615, 0.9119, "Wang et al. Table 3, ImageNet val"),
+    "unet+aff": (24.7595, 0.9260, "Wang et al. Table 3, ImageNet val"),
+    "full": (25.8803, 0.9368, "Wang et al. Tables 2-3, ImageNet val"),
+    "zhang16": (21.7910, 0.8915, "Wang et al. Table 2, ImageNet val"),
+    "cunet": (23.43, None, "papers/001 Table 10, automatic (27.73 with a global histogram)"),
+    "pix2pix": (24.7595, 0.9260, "papers/003 Table 1, COCO subset"),
+}
+METRICS = ("psnr", "ssim", "colourfulness", "auc", "auc_rebalanced")
+
+
+def recipe(name: str, steps: int) -> dict:
+    from training.models import spec_of
+
+    spec = spec_of(name)
+    if spec.discriminator:
+        return RECIPES["pix2pix"] | {"pretrain_steps": steps // 2}
+    return RECIPES[spec.optimizer]
+
+
+def train_one(args, name: str, seed: int, work: Path):
+    """(the trained model, its config, its training images/s)."""
+    from training.run import TrainConfig, train
+
+    budget = {"width": args.width, "size": args.size, "batch_size": args.batch, "steps": args.steps, "seed": seed}
+    logging = {"holdout": 0.0, "ckpt_every": args.steps, "log_every": max(1, args.steps // 20)}
+    cfg = TrainConfig(store=args.store, out=str(work / f"{name}-{seed}"), variant=name, **budget, **logging,
+                      **recipe(name, args.steps))  # fmt: skip
+    train(cfg)
+    with open(Path(cfg.out) / "metrics.csv") as f:
+        rates = [float(r["images_per_s"]) for r in csv.DictReader(f)][1:]
+    from training.checkpoint import load_model
+
+    model, _, _ = load_model(Path(cfg.out) / "checkpoint.pt", "auto")
+    return model, cfg, statistics.median(rates) if rates else float("nan")
+
+
+def evaluate_one(args, model, cfg, idx: np.ndarray) -> dict:
+    """Metrics per recovery (the system's own first), and its own recovery guided by the ground truth."""
+    from training.evaluate import evaluate
+    from training.models import spec_of
+
+    device = next(model.parameters()).device
+    out = {}
+    for k, recovery in enumerate(spec_of(cfg.variant).recoveries):
+        m = evaluate(model, args.eval_store, idx, device, cfg.size, cfg.head, recovery, guided=1.0 if k == 0 else 0)
+        m.pop("_grid")
+        out[recovery] = m["model"]
+        if k == 0:
+            out["guided"], out["gray"], out["gt_colourfulness"] = (
+                m["guided"],
+                m["gray"],
+                m["ground_truth_colourfulness"],
+            )
+    return out
+
+
+def grid_row_images(args, model, cfg, idx: np.ndarray) -> list[np.ndarray]:
+    from pipeline.store import open_store
+    from training.evaluate import lab_to_rgb8, predict_ab
+
+    L8 = np.asarray(open_store(args.eval_store)["L"].oindex[idx])
+    ab = predict_ab(model, L8, next(model.parameters()).device, cfg.size, cfg.head, cfg.recovery)
+    return [lab_to_rgb8(L8[k] * 100.0 / 255.0, ab[k]) for k in range(len(idx))]
+
+
+def summarise(runs: dict[str, list[dict]]) -> dict:
+    """Mean and spread (sample standard deviation) of every metric over the seeds, per system and recovery."""
+    out = {}
+    for name, seeds in runs.items():
+        out[name] = {}
+        for recovery in (k for k in seeds[0]["metrics"] if isinstance(seeds[0]["metrics"][k], dict)):
+            values = {m: [s["metrics"][recovery][m] for s in seeds] for m in METRICS}
+            out[name][recovery] = {m: float(np.mean(v)) for m, v in values.items()}
+            out[name][recovery] |= {
+                f"{m}_spread": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for m, v in values.items()
+            }
+        out[name]["train_images_per_s"] = float(np.mean([s["images_per_s"] for s in seeds]))
+    return out
+
+
+def separated(systems: dict, own: dict) -> list[str]:
+    """The pairs of systems whose mean PSNR (own recovery) differ by more than the sum of their spreads."""
+    names, lines = list(systems), []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            ra, rb = systems[a][own[a]], systems[b][own[b]]
+            if abs(ra["psnr"] - rb["psnr"]) > ra["psnr_spread"] + rb["psnr_spread"]:
+                hi, lo = (a, b) if ra["psnr"] > rb["psnr"] else (b, a)
+                lines.append(f"{hi} > {lo} by {abs(ra['psnr'] - rb['psnr']):.2f} dB")
+    return lines
+
+
+def main(argv=None) -> int:
+    from pipeline.store import open_store
+    from training.models import MODELS, count_parameters, create_model, describe, spec_of
+    from training.plots import grid
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks quality", description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", required=True, help="the training store")
+    p.add_argument("--eval-store", required=True, help="a store of photos the systems never saw")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--width", type=float, default=0.125)
+    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated registered names (default: all)")
+    p.add_argument("--max-images", type=int, default=64, help="images of --eval-store evaluated (0 = all)")
+    p.add_argument("--grid-images", type=int, default=6)
+    p.add_argument("--out", default="reports/benchmarks")
+    args = p.parse_args(argv)
+    names = [n for n in args.models.split(",") if n]
+    for n in names:
+        spec_of(n)
+    n_eval = int(open_store(args.eval_store).attrs["n_images"])
+    idx = np.arange(min(n_eval, args.max_images) if args.max_images else n_eval)
+    work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    columns = []
+    for seed in range(args.seeds):
+        for name in names:
+            model, cfg, rate = train_one(args, name, seed, work)
+            runs[name].append({"metrics": evaluate_one(args, model, cfg, idx), "images_per_s": rate})
+            if seed == 0:
+                columns.append(grid_row_images(args, model, cfg, idx[: args.grid_images]))
+            print(f"seed {seed} {name}: {runs[name][-1]['metrics'][cfg.recovery]}", flush=True)
+    systems = summarise(runs)
+    own = {n: spec_of(n).recoveries[0] for n in names}
+    for n in names:
+        with torch.device("meta"):
+            small = count_parameters(create_model(n, args.width))
+        systems[n] |= {"describe": describe(n), "params_at_width": small, "paper": PAPERS.get(n)}
+    first = runs[names[0]][0]["metrics"]
+    data = {
+        "systems": systems,
+        "own_recovery": own,
+        "gray": first["gray"],
+        "ground_truth_colourfulness": first["gt_colourfulness"],
+        "separated_by_more_than_the_spread": separated(systems, own),
+        "settings": {k: getattr(args, k) for k in ("store", "eval_store", "steps", "width", "size", "batch", "seeds")}
+        | {"images": len(idx), "recipes": {n: recipe(n, args.steps) for n in names}},
+        "machine": machine(),
+    }
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    grid_path = Path(args.out) / "quality.grid.png"
+    gray_rgb, truth = _gray_and_truth(args.eval_store, idx[: args.grid_images])
+    rows = [[gray_rgb[k], *(col[k] for col in columns), truth[k]] for k in range(len(truth))]
+    grid(grid_path, rows, ["input", *names, "ground truth"])
+    write("quality", data, _markdown(data), args.out)
+    return 0
+
+
+def _gray_and_truth(store: str, idx: np.ndarray) -> tuple[list, list]:
+    from pipeline.store import open_store
+    from training.evaluate import ground_truth, lab_to_rgb8
+
+    group = open_store(store)
+    L8 = np.asarray(group["L"].oindex[idx])
+    gray = [lab_to_rgb8(L8[k] * 100.0 / 255.0, np.zeros((*L8.shape[1:], 2))) for k in range(len(idx))]
+    truth = [t if t is not None else g for t, g in zip(ground_truth(group, idx), gray, strict=True)]
+    return gray, truth
+
+
+def _markdown(d: dict) -> str:
+    s, systems = d["settings"], d["systems"]
+    lines = [
+        "# Every registered system, same data and budget",
+        "",
+        f"Trained on {s['store']} for {s['steps']} steps (width {s['width']}, {s['size']} x {s['size']}, batch "
+        f"{s['batch']}), {s['seeds']} seed(s); evaluated on {s['images']} images of {s['eval_store']}, never seen. "
+        f"Mean +- spread (sample standard deviation over the seeds). CPU: {d['machine']['cpu']}.",
+        "",
+        "| system | recovery | PSNR | SSIM | colourfulness | AuC | AuC rebal. | params (paper / here) | GFLOPs 224 "
+        "| train img/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in systems.items():
+        info = r["describe"]
+        for recovery in [k for k, v in r.items() if isinstance(v, dict) and "psnr" in v]:
+            m = r[recovery]
+            label = "guided by its ground truth" if recovery == "guided" else recovery
+            cells = [
+                f"{m[k]:.3f} +- {m[k + '_spread']:.3f}" if k != "colourfulness" else f"{m[k]:.1f}" for k in METRICS
+            ]
+            lines.append(
+                f"| {name} | {label} | " + " | ".join(cells) + f" | {info['params'] / 1e6:.1f} M / "
+                f"{r['params_at_width'] / 1e6:.2f} M | {info['gflops']:.1f} | {r['train_images_per_s']:.0f} |"
+            )
+    g = d["gray"]
+    lines += [
+        f"| gray baseline (a = b = 0) | | {g['psnr']:.3f} | {g['ssim']:.3f} | {g['colourfulness']:.1f} "
+        f"| {g['auc']:.3f} | {g['auc_rebalanced']:.3f} | | | |",
+        f"| ground truth | | | | {d['ground_truth_colourfulness']:.1f} | | | | | |",
+        "",
+        "PSNR differences (own recovery) larger than the two systems' spreads added: "
+        + ("; ".join(d["separated_by_more_than_the_spread"]) or "none")
+        + ". With one seed the spread is 0 and every difference counts: read those as one draw.",
+        "",
+        "Guidance by the ground truth's own histogram (seed 001's '+Global histogram', an oracle): PSNR change "
+        + ", ".join(f"{n} {r['guided']['psnr'] - r[d['own_recovery'][n]]['psnr']:+.2f} dB" for n, r in systems.items())
+        + ".",
+        "",
+        "## Their papers' figures (their data and budgets, not comparable with the rows above)",
+        "",
+        "| system | PSNR | SSIM | where |",
+        "|---|---|---|---|",
+    ]
+    for name, r in systems.items():
+        if r["paper"]:
+            psnr, ssim, where = r["paper"]
+            lines.append(f"| {name} | {psnr} | {ssim if ssim is not None else ''} | {where} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,24 @@
+"""The comparison of every registered system runs at a tiny budget and writes the report it promises."""
+
+import json
+
+from benchmarks.__main__ import main
+from training.models import MODELS
+
+
+def test_quality_report_covers_every_system(tmp_path, tiny_store):
+    store = str(tiny_store[0])
+    argv = ["quality", "--store", store, "--eval-store", store, "--steps", "2", "--size", "64", "--batch", "2"]
+    assert main([*argv, "--seeds", "2", "--max-images", "3", "--grid-images", "2", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "quality.json").read_text())
+    assert set(data["systems"]) == set(MODELS)
+    for name, r in data["systems"].items():
+        own = data["own_recovery"][name]
+        for key in (own, "guided"):
+            assert {"psnr", "ssim", "colourfulness", "auc", "auc_rebalanced", "psnr_spread"} <= set(r[key])
+        assert r["describe"]["params"] > r["params_at_width"] > 0 and r["train_images_per_s"] > 0
+    assert data["systems"]["zhang16"]["annealed"] and data["systems"]["zhang16"]["argmax"]
+    assert 0 < data["gray"]["psnr"] < 60 and data["ground_truth_colourfulness"] > 0
+    assert (tmp_path / "quality.grid.png").stat().st_size > 1000
+    md = (tmp_path / "quality.md").read_text()
+    assert "Their papers' figures" in md and "25.8803" in md

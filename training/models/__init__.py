@@ -1,0 +1,16 @@
+"""The registered colorization systems: `create_model(name, width, head)`, `MODELS`, `describe(name)`."""
+
+from training.models import aff, cunet, pix2pix, zhang16  # noqa: F401 - each module registers its models
+from training.models.registry import (
+    MODELS,
+    N_CLASSES,
+    REGRESSION_HEADS,
+    ModelSpec,
+    count_parameters,
+    create_model,
+    describe,
+    spec_of,
+)
+
+__all__ = ["MODELS", "N_CLASSES", "REGRESSION_HEADS", "ModelSpec", "count_parameters", "create_model", "describe",
+           "spec_of"]  # fmt: skip

@@ -1,0 +1,102 @@
+"""The registry of colorization systems (timm-style): a name -> how to build it, train it and recover colour.
+
+Every model maps L (B, 1, H, W) in [0, 1] to (colour, class logits or None). The colour is either 313
+category logits at H/4 (heads `classify`, `soft`) or (a, b) / AB_SCALE at any resolution (heads `l1`, `l2`,
+regression); `training.loss` and `recover_ab` take both.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+N_CLASSES = 1000  # ImageNet's classes: the classifier's outputs (Sec. 3.6), more if a store lists more
+REGRESSION_HEADS = ("l1", "l2")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered system: its builder, the losses and recoveries it takes (the first is its own), its
+    optimiser, the paper it comes from, and for GANs the discriminator."""
+
+    name: str
+    build: Callable[[float, int, str], nn.Module]  # (width, n_classes, head) -> model
+    heads: tuple[str, ...]
+    recoveries: tuple[str, ...]
+    optimizer: str  # "sgd" or "adam"
+    seed: str
+    betas: tuple[float, float] = (0.9, 0.999)
+    discriminator: Callable[[float], nn.Module] | None = None  # width -> D, for adversarial training
+
+    def loss(self, head: str) -> str:
+        return {
+            "classify": "weighted cross-entropy over 313 bins (Eq. 19)",
+            "soft": "soft-encoded cross-entropy, rebalanced (Zhang Eq. 1-4)",
+            "l1": "L1 on ab",
+            "l2": "L2 on ab",
+        }[head] + (" + conditional GAN" if self.discriminator else "")
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in MODELS:
+        raise ValueError(f"model {spec.name!r} is registered twice")
+    MODELS[spec.name] = spec
+    return spec
+
+
+def spec_of(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise ValueError(f"unknown model variant {name!r}; choose from {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def create_model(name: str, width: float = 1.0, head: str = "", n_classes: int = N_CLASSES) -> nn.Module:
+    """The model `name` at `width` (1 = its paper's) with loss head `head` ("" = its own)."""
+    spec = spec_of(name)
+    head = head or spec.heads[0]
+    if head not in spec.heads:
+        raise ValueError(f"{name} takes the heads {', '.join(spec.heads)}, not {head!r}")
+    if not 0 < width <= 4:
+        raise ValueError(f"width must be in (0, 4], got {width}")
+    model = spec.build(width, n_classes, head)
+    model.head_kind = head
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def describe(name: str, size: int = 224) -> dict:
+    """Parameters and forward GFLOPs at `size` (2 per multiply-add, on the meta device) of the paper-size
+    model, with its discriminator's parameters, loss, recovery and seed."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = spec_of(name)
+    with torch.device("meta"):
+        model = create_model(name).eval()
+        disc = spec.discriminator(1.0) if spec.discriminator else None
+    with FlopCounterMode(display=False) as counter:
+        model(torch.empty(1, 1, size, size, device="meta"))
+    return {
+        "name": name,
+        "params": count_parameters(model),
+        "discriminator_params": count_parameters(disc) if disc else 0,
+        "gflops": counter.get_total_flops() / 1e9,
+        "loss": spec.loss(spec.heads[0]),
+        "recovery": ", ".join(spec.recoveries),
+        "seed": spec.seed,
+    }
+
+
+def xavier_init(module: nn.Module) -> None:
+    """Xavier normal initialisation of every convolution (Sec. 4.1 of Wang et al.; the others' default too)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+            nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

@@ -1,0 +1,175 @@
+"""A training run's state: its place under DDP, data, networks, optimisers and step; how it is built, stepped,
+checkpointed and restored. `training.run` drives it."""
+
+import contextlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from training import checkpoint
+from training.config import RUN_LOCAL, TrainConfig
+from training.data import DataConfig, Loader, StoreData
+from training.devices import resolve_device
+from training.loss import Criterion
+from training.models import ModelSpec, create_model, spec_of
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+@dataclass
+class Run:
+    """Everything a training run holds; `disc`, `net_d` and `opt_d` are the discriminator's (GAN models)."""
+
+    cfg: TrainConfig
+    spec: ModelSpec
+    rank: int
+    world: int
+    device: torch.device
+    data: StoreData
+    loader: Loader
+    model: torch.nn.Module
+    net: torch.nn.Module  # the model as stepped: compiled and/or wrapped in DDP
+    criterion: Criterion
+    opt: torch.optim.Optimizer
+    size: int  # resize batches to this (0: the store's)
+    total: int
+    disc: torch.nn.Module | None = None
+    net_d: torch.nn.Module | None = None
+    opt_d: torch.optim.Optimizer | None = None
+    step: int = 0
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    @property
+    def channels_last(self) -> bool:
+        return self.cfg.channels_last and self.device.type == "cuda"
+
+    def autocast(self):
+        """bf16 on CUDA, fp32 on the CPU: one code path."""
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor, module: torch.nn.Module, name: str = "model") -> None:
+        """loss.backward(), or NonFiniteLoss (and nonfinite.json) if the loss or `module`'s gradient is not finite:
+        the caller steps its optimiser only after this returns."""
+        grad_norm = torch.zeros(())
+        if torch.isfinite(loss):
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), float("inf"))
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            what = {"step": self.step, "network": name, "loss": loss.item(), "grad_norm": float(grad_norm)}
+            (self.out / "nonfinite.json").write_text(json.dumps(what))
+            raise NonFiniteLoss(f"non-finite loss or gradient at step {self.step} ({what}); last good checkpoint kept")
+
+
+def optimizer(cfg: TrainConfig, spec: ModelSpec, params, lr: float) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=lr, betas=spec.betas, weight_decay=cfg.weight_decay)
+
+
+def setup(cfg: TrainConfig) -> Run:
+    """The run's data, loader, networks (initialised from the seed), loss and optimisers, on its device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(cfg.device, local_rank)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    data = StoreData(cfg.store, cfg.holdout, threads=cfg.loader_threads)
+    size = cfg.size if cfg.size != data.S else 0
+    dcfg = DataConfig(cfg.store, cfg.batch_size, size, cfg.holdout, seed=cfg.seed, order=cfg.order,
+                      window=cfg.window, threads=cfg.loader_threads)  # fmt: skip
+    loader = Loader(data, dcfg, rank, world, pin=device.type == "cuda")
+    total = cfg.steps or cfg.epochs * loader.batches_per_epoch()
+    nets = networks(cfg, device, data.weights, data.n_classes, _wrapper(cfg, world, local_rank, device))
+    return Run(cfg, spec_of(cfg.variant), rank, world, device, data, loader, size=size, total=total, **nets)
+
+
+def networks(cfg: TrainConfig, device: torch.device, weights, n_classes: int, wrap=None) -> dict:
+    """The model, its loss and optimiser, and a GAN's discriminator and its optimiser, on `device`; `wrap`
+    compiles and/or wraps a network for DDP (default: as it is). Also what `benchmarks train` steps."""
+    wrap = wrap or (lambda m: m)
+    spec = spec_of(cfg.variant)
+    model = create_model(cfg.variant, cfg.width, cfg.head, n_classes).to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    nets = {"model": model, "net": wrap(model), "opt": optimizer(cfg, spec, model.parameters(), cfg.lr)}
+    nets["criterion"] = Criterion(weights, cfg.head, cfg.lam_col, cfg.lam_cls).to(device)
+    if spec.discriminator:
+        disc = spec.discriminator(cfg.width).to(device)
+        opt_d = optimizer(cfg, spec, disc.parameters(), cfg.lr_d or cfg.lr)
+        nets |= {"disc": disc, "net_d": wrap(disc), "opt_d": opt_d}
+    return nets
+
+
+def _wrapper(cfg: TrainConfig, world: int, local_rank: int, device: torch.device):
+    def wrap(module: torch.nn.Module) -> torch.nn.Module:
+        net = torch.compile(module) if cfg.compile else module
+        if world > 1:
+            ids = [local_rank] if device.type == "cuda" else None
+            net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        return net
+
+    return wrap
+
+
+def train_step(run: Run, batch: dict, lr: float) -> dict:
+    """One optimiser step of the run's system (the adversarial step for GAN models, `training.gan`)."""
+    if run.disc is not None:
+        from training.gan import adversarial_step
+
+        return adversarial_step(run, batch, lr, run.autocast())
+    for g in run.opt.param_groups:
+        g["lr"] = lr
+    with run.autocast():
+        losses = run.criterion(run.net(batch["L"]), batch["q"], batch["label"])
+    run.opt.zero_grad(set_to_none=True)
+    run.backward(losses["loss"], run.model)
+    run.opt.step()
+    return losses
+
+
+def _networks(run: Run) -> dict[str, torch.nn.Module]:
+    return {"model": run.model} | ({"discriminator": run.disc} if run.disc is not None else {})
+
+
+def save_checkpoint(run: Run) -> None:
+    """Checkpoint the run (rank 0 writes); weights or BatchNorm statistics that are not finite are never saved."""
+    for name, net in _networks(run).items():
+        if not all(torch.isfinite(t).all() for t in net.state_dict().values() if t.is_floating_point()):
+            (run.out / "nonfinite.json").write_text(json.dumps({"step": run.step, "weights": f"non-finite {name}"}))
+            raise NonFiniteLoss(f"non-finite {name} weights at step {run.step}; not saved, last good checkpoint kept")
+    if run.rank == 0:
+        state = {"model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "step": run.step}
+        state |= {"config": asdict(run.cfg), "torch_rng": torch.get_rng_state(), "n_classes": run.data.n_classes}
+        if run.disc is not None:
+            state |= {"discriminator": run.disc.state_dict(), "optimizer_d": run.opt_d.state_dict()}
+        checkpoint.save(run.out / "checkpoint.pt", state)
+
+
+def restore(run: Run) -> None:
+    """Continue from the run's checkpoint (every network and optimiser): refused if a setting that changes the
+    results differs."""
+    path = run.out / "checkpoint.pt"
+    if not path.is_file():
+        return
+    state = checkpoint.load(path)
+    cfg = asdict(run.cfg)
+    changed = sorted(k for k, v in cfg.items() if state["config"].get(k) != v and k not in RUN_LOCAL)
+    if changed:
+        raise ValueError(f"{path} was trained with other settings ({', '.join(changed)}); use another --out")
+    run.model.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["optimizer"])
+    if run.disc is not None:
+        run.disc.load_state_dict(state["discriminator"])
+        run.opt_d.load_state_dict(state["optimizer_d"])
+    run.step = int(state["step"])
+    torch.set_rng_state(state["torch_rng"])
