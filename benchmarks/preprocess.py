@@ -16,6 +16,7 @@ one a dataset of ImageNet's size sees.
 """
 
 import argparse
+import itertools
 import shutil
 import tempfile
 import time
@@ -97,6 +98,31 @@ class Workload:
     parts_once: list
 
 
+def pack_tar(source: Path, out: Path, per_shard: int = 512) -> Path:
+    """The files of source/train as WebDataset shards out/train/shard-NNNNN.tar (`<key>.jpg` + `<key>.cls`, the
+    class index from the source's folders), in the folder layout's order."""
+    import io
+    import tarfile
+
+    from pipeline.discover import discover
+
+    files, _ = discover(source, "train")
+    (out / "train").mkdir(parents=True, exist_ok=True)
+    if (source / "synsets.txt").is_file():
+        (out / "synsets.txt").write_bytes((source / "synsets.txt").read_bytes())
+    for k in range(0, len(files), per_shard):
+        with tarfile.open(out / "train" / f"shard-{k // per_shard:05d}.tar", "w") as tf:
+            for n, src in enumerate(files[k : k + per_shard], k):
+                for name, data in (
+                    (f"{n:08d}.jpg", (source / src.path).read_bytes()),
+                    (f"{n:08d}.cls", b"%d" % src.label),
+                ):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tf.addfile(info, io.BytesIO(data))
+    return out
+
+
 def workload(args, tmp: Path) -> Workload:
     from benchmarks.photos import imagenet_sample
     from pipeline.build import auto_part_images
@@ -135,7 +161,7 @@ def interleaved(args, w: Workload, tmp: Path) -> tuple[dict, dict, dict]:
             futures = client.map(_floor_part, [cfg] * len(parts), range(len(parts)), parts, pure=False)
             return sum(client.gather(futures))
 
-        stores = iter(tmp / f"round{r}.zarr" for r in range(2 * args.rounds + 2))
+        stores = (tmp / f"run{r}.zarr" for r in itertools.count())
 
         def pipeline(source=w.source):
             address = cluster.scheduler_address
@@ -151,6 +177,10 @@ def interleaved(args, w: Workload, tmp: Path) -> tuple[dict, dict, dict]:
         pipeline()  # numba caches and DALI pipelines loaded in the workers
         methods = {"floor": floor, "pipeline": pipeline, "naive": naive}
         methods |= {"floor_once": lambda: floor(w.cfg_once, w.parts_once), "pipeline_once": lambda: pipeline(w.origin)}
+        if args.layout == "tar":  # the same files, as WebDataset shards read in place
+            tars = pack_tar(w.source, tmp / "tar")
+            times["pipeline_tar"] = []
+            methods["pipeline_tar"] = lambda: pipeline(tars)
         for _ in range(args.rounds):  # interleaved, so that machine noise hits all methods alike
             for name, fn in methods.items():
                 t0 = time.perf_counter()
@@ -169,6 +199,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=4, help="list every source file this many times (symlinks), >= 2")
     p.add_argument("--naive-images", type=int, default=64)
     p.add_argument("--part-images", type=int, help="files per Prefect task (the flow's option; default: its own)")
+    p.add_argument("--layout", choices=("classes", "tar"), default="classes",
+                   help="tar: also the flow on the same files packed as WebDataset shards")  # fmt: skip
     p.add_argument("--out", default="reports/benchmarks")
     args = p.parse_args(argv)
     if args.repeat < 2:
@@ -202,6 +234,7 @@ def results(args, w: Workload, times: dict, counts: dict) -> dict:
     n, n_once = len(w.sources), len(w.once)
     stats = {k: summary(v) for k, v in times.items()}
     per = {"floor": n, "pipeline": n, "naive": min(args.naive_images, n), "floor_once": n_once, "pipeline_once": n_once}
+    per["pipeline_tar"] = n
     rate = {k: per[k] / stats[k]["median_s"] for k in stats}
     med = {k: v["median_s"] for k, v in stats.items()}
     slope = {k: (med[k] - med[f"{k}_once"]) / (n - n_once) for k in ("floor", "pipeline")}
@@ -221,6 +254,7 @@ def results(args, w: Workload, times: dict, counts: dict) -> dict:
         "per_run_s": {k: med[k] - n * slope[k] for k in slope},
         "per_image_pipeline_over_floor": slope["pipeline"] / slope["floor"],
         "pipeline_vs_naive": rate["pipeline"] / rate["naive"],
+        "tar_over_folder": rate["pipeline_tar"] / rate["pipeline"] if "pipeline_tar" in rate else None,
     }
 
 
@@ -257,6 +291,11 @@ def _markdown(d: dict) -> str:
         f"- peak RSS of a worker: {d['worker_peak_rss_mb']:.0f} MB (target <= 2 GB)",
         "",
     ]
+    if d["tar_over_folder"]:
+        lines[-1:-1] = [
+            f"- the same files as WebDataset tar shards, read in place: {m['pipeline_tar']['median_s']:.2f} s = "
+            f"**{r['pipeline_tar']:.0f} images/s**, {d['tar_over_folder']:.2f}x the folder's rate"
+        ]
     return "\n".join(lines)
 
 

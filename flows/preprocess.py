@@ -24,6 +24,7 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 
 from flows.cluster import check_dask_address, dask_runner
 from pipeline.build import build_store, stage_part
+from pipeline.layouts import detect
 from pipeline.preprocess import PreprocessConfig
 from pipeline.settings import add_flags, given, setting, signature
 
@@ -93,10 +94,11 @@ def main(argv=None) -> int:
     settings, options = given(args, PreprocessConfig), given(args, RunOptions)
     try:
         cfg, run = PreprocessConfig(**settings), RunOptions(**options)  # validated here, before Prefect starts
-        split = Path(cfg.source) / cfg.split
-        if not split.is_dir():
+        root, split = Path(cfg.source), Path(cfg.source) / cfg.split
+        if not cfg.list and not split.is_dir() and not any(root.glob("*.tar")):
             raise FileNotFoundError(f"no split folder {split}")
-        if not any(not name.startswith(".") for _, _, files in os.walk(split) for name in files):
+        layout = detect(root, cfg.split, cfg.layout, cfg.list)  # says what it found when nothing fits
+        if layout in ("classes", "flat") and not any(f[0] != "." for _, _, fs in os.walk(split) for f in fs):
             raise ValueError(f"no files under {split}")  # the flow discovers them, once
         if run.dask_address:
             check_dask_address(run.dask_address)

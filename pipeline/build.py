@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from kernels.gamut import Q
-from pipeline.discover import discover
+from pipeline.layouts import find
 from pipeline.preprocess import PreprocessConfig, cut_parts, process_part
 from pipeline.shards import create_arrays, resize_arrays, write_shard
 from pipeline.staging import load_sources, part_done, save_sources, shard_marker, staged_summary
@@ -74,10 +74,11 @@ def build_store(
     t0 = time.perf_counter()
     cfg = replace(cfg, source=str(Path(cfg.source).resolve()))
     store = str(Path(store).resolve())
-    sources, class_list = discover(Path(cfg.source), cfg.split, cfg.classes, cfg.per_class, cfg.seed)
+    found = find(cfg)
+    sources, class_list = found.sources, found.classes
     if not sources:  # checked before anything is written
-        raise ValueError(f"no files under {Path(cfg.source) / cfg.split}")
-    cfg = replace(cfg, part_images=cfg.part_images or auto_part_images(len(sources)))
+        raise ValueError(f"no sources in {Path(cfg.source) / cfg.split} ({found.layout} layout)")
+    cfg = replace(cfg, layout=found.layout, part_images=cfg.part_images or auto_part_images(len(sources)))
     state = begin(Path(store), cfg, overwrite)
     if state is StoreState.DONE:
         log.info("%s is already complete for these settings; nothing to do", store)
@@ -86,7 +87,8 @@ def build_store(
 
     device = dali_device() if cfg.decoder == "auto" else cfg.decoder
     parts = cut_parts(sources, cfg.part_images)
-    log.info("%s: %d sources in %d parts, decoder %s (%s)", cfg.source, len(sources), len(parts), device, state.value)
+    log.info("%s: %d sources (%s layout, %d skipped before decoding) in %d parts, decoder %s (%s)", cfg.source,
+             len(sources), found.layout, len(found.skipped), len(parts), device, state.value)  # fmt: skip
     parts_dir = str(save_sources(Path(store), parts))
     threads = max(1, (os.cpu_count() or 1) // workers)
     task = {"cfg": cfg, "store": store, "parts_dir": parts_dir, "device": device, "threads": threads}
@@ -98,6 +100,7 @@ def build_store(
                 r["index"] = index
                 index += 1
             records.append(r)
+    records += found.skipped  # what could not become a source: bad lines, members without an image, ...
     counts = np.sum([s["counts"] for s in summaries], axis=0) if summaries else np.zeros(Q, np.int64)
     attrs = finalize(Path(store), cfg, records, counts, class_list)
     seconds, busy = time.perf_counter() - t0, sum(s.get("seconds", 0.0) for s in summaries)

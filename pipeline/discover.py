@@ -16,11 +16,35 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Source:
-    """One input file: its path relative to the source root, and its class."""
+    """One input: its path relative to the source root and its class; a tar member (`pipeline.tars`) also
+    carries where its data lies in the shard."""
 
     path: str
     wnid: str
     label: int
+    offset: int = -1
+    size: int = -1
+
+
+def read_source(root: Path, src: Source) -> bytes:
+    """The bytes of a source: a file, or a tar member read in place."""
+    if src.offset >= 0:
+        from pipeline.tars import read_member
+
+        shard = src.path[: src.path.index(".tar/") + 4]
+        return read_member(Path(root) / shard, src.offset, src.size)
+    return (Path(root) / src.path).read_bytes()
+
+
+def read_path(root: Path, path: str) -> bytes:
+    """The bytes of a source named as a store records it: a file, or `<shard>.tar/<member>`."""
+    if ".tar/" in path:
+        from pipeline.tars import member_location
+
+        shard, member = path.split(".tar/", 1)
+        offset, size = member_location(Path(root) / f"{shard}.tar", member)
+        return read_source(root, Source(path, "", -1, offset, size))
+    return (Path(root) / path).read_bytes()
 
 
 def read_synsets(path: Path) -> list[str]:
@@ -48,7 +72,8 @@ def read_classes(spec: str | None) -> tuple[str, ...] | None:
     return tuple(names)
 
 
-def _walk(folder: Path) -> list[Path]:
+def walk(folder: Path) -> list[Path]:
+    """Every regular, non-hidden file below folder, sorted (hidden folders are passed over)."""
     files = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False, onerror=None):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -81,7 +106,7 @@ def discover(
         folders = [f for f in folders if f in set(classes)]
     sources = []
     for wnid in folders:
-        files = _walk(base / wnid)
+        files = walk(base / wnid)
         if per_class is not None and len(files) > per_class:
             keep = set(random.Random(f"{seed}:{wnid}").sample(range(len(files)), per_class))
             files = [f for i, f in enumerate(files) if i in keep]

@@ -16,7 +16,8 @@ import numpy as np
 
 from kernels.gamut import Q
 from pipeline.decode import DEFAULT_MAX_PIXELS, cropper, probe
-from pipeline.discover import Source, read_classes
+from pipeline.discover import Source, read_classes, read_source
+from pipeline.layouts import LAYOUTS
 from pipeline.settings import setting
 
 DALI_BATCH = 64  # images per DALI run: the decoded full-size images of one batch are held at once
@@ -29,6 +30,9 @@ class PreprocessConfig:
 
     source: str = setting(help="ImageNet-layout root: SOURCE/SPLIT/<class>/<files>")
     split: str = setting("train", "the split folder under SOURCE")
+    layout: str = setting("auto", "classes (SPLIT/<wnid>/*), flat (SPLIT/*), list (--list), tar (WebDataset)")
+    labels: str | None = setting(None, "flat layout: a labels file (default: SOURCE/LOC_val_solution.csv)")
+    list: str | None = setting(None, "a file of paths relative to SOURCE, one per line, a wnid after each")
     size: int = setting(224, "canonical size S (a multiple of 4)")
     classes: tuple[str, ...] | str | None = setting(None, "class subset: comma-separated wnids or a file of them")
     per_class: int | None = setting(None, "at most this many files per class (seeded draw)")
@@ -57,6 +61,10 @@ class PreprocessConfig:
             raise ValueError(f"lam must be in [0, 1], got {self.lam}")
         if (self.part_images is not None and self.part_images < 1) or self.shard_images < 1:
             raise ValueError("part_images (when given) and shard_images must be >= 1")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.list and self.layout not in ("auto", "list"):
+            raise ValueError(f"--list goes with --layout list, not {self.layout}")
         if self.decoder not in ("auto", "cpu", "mixed"):
             raise ValueError(f"decoder must be 'auto', 'cpu' or 'mixed', got {self.decoder!r}")
 
@@ -71,10 +79,9 @@ def part_cropper(cfg: PreprocessConfig, device: str):
     return cropper(cfg.size, min(cfg.part_images or DALI_BATCH, DALI_BATCH), device)
 
 
-def _read(path: Path) -> tuple[bytes | None, str]:
+def _read(root: Path, src: Source) -> tuple[bytes | None, str]:
     try:
-        with open(path, "rb") as f:
-            return f.read(), ""
+        return read_source(root, src), ""
     except OSError as e:
         return None, f"unreadable file: {type(e).__name__}: {e.strerror or e}"
 
@@ -118,7 +125,7 @@ def _process_batch(cfg: PreprocessConfig, sources, batch: range, cropper, record
     blobs, todo = [], []
     for i in batch:
         src = sources[i]
-        data, err = _read(root / src.path)
+        data, err = _read(root, src)
         if data is None:
             records[i] = _skip(src, "unreadable", err)
             continue

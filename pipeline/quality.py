@@ -77,8 +77,6 @@ def _scan(group, rep: Report, n: int) -> np.ndarray | None:
 
 
 def _manifest(store: Path, group, rep: Report, n: int) -> list[dict]:
-    from pipeline.discover import discover
-
     try:
         records = [json.loads(line) for line in (store / MANIFEST).read_text().splitlines() if line.strip()]
     except (OSError, json.JSONDecodeError) as e:
@@ -95,32 +93,36 @@ def _manifest(store: Path, group, rep: Report, n: int) -> list[dict]:
     rep.check("counts attribute = manifest", outcomes == dict(group.attrs["counts"]), json.dumps(outcomes))
     rep.facts["outcomes"] = outcomes
     cfg = group.attrs["config"]
-    src = Path(cfg["source"])
-    if (src / cfg["split"]).is_dir():
-        classes = tuple(cfg["classes"]) if cfg["classes"] else None
-        found = [s.path for s in discover(src, cfg["split"], classes, cfg["per_class"], cfg["seed"])[0]]
+    if Path(cfg["source"]).is_dir():
+        from pipeline.layouts import find
+        from pipeline.preprocess import PreprocessConfig
+
+        found = find(PreprocessConfig(**cfg))
+        rep.facts["layout"] = found.layout
         listed = [r["path"] for r in records]
+        expected = [s.path for s in found.sources] + [r["path"] for r in found.skipped]
         dupes = len(listed) - len(set(listed))
-        missing = sorted(set(found) - set(listed))
+        missing = sorted(set(expected) - set(listed))
         rep.check(
-            "every source accounted for once",
-            not missing and not dupes and len(found) == len(listed),
-            f"{len(found)} files in the source, {len(listed)} records, {len(missing)} missing, {dupes} duplicated"
+            f"every source accounted for once ({found.layout} layout)",
+            not missing and not dupes and len(expected) == len(listed),
+            f"{len(expected)} sources, {len(listed)} records, {len(missing)} missing, {dupes} duplicated"
             + (f"; first missing: {missing[0]}" if missing else ""),
         )
     else:
-        rep.check("source present for re-check", True, f"{src} not here: source accounting and re-decode skipped")
+        rep.check("source present for re-check", True, f"{cfg['source']} not here: accounting and re-decode skipped")
     return records
 
 
 def _resample(group, records: list[dict], rep: Report, k: int, seed: int) -> None:
     from kernels import image_targets
     from pipeline.decode import cropper
+    from pipeline.discover import read_path
 
     cfg = group.attrs["config"]
     src = Path(cfg["source"])
     stored = [r for r in records if r["outcome"] == "stored"]
-    if not stored or not (src / cfg["split"]).is_dir():
+    if not stored or not src.is_dir():
         return
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(len(stored), size=min(k, len(stored)), replace=False).tolist())
@@ -128,7 +130,7 @@ def _resample(group, records: list[dict], rep: Report, k: int, seed: int) -> Non
     bad = []
     for i in pick:
         r = stored[i]
-        data = (src / r["path"]).read_bytes()
+        data = read_path(src, r["path"])
         rgb = crop.crop_as(data, r.get("decoder", "dali"))
         if rgb is None:
             bad.append(f"{r['path']}: no longer decodes")
@@ -241,7 +243,7 @@ def _markdown(store: Path, rep: Report) -> str:
     lines = [f"# Data quality: {store}", "", f"**{'PASS' if rep.ok else 'FAIL'}** - {len(rep.checks)} checks", ""]
     lines += ["| check | result | detail |", "|---|---|---|"]
     lines += [f"| {c['check']} | {'ok' if c['ok'] else 'FAILED'} | {c['detail']} |" for c in rep.checks]
-    lines += ["", f"- images: {f.get('n_images')}; outcomes: {f.get('outcomes')}"]
+    lines += ["", f"- images: {f.get('n_images')}; outcomes: {f.get('outcomes')}; layout read: {f.get('layout')}"]
     lines += [f"- categories used: {f.get('bins_used')} of {Q}; unknown labels: {f.get('unknown_labels')}"]
     if f.get("kl_prior_vs_zhang") is not None:
         lines += [

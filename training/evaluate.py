@@ -43,15 +43,15 @@ def lab_to_rgb8(L: np.ndarray, ab: np.ndarray) -> np.ndarray:
 def ground_truth(group, idx: np.ndarray) -> list[np.ndarray | None]:
     """The S x S RGB crops of the stored images, re-decoded from their source files (None if gone)."""
     from pipeline.decode import cropper
+    from pipeline.discover import read_path
 
     cfg = group.attrs["config"]
     root = Path(cfg["source"])
     crop = cropper(int(cfg["size"]), 1, "cpu")
     out = []
     for i in idx:
-        path = root / str(group["path"][int(i)])
         try:
-            data = path.read_bytes()
+            data = read_path(root, str(group["path"][int(i)]))
         except OSError:
             out.append(None)
             continue
