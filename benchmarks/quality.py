@@ -60,7 +60,7 @@ def train_one(args, name: str, seed: int, work: Path):
         rates = [float(r["images_per_s"]) for r in csv.DictReader(f)][1:]
     from training.checkpoint import load_model
 
-    model, _, _ = load_model(Path(cfg.out) / "checkpoint.pt", "auto")
+    model, _, _ = load_model(Path(cfg.out) / "checkpoint-last.pt", "auto")
     return model, cfg, statistics.median(rates) if rates else float("nan")
 
 
@@ -86,11 +86,12 @@ def evaluate_one(args, model, cfg, idx: np.ndarray) -> dict:
 
 def grid_row_images(args, model, cfg, idx: np.ndarray) -> list[np.ndarray]:
     from pipeline.store import open_store
-    from training.evaluate import lab_to_rgb8, predict_ab
+    from training.colour import lab_to_rgb8
+    from training.evaluate import predict_ab
 
-    L8 = np.asarray(open_store(args.eval_store)["L"].oindex[idx])
-    ab = predict_ab(model, L8, next(model.parameters()).device, cfg.size, cfg.head, cfg.recovery)
-    return [lab_to_rgb8(L8[k] * 100.0 / 255.0, ab[k]) for k in range(len(idx))]
+    L8 = torch.from_numpy(np.asarray(open_store(args.eval_store)["L"].oindex[idx]))
+    ab = predict_ab(model, L8, cfg.size, cfg.head, cfg.recovery)
+    return list(lab_to_rgb8(L8.to(ab.device).double() * (100.0 / 255.0), ab).cpu().numpy())
 
 
 def summarise(runs: dict[str, list[dict]]) -> dict:
@@ -181,11 +182,12 @@ def main(argv=None) -> int:
 
 def _gray_and_truth(store: str, idx: np.ndarray) -> tuple[list, list]:
     from pipeline.store import open_store
-    from training.evaluate import ground_truth, lab_to_rgb8
+    from training.colour import lab_to_rgb8
+    from training.evaluate import ground_truth
 
     group = open_store(store)
-    L8 = np.asarray(group["L"].oindex[idx])
-    gray = [lab_to_rgb8(L8[k] * 100.0 / 255.0, np.zeros((*L8.shape[1:], 2))) for k in range(len(idx))]
+    L = torch.from_numpy(np.asarray(group["L"].oindex[idx])).double() * (100.0 / 255.0)
+    gray = list(lab_to_rgb8(L, torch.zeros((*L.shape, 2), dtype=torch.float64)).numpy())
     truth = [t if t is not None else g for t, g in zip(ground_truth(group, idx), gray, strict=True)]
     return gray, truth
 
@@ -205,7 +207,7 @@ def _markdown(d: dict) -> str:
     ]
     for name, r in systems.items():
         info = r["describe"]
-        for recovery in [k for k, v in r.items() if isinstance(v, dict) and "psnr" in v]:
+        for recovery in [k for k, v in r.items() if isinstance(v, dict) and "psnr" in v and k != "gray"]:
             m = r[recovery]
             label = "guided by its ground truth" if recovery == "guided" else recovery
             cells = [

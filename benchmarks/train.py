@@ -95,7 +95,7 @@ def train_rates(args, device: torch.device, weights: np.ndarray) -> dict[str, li
         for name, run in runs.items():
             _sync(device)
             t0 = time.perf_counter()
-            train_step(run, batch, run.cfg.lr)
+            train_step(run, batch)
             _sync(device)
             if r >= args.warmup:
                 times[name].append(time.perf_counter() - t0)

@@ -18,7 +18,7 @@ def load(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a damaged file gets one clear message
         raise RuntimeError(f"{path} is not a readable checkpoint: {type(e).__name__}: {e}") from e
 

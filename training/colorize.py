@@ -1,12 +1,13 @@
 """Colorize photos: `python -m training.colorize --checkpoint C INPUT... --out DIR [--reference PHOTO]`.
 
 INPUTs are files or folders (searched recursively), any size, mode or format Pillow reads. Each image is
-converted to L (colour inputs too), the network runs on L resized to its training size, and the predicted
-(a, b) (Eq. 15-16) is upsampled to the input's full resolution (Eq. 17) and recombined with the original
-full-resolution L. Output: DIR/<name>.png. An unreadable file is reported and skipped; the others are still
-colorized. With `--reference PHOTO` the colours are steered towards the reference's (`training.guidance`, seed
-001's global histogram; `--reference-strength`, default 1). Exit code 0 if all succeeded, 1 if some failed, 2
-on bad arguments or when nothing was readable.
+converted to L (colour inputs too), the network runs on L resized to its training size, in batches on the
+device, and the predicted (a, b) (Eq. 15-16) is upsampled to the input's full resolution (Eq. 17) and joined
+with the original full-resolution L there. Outputs keep each photo's path below the folder given
+(DIR/<folder>/<path>.png; a file given alone: DIR/<name>.png), so none overwrites another. With `--reference
+PHOTO` the colours are steered towards the reference's (`training.guidance`, seed 001's global histogram;
+`--reference-strength`, default 1). An unreadable file is reported and skipped; the others are still
+colorized. Exit code 0 if all succeeded, 1 if some failed, 2 on bad arguments or when nothing was readable.
 """
 
 import argparse
@@ -19,15 +20,26 @@ import torch
 from training.loss import upsample_ab
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+BATCH = 16
 
 
-def inputs(paths: list[str]) -> list[Path]:
-    out = []
+def inputs(paths: list[str]) -> list[tuple[Path, Path]]:
+    """(input file, output path relative to --out): a folder's files keep their path below the folder, under the
+    folder's name; a name taken twice gets a number, so that no output overwrites another."""
+    out, taken = [], set()
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            pairs = [(f, Path(p.resolve().name) / f.relative_to(p)) for f in files]
         else:
-            out.append(p)
+            pairs = [(p, Path(p.name))]
+        for f, rel in pairs:
+            name, k = rel.with_suffix(".png"), 1
+            while name in taken:
+                k += 1
+                name = rel.with_name(f"{rel.stem}-{k}.png")
+            taken.add(name)
+            out.append((f, name))
     return out
 
 
@@ -41,22 +53,27 @@ def read_L(path: Path) -> np.ndarray:
 
 
 @torch.no_grad()
-def colorize_L(model, L: np.ndarray, size: int, head: str, recovery: str = "argmax", reference=None,
-               strength: float = 1.0) -> np.ndarray:  # fmt: skip
-    """uint8 RGB (H, W, 3) for L (H, W) in [0, 100]: the network at size x size on the model's device, ab
-    upsampled to H x W there; guided by `reference` (`training.guidance.Reference`) when given."""
+def colorize_batch(model, Ls: list[np.ndarray], size: int, head: str, recovery: str = "argmax", reference=None,
+                   strength: float = 1.0) -> list[np.ndarray]:  # fmt: skip
+    """uint8 RGB (H, W, 3) for each L (H, W) in [0, 100]: the network at size x size on the model's device for
+    the whole batch, each (a, b) upsampled to its own H x W and joined with its full-resolution L there; guided
+    by `reference` (`training.guidance.Reference`) when given."""
     import torch.nn.functional as F
 
-    from training.evaluate import lab_to_rgb8
+    from training.colour import lab_to_rgb8
     from training.guidance import guided_ab
 
     device = next(model.parameters()).device
-    x = torch.from_numpy(L).float().div(100.0)[None, None].to(device)  # (1, 1, H, W)
-    x = F.interpolate(x, size=(size, size), mode="area" if min(L.shape) >= size else "bilinear")
+    full = [torch.from_numpy(L).to(device)[None, None] for L in Ls]  # (1, 1, H, W) each
+    x = torch.cat([F.interpolate(t.float() / 100.0, size=(size, size), mode="area" if min(t.shape[-2:]) >= size
+                                 else "bilinear") for t in full])  # fmt: skip
     out, _ = model(x)
-    refs = [reference] if reference is not None else None
-    ab = upsample_ab(guided_ab(out, head, recovery, refs, strength), L.shape)  # (1, 2, H, W)
-    return lab_to_rgb8(L, ab[0].permute(1, 2, 0).float().cpu().numpy())
+    ab = guided_ab(out, head, recovery, [reference] * len(Ls) if reference is not None else None, strength)
+    rgbs = []
+    for k, t in enumerate(full):
+        ab_k = upsample_ab(ab[k : k + 1].double(), t.shape[-2:]).permute(0, 2, 3, 1)  # (1, H, W, 2)
+        rgbs.append(lab_to_rgb8(t[:, 0].double(), ab_k)[0].cpu().numpy())
+    return rgbs
 
 
 def main(argv=None) -> int:
@@ -83,19 +100,24 @@ def main(argv=None) -> int:
     if not files:
         print("error: no input images found", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    for f in files:
-        try:
-            L = read_L(f)
-        except Exception as e:  # noqa: BLE001 - reported per file; the rest go on
-            print(f"skipped {f}: cannot read it as an image ({type(e).__name__}: {e})", file=sys.stderr)
-            failed += 1
+    out, failed = Path(args.out), 0
+    for start in range(0, len(files), BATCH):
+        batch = []
+        for f, rel in files[start : start + BATCH]:
+            try:
+                batch.append((f, rel, read_L(f)))
+            except Exception as e:  # noqa: BLE001 - reported per file; the rest go on
+                print(f"skipped {f}: cannot read it as an image ({type(e).__name__}: {e})", file=sys.stderr)
+                failed += 1
+        if not batch:
             continue
-        rgb = colorize_L(model, L, cfg["size"] or 224, cfg["head"], recovery, reference, args.reference_strength)
-        Image.fromarray(rgb).save(out / f"{f.stem}.png")
-        print(f"{f} -> {out / (f.stem + '.png')} ({rgb.shape[1]} x {rgb.shape[0]})")
+        size = cfg["size"] or 224
+        rgbs = colorize_batch(model, [L for _, _, L in batch], size, cfg["head"], recovery, reference,
+                              args.reference_strength)  # fmt: skip
+        for (f, rel, _), rgb in zip(batch, rgbs, strict=True):
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rgb).save(out / rel)
+            print(f"{f} -> {out / rel} ({rgb.shape[1]} x {rgb.shape[0]})")
     if failed == len(files):
         return 2
     return 1 if failed else 0

@@ -2,7 +2,8 @@
 embedded default's CPU-sized preset."""
 
 import argparse
-from dataclasses import dataclass, replace
+import json
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from pipeline.settings import given, setting
@@ -21,7 +22,9 @@ EMBEDDED = {
     "lr": 0.05,
     "ckpt_every": 200,
 }
-RUN_LOCAL = ("loader_threads",)  # settings a resumed run may change: they do not change its results
+# Settings a resumed run may change: they decide where and how it runs and reports, not what it learns.
+RUN_LOCAL = ("out", "device", "loader_threads", "ckpt_every", "keep", "log_every", "tensorboard", "eval_every",
+             "val_images", "eval_images", "eval_store", "recovery")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,12 @@ class TrainConfig:
     # where it runs, and how often it reports
     device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
     channels_last: bool = setting(True, "channels_last on CUDA (the CPU backward of a strided 1x1 conv crashes)")
-    ckpt_every: int = setting(500, "steps between checkpoints")
-    log_every: int = setting(10, "steps between rows of metrics.csv")
+    ckpt_every: int = setting(500, "steps between checkpoint-last.pt's")
+    keep: int = setting(0, "also keep the last N step checkpoints (checkpoint-00001000.pt, ...)")
+    log_every: int = setting(10, "steps between rows of metrics.csv and TensorBoard points")
+    tensorboard: bool = setting(True, "TensorBoard logs in out/tensorboard (losses, lr, images/s, validation)")
+    eval_every: int = setting(0, "steps between validations (loss, PSNR; checkpoint-best.pt): 0 = at the end only")
+    val_images: int = setting(32, "images of the holdout or --eval-store each validation scores")
     eval_images: int = setting(64, "images evaluated at the end (0 = all)")
     order: str = setting("random", "the loader's order: random or quasi (training.order)")
     window: int = setting(32, "quasi order: shards shuffled together")
@@ -81,9 +88,26 @@ class TrainConfig:
             raise ValueError(f"order must be one of {ORDERS}, loader_threads >= 0 and window >= 1")
 
 
+def read_config(path: str | Path) -> dict:
+    """The settings of a JSON or YAML file (a run's own config.json works); unknown keys are refused."""
+    text = Path(path).read_text()
+    if Path(path).suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        values = yaml.safe_load(text) or {}
+    else:
+        values = json.loads(text)
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{path}: unknown settings {', '.join(unknown)}")
+    return values
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The flags given, over the defaults (with --store) or over the embedded default's preset (without)."""
-    flags = given(args, TrainConfig)
-    if args.store:
+    """The flags given, over --config FILE, over the defaults (a store given) or the embedded default's preset."""
+    base = read_config(args.config) if getattr(args, "config", None) else {}
+    flags = base | given(args, TrainConfig)
+    if flags.get("store"):
         return TrainConfig(**flags)
     return replace(TrainConfig(**EMBEDDED), **flags)

@@ -1,12 +1,12 @@
-"""Evaluation (Sec. 4.3): PSNR and SSIM on RGB, and colourfulness, for a checkpoint and the gray baseline.
+"""Evaluation (Sec. 4.3): PSNR, SSIM, colourfulness and Zhang's raw accuracy of a checkpoint and the gray baseline.
 
-    python -m training.evaluate --checkpoint C --store S [--split holdout|all] [--max-images 64] [--out DIR]
+    python -m training.evaluate --checkpoint C --store S [--split holdout|all] [--max-images 64] [--guided 1]
 
-The ground truth of an image is its S x S crop, re-decoded from the source file named in the store (the
-store keeps L and categories, not the colours). The prediction is the stored L with the network's (a, b)
-(recovered by Eq. 15-16, upsampled x4 by Eq. 17); the gray baseline is the same L with a = b = 0. PSNR and
-SSIM come from scikit-image (`peak_signal_noise_ratio`, `structural_similarity` on 8-bit RGB, data range
-255); colourfulness is Hasler and Suesstrunk's M = sigma_rgyb + 0.3 mu_rgyb. Writes json, md and a grid.
+The ground truth of an image is its S x S crop, re-decoded from the source named in the store (the store keeps
+L and categories, not the colours). The prediction is the stored L with the network's (a, b) (recovered by
+Eq. 15-16, upsampled by Eq. 17); the gray baseline is the same L with a = b = 0. Batches run on the device and
+the metrics are computed there (`training.colour`: scikit-image's lab2rgb, PSNR and SSIM, to the last digit).
+Writes json, md and a grid.
 """
 
 import argparse
@@ -17,27 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from training import colour
 from training.loss import upsample_ab
 
-
-def colourfulness(rgb: np.ndarray) -> float:
-    """Hasler and Suesstrunk (2003): sqrt(var rg + var yb) + 0.3 sqrt(mean rg^2 + mean yb^2)."""
-    r, g, b = (rgb[..., k].astype(np.float64) for k in range(3))
-    rg, yb = r - g, 0.5 * (r + g) - b
-    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
-
-
-def lab_to_rgb8(L: np.ndarray, ab: np.ndarray) -> np.ndarray:
-    """L (H, W) in [0, 100] and ab (H, W, 2) -> uint8 RGB (H, W, 3) (scikit-image, clipped to the gamut)."""
-    import warnings
-
-    from skimage.color import lab2rgb
-
-    lab = np.concatenate([L[..., None], ab], axis=-1).astype(np.float64)
-    with warnings.catch_warnings():  # out-of-gamut Lab is clipped, as intended
-        warnings.simplefilter("ignore", UserWarning)
-        rgb = lab2rgb(lab)
-    return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+BATCH = 16
 
 
 def ground_truth(group, idx: np.ndarray) -> list[np.ndarray | None]:
@@ -61,43 +44,26 @@ def ground_truth(group, idx: np.ndarray) -> list[np.ndarray | None]:
 
 
 @torch.no_grad()
-def predict_ab(model, L8: np.ndarray, device, size: int, head: str, mode: str = "argmax", refs=None,
-               strength: float = 1.0) -> np.ndarray:  # fmt: skip
-    """(a, b) (B, S, S, 2) predicted for stored L uint8 (B, S, S), the network run at `size`; with `refs`
-    (`training.guidance.Reference`, one per image), guided by each one's colours."""
+def predict_ab(model, L8: torch.Tensor, size: int, head: str, mode: str = "argmax", refs=None,
+               strength: float = 1.0) -> torch.Tensor:  # fmt: skip
+    """(a, b) (B, S, S, 2) on the model's device for stored L uint8 (B, S, S), the network run at `size`; with
+    `refs` (`training.guidance.Reference`, one per image), guided by each one's colours."""
     import torch.nn.functional as F
 
     from training.guidance import guided_ab
 
-    L = torch.from_numpy(L8).unsqueeze(1).float().div(255.0).to(device)  # (B, 1, S, S)
+    L = L8.to(next(model.parameters()).device).unsqueeze(1).float().div(255.0)  # (B, 1, S, S)
     x = F.interpolate(L, size=(size, size), mode="area") if size != L.shape[-1] else L
     out, _ = model(x)
-    ab = upsample_ab(guided_ab(out, head, mode, refs, strength), L.shape[-2:])  # (B, 2, S, S)
-    return ab.permute(0, 2, 3, 1).float().cpu().numpy()
+    return upsample_ab(guided_ab(out, head, mode, refs, strength), L.shape[-2:]).permute(0, 2, 3, 1)
 
 
-AUC_MAX = 150  # Zhang et al.'s raw accuracy: thresholds 0..150 on the (a, b) error
-
-
-def auc(ab: np.ndarray, ab_true: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """Area under the curve of the share of pixels whose (a, b) error is within t, for t = 0 .. 150, normalised
-    to [0, 1] (Zhang et al. 2016, Sec. 3.1; the review of papers/004); `weights` per pixel for the
-    class-rebalanced version."""
-    err = np.sqrt(((ab.astype(np.float64) - ab_true) ** 2).sum(-1)).ravel()
-    w = np.ones_like(err) if weights is None else weights.ravel().astype(np.float64)
-    order = np.argsort(err)
-    cum = np.cumsum(w[order]) / w.sum()
-    within = np.searchsorted(err[order], np.arange(AUC_MAX + 1), side="right")  # pixels with err <= t
-    return float(np.mean(np.where(within > 0, cum[np.maximum(within - 1, 0)], 0.0)))
-
-
-def _scores(gt: np.ndarray, L: np.ndarray, ab: np.ndarray, ab_true: np.ndarray, w: np.ndarray) -> tuple:
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    rgb = lab_to_rgb8(L, ab)
-    psnr = peak_signal_noise_ratio(gt, rgb, data_range=255)
-    ssim = structural_similarity(gt, rgb, channel_axis=-1, data_range=255)
-    return rgb, (psnr, ssim, colourfulness(rgb), auc(ab, ab_true), auc(ab, ab_true, w))
+def _scores(truth: torch.Tensor, L: torch.Tensor, ab: torch.Tensor, ab_true, weights) -> tuple[torch.Tensor, list]:
+    """The RGB of (L, ab) and, per image, (PSNR, SSIM, colourfulness, AuC, rebalanced AuC)."""
+    rgb = colour.lab_to_rgb8(L, ab)
+    values = [colour.psnr(truth, rgb), colour.ssim(truth, rgb), colour.colourfulness(rgb)]
+    values += [colour.auc(ab, ab_true), colour.auc(ab, ab_true, weights)]
+    return rgb, torch.stack(values, 1).cpu().tolist()
 
 
 def evaluate(model, store: str, idx: np.ndarray, device, size: int, head: str, mode: str = "argmax",
@@ -115,34 +81,34 @@ def evaluate(model, store: str, idx: np.ndarray, device, size: int, head: str, m
     if not keep:
         raise FileNotFoundError(f"none of the {len(idx)} source files of {store} can be read: no ground truth")
     idx, truth = idx[keep], [truth[k] for k in keep]
-    prior = np.asarray(group["prior"][:], dtype=np.float64)
+    prior = torch.as_tensor(np.asarray(group["prior"][:], dtype=np.float64), device=device)
     inverse = 1.0 / (0.99 * prior / prior.sum() + 0.01 / len(prior))  # the rebalanced AuC's pixel weights
     model.eval()
     rows, scores = [], {"model": [], "gray": []} | ({"guided": []} if guided else {})
-    for s in range(0, len(idx), 16):
-        part = idx[s : s + 16]
-        L8 = np.asarray(group["L"].oindex[np.sort(part)])[np.argsort(np.argsort(part))]
-        preds = {
-            "model": predict_ab(model, L8, device, size, head, mode),
-            "gray": np.zeros((len(part), *L8.shape[1:], 2)),
-        }
+    for s in range(0, len(idx), BATCH):
+        part = idx[s : s + BATCH]
+        gt = np.stack(truth[s : s + BATCH])  # (B, S, S, 3) uint8
+        L8 = torch.from_numpy(np.asarray(group["L"].oindex[np.sort(part)])[np.argsort(np.argsort(part))])
+        preds = {"model": predict_ab(model, L8, size, head, mode)}
+        preds["gray"] = torch.zeros_like(preds["model"])
         if guided:
-            refs = [Reference.of_rgb(truth[s + k]) for k in range(len(part))]
-            preds["guided"] = predict_ab(model, L8, device, size, head, mode, refs, guided)
-        for k in range(len(part)):
-            L, gt = L8[k].astype(np.float64) * 100.0 / 255.0, truth[s + k]
-            ab_true, w = kernels.rgb_to_lab(gt)[..., 1:], inverse[kernels.encode_bins(gt)]
-            outs = {}
-            for name, ab in preds.items():
-                outs[name], values = _scores(gt, L, ab[k], ab_true, w)
-                scores[name].append(values)
-            if len(rows) < 8:
-                rows.append([outs["gray"], outs["model"], gt])
+            refs = [Reference.of_rgb(t) for t in gt]
+            preds["guided"] = predict_ab(model, L8, size, head, mode, refs, guided)
+        gt_t = torch.from_numpy(gt).to(device)
+        ab_true = torch.from_numpy(kernels.rgb_to_lab(gt)[..., 1:]).to(device)
+        weights = inverse[kernels.encode_bins(gt_t).long()]
+        L = L8.to(device).double() * (100.0 / 255.0)
+        outs = {}
+        for name, ab in preds.items():
+            outs[name], values = _scores(gt_t, L, ab, ab_true, weights)
+            scores[name] += values
+        for k in range(min(len(part), 8 - len(rows))):
+            rows.append([outs["gray"][k].cpu().numpy(), outs["model"][k].cpu().numpy(), gt[k]])
     model.train()
     keys = ("psnr", "ssim", "colourfulness", "auc", "auc_rebalanced")
     metrics = {name: {key: float(np.mean([v[i] for v in vals])) for i, key in enumerate(keys)}
                for name, vals in scores.items()}  # fmt: skip
-    metrics["ground_truth_colourfulness"] = float(np.mean([colourfulness(t) for t in truth]))
+    metrics["ground_truth_colourfulness"] = float(colour.colourfulness(torch.from_numpy(np.stack(truth))).mean())
     metrics["images"] = len(idx)
     return metrics | {"_grid": rows}
 

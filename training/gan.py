@@ -25,14 +25,10 @@ def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits.float(), float(real)))
 
 
-def adversarial_step(run, batch: dict, lr: float, autocast) -> dict:
+def adversarial_step(run, batch: dict, autocast) -> dict:
     """One step of D (once adversarial), then one of G; `run.backward` raises on a non-finite loss or gradient
     before that network's weights change."""
     cfg = run.cfg
-    for g in run.opt.param_groups:
-        g["lr"] = lr
-    for g in run.opt_d.param_groups:
-        g["lr"] = (cfg.lr_d or cfg.lr) * lr / cfg.lr
     L, q = batch["L"], batch["q"]
     zero = torch.zeros((), device=L.device)
     with autocast:

@@ -7,7 +7,8 @@
   with the same rebalancing weights.
 - `l1`, `l2` (regression: `cunet`, `pix2pix`, and the AFF net's regression baseline): L1 or L2 between the
   predicted (a, b) / 110 and the center of the true category / 110; a prediction finer than the targets (at
-  H rather than H/4) is compared by its mean over each 4 x 4 block.
+  H rather than H/4) is compared pixel by pixel with the centers upsampled bilinearly (a block mean alone
+  would leave the pixels of a block free to vary, and they do).
 Total: lambda_col * colour + lambda_cls * class (Eq. 20; 1 and 0.003 by default).
 """
 
@@ -42,7 +43,9 @@ class Criterion(torch.nn.Module):
         logits = logits.float()
         if self.head in ("l1", "l2"):
             target = self.centers[q].permute(0, 3, 1, 2) / AB_SCALE  # (B, 2, h, w)
-            diff = F.adaptive_avg_pool2d(logits, q.shape[-2:]) - target
+            if target.shape[-2:] != logits.shape[-2:]:  # a prediction at H: every pixel against smooth targets
+                target = F.interpolate(target, size=logits.shape[-2:], mode="bilinear", align_corners=False)
+            diff = logits - target
             return diff.abs().mean() if self.head == "l1" else diff.square().mean()
         w = self.weights[q]  # (B, h, w)
         if self.head == "classify":

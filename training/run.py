@@ -8,8 +8,9 @@ Defaults are the paper's recipe: Xavier normal init, SGD (lr 1e-3, momentum 0.9,
 poly schedule lr = lr0 (1 - step / steps)^0.9 (Eq. 21-23), batch 64, 224 x 224, 10 epochs, loss Eq. 20
 with lambda_col = 1 and lambda_cls = 0.003. With no --store, the embedded default's preset (width 1/8, 96 x 96,
 batch 16, 600 steps) trains on data/stores/embedded-train.zarr, built if missing, and evaluates on
-data/stores/embedded-val.zarr. Outputs in --out: checkpoint.pt (atomic, every --ckpt-every steps and at the
-end), config.json, metrics.csv, loss.png, evaluation.{json,md,grid.png}.
+data/stores/embedded-val.zarr. Outputs in --out: checkpoint-last.pt (atomic, every --ckpt-every steps and at the
+end), checkpoint-best.pt (the best validation PSNR, with --eval-every), config.json, metrics.csv, loss.png,
+tensorboard/, evaluation.{json,md,grid.png}.
 """
 
 import argparse
@@ -29,20 +30,17 @@ from training.config import EMBEDDED, ROOT, TrainConfig, config_from_args
 from training.data import on_device
 from training.models import MODELS, count_parameters, describe
 from training.state import NonFiniteLoss, Run, restore, save_checkpoint, setup, train_step
+from training.validate import Validator
 
 __all__ = ["NonFiniteLoss", "TrainConfig", "main", "train"]
 METRICS = ["step", "epoch", "lr", "loss", "colour", "class", "images_per_s", "gan", "disc"]
 
 
-def poly_lr(cfg: TrainConfig, step: int, total: int) -> float:
-    """Eq. 21-23: lr0 (1 - step / total)^lrPow."""
-    return cfg.lr * (1.0 - min(step, total - 1) / total) ** cfg.lr_pow
-
-
 class MetricsLog:
     """metrics.csv, one row every --log-every steps with the images/s since the last row (rank 0 writes)."""
 
-    def __init__(self, run: Run):
+    def __init__(self, run: Run, board=None):
+        self.board = board
         path = run.out / "metrics.csv" if run.rank == 0 else Path(os.devnull)
         fresh = run.step == 0 or not path.exists()
         self.file = open(path, "w" if fresh else "a", newline="")  # noqa: SIM115 - closed by __exit__
@@ -67,45 +65,96 @@ class MetricsLog:
         gan = [f"{losses[k].item():.6f}" if k in losses else "" for k in ("gan", "disc")]
         self.writer.writerow([step, epoch, f"{lr:.6g}", *values, f"{rate:.2f}", *gan])
         self.file.flush()
+        if self.board:
+            for key, value in losses.items():
+                self.board.add_scalar(f"train/{key}", float(value), step)
+            self.board.add_scalar("train/lr", lr, step)
+            self.board.add_scalar("train/images_per_s", rate, step)
 
 
-def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> dict:
-    """Train (or continue, with resume) the run in cfg.out; stop_at ends early with a checkpoint (pre-emption)."""
+def resume_path(cfg: TrainConfig, resume: bool | str) -> Path | None:
+    """The checkpoint to continue from: a path given, or the run's own last one (none yet: a fresh start)."""
+    if isinstance(resume, str) and resume:
+        if not Path(resume).is_file():
+            raise FileNotFoundError(f"no checkpoint at {resume}")
+        return Path(resume)
+    if resume:
+        for name in ("checkpoint-last.pt", "checkpoint.pt"):  # checkpoint.pt: runs of earlier versions
+            if (Path(cfg.out) / name).is_file():
+                return Path(cfg.out) / name
+    return None
+
+
+def train(cfg: TrainConfig, resume: bool | str = False, stop_at: int | None = None) -> dict:
+    """Train the run in cfg.out, or continue it (resume=True: from its own last checkpoint; a path: from that
+    checkpoint, into cfg.out); stop_at ends early with a checkpoint (pre-emption)."""
     from tqdm import tqdm
 
     run = setup(cfg)
-    if resume:
-        restore(run)
+    if path := resume_path(cfg, resume):
+        restore(run, path)
+    board = None
     if run.rank == 0:
         (run.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
         print(f"training {cfg.variant} ({count_parameters(run.model) / 1e6:.1f} M parameters) on {run.device} x "
               f"{run.world}: {len(run.data.train_idx)} images, {run.loader.batches_per_epoch()} batches/epoch, "
               f"steps {run.step}..{run.total}", flush=True)  # fmt: skip
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            board = SummaryWriter(run.out / "tensorboard", purge_step=run.step)
+    validate = Validator(run) if cfg.eval_every and run.rank == 0 else None
     bar = tqdm(total=run.total, initial=run.step, disable=run.rank != 0, unit="step", mininterval=2.0)
     run.model.train()
-    with MetricsLog(run) as metrics, bar:
+    with MetricsLog(run, board) as metrics, bar:
         while run.step < run.total and run.step != stop_at:
             epoch, start = divmod(run.step, run.loader.batches_per_epoch())
             for _, batch in on_device(run.loader.epoch(epoch, start), run.device, run.size, run.channels_last):
                 if run.step >= run.total or run.step == stop_at:
                     break
-                lr = poly_lr(cfg, run.step, run.total)
-                losses = train_step(run, batch, lr)
+                lr = run.lr
+                losses = train_step(run, batch)
                 run.step += 1
                 metrics.count(batch["L"].shape[0] * run.world)
                 bar.update(1)
                 if run.step % cfg.log_every == 0 or run.step == run.total:
                     metrics.row(run.step, epoch, lr, losses)
                     bar.set_postfix(loss=f"{losses['loss'].item():.4f}", lr=f"{lr:.2e}")
+                if validate and validate.ready and (run.step % cfg.eval_every == 0 or run.step == run.total):
+                    validation(run, validate, board)
                 if run.step % cfg.ckpt_every == 0:
-                    save_checkpoint(run)
-        save_checkpoint(run)
+                    checkpoints(run)
+        checkpoints(run)
+    if board:
+        board.close()
     return finish(run)
+
+
+def validation(run: Run, validate, board) -> None:
+    """Score the validation images; a better PSNR than every earlier one is saved as checkpoint-best.pt."""
+    scores, grid = validate(run)
+    print(f"step {run.step}: validation loss {scores['loss']:.4f}, PSNR {scores['psnr']:.3f} dB", flush=True)
+    if board:
+        board.add_scalar("val/loss", scores["loss"], run.step)
+        board.add_scalar("val/psnr", scores["psnr"], run.step)
+        board.add_images("val/gray_prediction_truth", grid, run.step, dataformats="NHWC")
+    if scores["psnr"] > run.best_psnr:
+        run.best_psnr = scores["psnr"]
+        save_checkpoint(run, "checkpoint-best.pt")
+
+
+def checkpoints(run: Run) -> None:
+    """checkpoint-last.pt, and with --keep N a numbered copy of which the N newest stay."""
+    save_checkpoint(run)
+    if run.cfg.keep and run.rank == 0:
+        save_checkpoint(run, f"checkpoint-{run.step:08d}.pt")
+        for old in sorted(run.out.glob("checkpoint-[0-9]*.pt"))[: -run.cfg.keep]:
+            old.unlink()
 
 
 def finish(run: Run) -> dict:
     """The loss curve and the evaluation (rank 0), and the end of the process group."""
-    result = {"step": run.step, "checkpoint": str(run.out / "checkpoint.pt")}
+    result = {"step": run.step, "checkpoint": str(run.out / "checkpoint-last.pt")}
     if run.rank == 0:
         from training.plots import loss_curve
 
@@ -140,7 +189,7 @@ def _evaluate(run: Run) -> dict:
         return {}
     idx = idx[: cfg.eval_images] if cfg.eval_images else idx
     metrics = evaluate(run.model, store, idx, run.device, cfg.size, cfg.head, cfg.recovery)
-    meta = {"checkpoint": str(run.out / "checkpoint.pt"), "store": store, "split": split}
+    meta = {"checkpoint": str(run.out / "checkpoint-last.pt"), "store": store, "split": split}
     meta |= {"variant": cfg.variant, "head": cfg.head, "recovery": cfg.recovery, "step": "final"}
     path = write_report(run.out, "evaluation", metrics, meta)
     print(path.read_text(), flush=True)
@@ -176,7 +225,9 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m training.run", description=__doc__.split("\n\n")[0])
     add_flags(p, TrainConfig)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--config", help="settings from a JSON or YAML file (a run's config.json works); flags override")
+    again = "continue the run in --out from its last checkpoint, or from CHECKPOINT into --out"
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT", help=again)
     p.add_argument("--list-models", action="store_true", help="print the registered models and exit")
     args = p.parse_args(argv)
     if args.list_models:

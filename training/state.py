@@ -42,6 +42,19 @@ class Run:
     net_d: torch.nn.Module | None = None
     opt_d: torch.optim.Optimizer | None = None
     step: int = 0
+    best_psnr: float = float("-inf")  # of the validations so far: checkpoint-best.pt holds that model
+
+    def __post_init__(self):
+        # Eq. 21-23, lr0 (1 - step / steps)^lrPow, is torch's PolynomialLR (tests/training/test_run.py checks)
+        self.schedulers = [
+            torch.optim.lr_scheduler.PolynomialLR(o, total_iters=self.total, power=self.cfg.lr_pow)
+            for o in (self.opt, self.opt_d)
+            if o is not None
+        ]
+
+    @property
+    def lr(self) -> float:
+        return self.opt.param_groups[0]["lr"]
 
     @property
     def out(self) -> Path:
@@ -121,19 +134,21 @@ def _wrapper(cfg: TrainConfig, world: int, local_rank: int, device: torch.device
     return wrap
 
 
-def train_step(run: Run, batch: dict, lr: float) -> dict:
-    """One optimiser step of the run's system (the adversarial step for GAN models, `training.gan`)."""
+def train_step(run: Run, batch: dict) -> dict:
+    """One optimiser step of the run's system (the adversarial step for GAN models, `training.gan`), then one
+    step of the learning-rate schedules."""
     if run.disc is not None:
         from training.gan import adversarial_step
 
-        return adversarial_step(run, batch, lr, run.autocast())
-    for g in run.opt.param_groups:
-        g["lr"] = lr
-    with run.autocast():
-        losses = run.criterion(run.net(batch["L"]), batch["q"], batch["label"])
-    run.opt.zero_grad(set_to_none=True)
-    run.backward(losses["loss"], run.model)
-    run.opt.step()
+        losses = adversarial_step(run, batch, run.autocast())
+    else:
+        with run.autocast():
+            losses = run.criterion(run.net(batch["L"]), batch["q"], batch["label"])
+        run.opt.zero_grad(set_to_none=True)
+        run.backward(losses["loss"], run.model)
+        run.opt.step()
+    for scheduler in run.schedulers:
+        scheduler.step()
     return losses
 
 
@@ -141,29 +156,28 @@ def _networks(run: Run) -> dict[str, torch.nn.Module]:
     return {"model": run.model} | ({"discriminator": run.disc} if run.disc is not None else {})
 
 
-def save_checkpoint(run: Run) -> None:
-    """Checkpoint the run (rank 0 writes); weights or BatchNorm statistics that are not finite are never saved."""
-    for name, net in _networks(run).items():
+def save_checkpoint(run: Run, name: str = "checkpoint-last.pt") -> None:
+    """Checkpoint the run as out/name (rank 0 writes); weights or BatchNorm statistics that are not finite are never
+    saved. Loads with torch.load(weights_only=True): tensors, numbers, strings and lists only."""
+    for net_name, net in _networks(run).items():
         if not all(torch.isfinite(t).all() for t in net.state_dict().values() if t.is_floating_point()):
-            (run.out / "nonfinite.json").write_text(json.dumps({"step": run.step, "weights": f"non-finite {name}"}))
-            raise NonFiniteLoss(f"non-finite {name} weights at step {run.step}; not saved, last good checkpoint kept")
+            (run.out / "nonfinite.json").write_text(json.dumps({"step": run.step, "weights": f"non-finite {net_name}"}))
+            what = f"non-finite {net_name} weights at step {run.step}"
+            raise NonFiniteLoss(f"{what}; not saved, last good checkpoint kept")
     if run.rank == 0:
         state = {"model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "step": run.step}
         state |= {"config": asdict(run.cfg), "torch_rng": torch.get_rng_state(), "n_classes": run.data.n_classes}
+        state |= {"schedulers": [s.state_dict() for s in run.schedulers], "best_psnr": run.best_psnr}
         if run.disc is not None:
             state |= {"discriminator": run.disc.state_dict(), "optimizer_d": run.opt_d.state_dict()}
-        checkpoint.save(run.out / "checkpoint.pt", state)
+        checkpoint.save(run.out / name, state)
 
 
-def restore(run: Run) -> None:
-    """Continue from the run's checkpoint (every network and optimiser): refused if a setting that changes the
-    results differs."""
-    path = run.out / "checkpoint.pt"
-    if not path.is_file():
-        return
+def restore(run: Run, path: Path) -> None:
+    """Continue from a checkpoint (every network, optimiser and schedule): refused, naming the settings, if one
+    that changes the results differs; the run-local ones (device, intervals, where it writes) may."""
     state = checkpoint.load(path)
-    cfg = asdict(run.cfg)
-    changed = sorted(k for k, v in cfg.items() if state["config"].get(k) != v and k not in RUN_LOCAL)
+    changed = sorted(k for k, v in asdict(run.cfg).items() if state["config"].get(k, v) != v and k not in RUN_LOCAL)
     if changed:
         raise ValueError(f"{path} was trained with other settings ({', '.join(changed)}); use another --out")
     run.model.load_state_dict(state["model"])
@@ -171,5 +185,7 @@ def restore(run: Run) -> None:
     if run.disc is not None:
         run.disc.load_state_dict(state["discriminator"])
         run.opt_d.load_state_dict(state["optimizer_d"])
-    run.step = int(state["step"])
+    run.step, run.best_psnr = int(state["step"]), float(state.get("best_psnr", float("-inf")))
+    for scheduler, saved in zip(run.schedulers, state.get("schedulers", []), strict=False):
+        scheduler.load_state_dict(saved)
     torch.set_rng_state(state["torch_rng"])

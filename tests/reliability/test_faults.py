@@ -182,7 +182,7 @@ def test_training_killed_and_resumed_matches_uninterrupted(clean, tmp_path):
     subprocess.run([*run, *common, "--out", str(tmp_path / "a")], check=True, capture_output=True)
     proc = subprocess.Popen([*run, *common, "--out", str(tmp_path / "b")], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    ckpt = tmp_path / "b" / "checkpoint.pt"
+    ckpt = tmp_path / "b" / "checkpoint-last.pt"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (ckpt.is_file() and checkpoint.load(ckpt)["step"] >= 10):
         time.sleep(0.2)
@@ -191,7 +191,7 @@ def test_training_killed_and_resumed_matches_uninterrupted(clean, tmp_path):
     killed_at = checkpoint.load(ckpt)["step"]
     assert 10 <= killed_at < 40
     subprocess.run([*run, *common, "--out", str(tmp_path / "b"), "--resume"], check=True, capture_output=True)
-    a, b = checkpoint.load(tmp_path / "a" / "checkpoint.pt"), checkpoint.load(ckpt)
+    a, b = checkpoint.load(tmp_path / "a" / "checkpoint-last.pt"), checkpoint.load(ckpt)
     assert a["step"] == b["step"] == 40
     assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
     rows = {}

@@ -43,7 +43,7 @@ def test_a_run_resumed_from_its_checkpoint_equals_an_uninterrupted_one(tiny_stor
     assert whole["step"] == 4 and np.isfinite(whole["evaluation"]["model"]["psnr"])
     train(cfg(store, tmp_path / "b", name, **extra), stop_at=2)
     train(cfg(store, tmp_path / "b", name, **extra), resume=True)
-    a, b = (checkpoint.load(tmp_path / k / "checkpoint.pt") for k in "ab")
+    a, b = (checkpoint.load(tmp_path / k / "checkpoint-last.pt") for k in "ab")
     nets = ["model"] + (["discriminator"] if spec_of(name).discriminator else [])
     assert b["step"] == 4 and all(net in b for net in nets)
     for net in nets:
@@ -60,7 +60,7 @@ def test_evaluate_and_colorize_with_and_without_a_reference(tiny_store, tmp_path
 
     store, source = tiny_store
     train(cfg(store, tmp_path, name, steps=2))
-    ckpt = str(tmp_path / "checkpoint.pt")
+    ckpt = str(tmp_path / "checkpoint-last.pt")
     assert evaluate(["--checkpoint", ckpt, "--store", str(store), "--split", "all", "--guided", "1"]) == 0
     report = json.loads((tmp_path / "evaluation.json").read_text())
     for key in ("model", "guided", "gray"):

@@ -23,10 +23,10 @@ def test_resumed_run_equals_uninterrupted(tiny_store, tmp_path):
     assert whole["step"] == 6 and (tmp_path / "a" / "evaluation.md").is_file()
     c = cfg(store, tmp_path / "b")
     train(c, stop_at=3)
-    assert checkpoint.load(tmp_path / "b" / "checkpoint.pt")["step"] == 3
+    assert checkpoint.load(tmp_path / "b" / "checkpoint-last.pt")["step"] == 3
     train(c, resume=True)
-    a = checkpoint.load(tmp_path / "a" / "checkpoint.pt")
-    b = checkpoint.load(tmp_path / "b" / "checkpoint.pt")
+    a = checkpoint.load(tmp_path / "a" / "checkpoint-last.pt")
+    b = checkpoint.load(tmp_path / "b" / "checkpoint-last.pt")
     assert b["step"] == 6
     for k in a["model"]:
         assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-6), k
@@ -51,7 +51,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_store, tmp_pat
     with pytest.raises(NonFiniteLoss, match="step"):
         train(c)
     bad = json.loads((tmp_path / "nonfinite.json").read_text())
-    good = checkpoint.load(tmp_path / "checkpoint.pt")
+    good = checkpoint.load(tmp_path / "checkpoint-last.pt")
     assert 0 < good["step"] <= bad["step"]  # an earlier step's checkpoint, never a poisoned one
     assert all(torch.isfinite(v).all() for v in good["model"].values() if v.is_floating_point())
 
@@ -75,11 +75,13 @@ def test_colorize_cli_keeps_size_and_skips_bad_files(tiny_store, tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(src / "a.jpg")
     Image.new("LA", (33, 21)).save(src / "gray.png")
     (src / "bad.jpg").write_bytes(b"not an image")
-    rc = colorize(["--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), str(src), "--out", str(tmp_path / "o")])
+    rc = colorize(
+        ["--checkpoint", str(tmp_path / "run" / "checkpoint-last.pt"), str(src), "--out", str(tmp_path / "o")]
+    )
     assert rc == 1
-    assert Image.open(tmp_path / "o" / "a.png").size == (70, 50)
-    assert Image.open(tmp_path / "o" / "gray.png").size == (33, 21)
-    assert not (tmp_path / "o" / "bad.png").exists()
+    assert Image.open(tmp_path / "o" / "in" / "a.png").size == (70, 50)
+    assert Image.open(tmp_path / "o" / "in" / "gray.png").size == (33, 21)
+    assert not (tmp_path / "o" / "in" / "bad.png").exists()
 
 
 def test_evaluate_cli(tiny_store, tmp_path):
@@ -87,7 +89,9 @@ def test_evaluate_cli(tiny_store, tmp_path):
 
     store, _ = tiny_store
     train(cfg(store, tmp_path, steps=2))
-    assert evaluate(["--checkpoint", str(tmp_path / "checkpoint.pt"), "--store", str(store), "--split", "all"]) == 0
+    assert (
+        evaluate(["--checkpoint", str(tmp_path / "checkpoint-last.pt"), "--store", str(store), "--split", "all"]) == 0
+    )
     report = json.loads((tmp_path / "evaluation.json").read_text())
     assert report["images"] == 12 and report["gray"]["colourfulness"] < 1 and 5 < report["gray"]["psnr"] < 60
 
@@ -103,7 +107,7 @@ def test_ddp_with_two_cpu_processes(tiny_store, tmp_path):
     cmd += ["--batch-size", "2", "--steps", "3", "--holdout", "0.25", "--eval-images", "2"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    state = checkpoint.load(tmp_path / "checkpoint.pt")
+    state = checkpoint.load(tmp_path / "checkpoint-last.pt")
     assert state["step"] == 3 and "world" not in state["config"]
     assert (tmp_path / "evaluation.md").is_file()
 

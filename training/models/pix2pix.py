@@ -12,7 +12,7 @@ Readings where the text leaves a choice open:
   first; LeakyReLU 0.2), on (L, ab) at full resolution: a 70 x 70 receptive field.
 - The store keeps categories: the real (a, b) given to D is each 4 x 4 block's category center plus uniform
   noise within its 10 x 10 cell (so that D cannot tell real from fake by the grid), upsampled bilinearly; the
-  L1 loss compares each block's mean prediction with the center. Weights drawn from N(0, 0.02), as pix2pix.
+  L1 loss compares every pixel with the centers upsampled bilinearly. Weights drawn from N(0, 0.02), as pix2pix.
 """
 
 import torch
