@@ -67,7 +67,7 @@ class MetricsLog:
         self.file.flush()
         if self.board:
             for key, value in losses.items():
-                self.board.add_scalar(f"train/{key}", float(value), step)
+                self.board.add_scalar(f"train/{key}", float(value.detach()), step)
             self.board.add_scalar("train/lr", lr, step)
             self.board.add_scalar("train/images_per_s", rate, step)
 

@@ -1,11 +1,9 @@
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
 from kernels import decode_bins
 from training.loss import Criterion, recover_ab
-from training.run import TrainConfig, poly_lr
 
 
 def test_weighted_colour_loss_is_eq_19():
@@ -51,10 +49,3 @@ def test_recovery_argmax_and_annealed():
     assert ab[0, :, 0, 0].tolist() == [0, 0] and ab[0, :, 0, 1].tolist() == [-30, 30]
     assert torch.allclose(recover_ab(logits, "classify", "annealed"), ab, atol=1e-3)
     assert torch.equal(recover_ab(logits / 0.38, "classify", "argmax"), ab)  # argmax(Z / T) = argmax(Z)
-
-
-def test_poly_schedule_eq_21_23():
-    cfg = TrainConfig(store="x", lr=0.1)
-    assert poly_lr(cfg, 0, 100) == pytest.approx(0.1)
-    assert poly_lr(cfg, 50, 100) == pytest.approx(0.1 * 0.5**0.9)
-    assert poly_lr(cfg, 99, 100) > 0

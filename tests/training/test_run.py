@@ -38,6 +38,17 @@ def test_resumed_run_equals_uninterrupted(tiny_store, tmp_path):
     assert np.allclose(la, lb, rtol=1e-4)
 
 
+def test_the_learning_rate_follows_eq_21_23(tiny_store, tmp_path):
+    store, _ = tiny_store
+    train(cfg(store, tmp_path, lr=0.1, lr_pow=0.9))
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()[1:]
+    steps = [int(r.split(",")[0]) for r in rows]
+    lrs = [float(r.split(",")[2]) for r in rows]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    # the rate each step used: lr0 (1 - done / steps)^lrPow with done = the steps before it
+    assert lrs == pytest.approx([0.1 * (1 - (s - 1) / 6) ** 0.9 for s in steps], rel=1e-5)
+
+
 def test_resume_with_other_settings_is_refused(tiny_store, tmp_path):
     store, _ = tiny_store
     train(cfg(store, tmp_path), stop_at=2)
