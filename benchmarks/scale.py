@@ -61,7 +61,7 @@ def run_flow(source: Path, store: Path, workers: int, poll: float) -> dict:
     """Run the flow as a user does and watch it: wall time, RSS (driver, all), staged chunk bytes, driver CPU."""
     import psutil
 
-    cmd = [sys.executable, "-m", "flows.preprocess", str(source), str(store), "--workers", str(workers)]
+    cmd = [sys.executable, "-m", "flows.preprocess", str(source), str(store), "--workers", str(workers), "--no-quality"]
     peak = {"driver_rss_mb": 0.0, "all_rss_mb": 0.0, "staging_bytes": 0, "driver_cpu_s": 0.0}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -29,14 +29,17 @@ def gpu_visible_devices(gpu: int, n_gpus: int) -> str:
     return ",".join(str((gpu + k) % n_gpus) for k in range(n_gpus))
 
 
-def local_cluster(workers: int = 0, gpus: int = 0, dashboard: str | None = None):
-    """A started local cluster: `workers` single-threaded worker processes, or one per GPU with `gpus`."""
+def local_cluster(workers: int = 0, gpus: int = 0, dashboard: bool = False):
+    """A started local cluster: `workers` single-threaded worker processes, or one per GPU with `gpus`; with
+    `dashboard`, its Dask dashboard on a free port of 127.0.0.1, whose address is printed."""
     from distributed import LocalCluster
 
     local_worker_config()
-    kwargs = {"threads_per_worker": 1, "processes": True, "dashboard_address": dashboard}
+    kwargs = {"threads_per_worker": 1, "processes": True}
+    kwargs |= {"dashboard_address": "127.0.0.1:0"} if dashboard else {"scheduler_kwargs": {"dashboard": False}}
     if not gpus:
-        return LocalCluster(n_workers=workers or os.cpu_count() or 1, **kwargs)
+        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, **kwargs)
+        return _announce(cluster, dashboard)
 
     class GPUCluster(LocalCluster):
         """Worker i (named i) sees GPU i first."""
@@ -49,10 +52,16 @@ def local_cluster(workers: int = 0, gpus: int = 0, dashboard: str | None = None)
 
     cluster = GPUCluster(n_workers=0, **kwargs)  # LocalCluster's own first workers bypass new_worker_spec
     cluster.scale(gpus)
+    return _announce(cluster, dashboard)
+
+
+def _announce(cluster, dashboard: bool):
+    if dashboard:
+        print(f"Dask dashboard: {cluster.dashboard_link}", flush=True)
     return cluster
 
 
-def dask_runner(address: str | None, workers: int | None, gpus: int = 0):
+def dask_runner(address: str | None, workers: int | None, gpus: int = 0, dashboard: bool = False):
     """A DaskTaskRunner on `address`, or on a `local_cluster` of `workers` processes or `gpus` GPUs."""
     from prefect.client.orchestration import get_client
     from prefect_dask import DaskTaskRunner
@@ -62,7 +71,8 @@ def dask_runner(address: str | None, workers: int | None, gpus: int = 0):
     os.environ.setdefault("PREFECT_API_URL", str(get_client().api_url).rstrip("/"))
     if address:
         return DaskTaskRunner(address=address)
-    return DaskTaskRunner(cluster_class=local_cluster, cluster_kwargs={"workers": workers or 0, "gpus": gpus})
+    kwargs = {"workers": workers or 0, "gpus": gpus, "dashboard": dashboard}
+    return DaskTaskRunner(cluster_class=local_cluster, cluster_kwargs=kwargs)
 
 
 def check_dask_address(address: str, timeout: float = 10.0) -> None:

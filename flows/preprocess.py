@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+from flows.artifacts import Progress, publish_summary, quality_check
 from flows.cluster import check_dask_address, dask_runner
 from pipeline.build import build_store, stage_part
 from pipeline.layouts import detect
@@ -29,7 +30,12 @@ from pipeline.preprocess import PreprocessConfig
 from pipeline.settings import add_flags, given, setting, signature
 
 FLOW_NAME = "preprocess-imagenet"
-stage_task = task(name="stage-part", cache_policy=NO_CACHE)(stage_part)
+# Retried on a transient failure (a worker lost, a file system hiccup): staging a part is idempotent.
+stage_task = task(name="stage-part", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])(stage_part)
+
+
+class QualityFailed(RuntimeError):
+    """The store was written, but its data-quality check failed (the `data-quality` artifact says which checks)."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,11 @@ class RunOptions:
     dask_address: str | None = setting(None, "scheduler of an existing Dask cluster (default: a local one)")
     workers: int | None = setting(None, "local Dask worker processes (default: one per core)")
     gpus: int = setting(0, "local workers: one per GPU, each pinned to its own")
+    dashboard: bool = setting(False, "serve the Dask dashboard of a local cluster and print its address")
     overwrite: bool = setting(False, "rebuild a store built with other settings")
+    quality: bool = setting(True, "run the data-quality check on the store, as a task of the flow")
+    quality_out: str = setting("", "where the quality check writes its json, md and png (default: beside the store)")
+    zhang_prior: str | None = setting(None, "Zhang et al.'s prior_probs.npy, for the quality check's KL")
 
     def __post_init__(self):
         if self.workers is not None and self.workers < 1:
@@ -63,10 +73,17 @@ def _preprocess(**params) -> dict:
         def submit(kwargs: dict):  # the cluster starts with the first part: not for a finished store
             nonlocal runner
             if runner is None:
-                runner = stack.enter_context(dask_runner(run.dask_address, run.workers, run.gpus))
+                runner = stack.enter_context(dask_runner(run.dask_address, run.workers, run.gpus, run.dashboard))
             return runner.submit(stage_task, parameters=kwargs)
 
-        return build_store(cfg, run.store, submit, workers, run.overwrite, get_run_logger())
+        result = build_store(cfg, run.store, submit, workers, run.overwrite, get_run_logger(), Progress(run.store))
+    publish_summary(result)
+    if run.quality:
+        out = run.quality_out or str(Path(result["store"]).parent)
+        result |= quality_check(result["store"], out, run.zhang_prior)
+        if result["quality"] == "FAIL":
+            raise QualityFailed(f"{result['store']} fails its data-quality check: {', '.join(result['failed'])}")
+    return result
 
 
 _preprocess.__signature__ = signature(PreprocessConfig, RunOptions)
@@ -105,7 +122,11 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(run_in_process(**settings, **options))
+    try:
+        print(run_in_process(**settings, **options))
+    except QualityFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,9 +1,14 @@
-"""A local Prefect server (127.0.0.1, SQLite) and a process serving the flow, started and stopped together.
+"""A local Prefect server (127.0.0.1, SQLite, its UI on) and a process serving the flow, started and stopped
+together.
 
-    python -m flows.server start [--port 4200] [--home runs/prefect]   # server in the foreground
+    python -m flows.server start [--port 4200] [--home runs/prefect]   # server in the foreground; prints the UI
     python -m flows.serve [--name default]                             # serve the deployment
 
-`local_stack()` does both in the background for the README's main job and the tests, and stops both.
+`local_stack()` does both in the background for the README's main job and the tests, and stops both. It starts
+`prefect server start` itself rather than `prefect server start --background`: the latter leaves the server's
+output in pipes that nobody reads once the command returns, and at log level INFO the server died within 6 s
+(measured; at the default level it lives until its first warning). `prefect server stop` only stops what
+`--background` started, so the stop (SIGTERM to the process group, then SIGKILL) is ours too.
 """
 
 import contextlib
@@ -38,7 +43,7 @@ def server_env(home: Path, port: int) -> dict[str, str]:
             "PREFECT_SERVER_API_PORT": str(port),
             "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_SERVER_UI_ENABLED": "false",
+            "PREFECT_SERVER_UI_ENABLED": "true",
             "DO_NOT_TRACK": "1",
         }
     )
@@ -124,6 +129,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     env = server_env(Path(args.home), args.port)
     print(f"export PREFECT_API_URL={env['PREFECT_API_URL']} PREFECT_HOME={env['PREFECT_HOME']}", flush=True)
+    print(f"Prefect UI: http://127.0.0.1:{args.port}", flush=True)
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(args.port)]
     return subprocess.call(cmd, env=env)
 

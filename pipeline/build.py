@@ -64,11 +64,13 @@ def build_store(
     workers: int = 1,
     overwrite: bool = False,
     log: logging.Logger | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Build (or finish, or leave alone if complete) the store of `cfg` at `store`.
 
     submit(kwargs) starts `stage_part(**kwargs)` and returns a future with `add_done_callback` and `result`.
     workers: how many parts run at once (it sets the threads per part and how far ahead parts are submitted).
+    progress(parts staged, parts): called as each part is staged.
     """
     log = log or logging.getLogger("colorize.build")
     t0 = time.perf_counter()
@@ -92,7 +94,8 @@ def build_store(
     parts_dir = str(save_sources(Path(store), parts))
     threads = max(1, (os.cpu_count() or 1) // workers)
     task = {"cfg": cfg, "store": store, "parts_dir": parts_dir, "device": device, "threads": threads}
-    summaries = _stage_all(cfg, store, len(parts), len(sources), workers, lambda k: submit(task | {"part": k}))
+    start = lambda k: submit(task | {"part": k})  # noqa: E731
+    summaries = _stage_all(cfg, store, len(parts), len(sources), workers, start, progress or (lambda done, n: None))
     records, index = [], 0
     for s in summaries:
         for r in s["records"]:
@@ -106,10 +109,10 @@ def build_store(
     seconds, busy = time.perf_counter() - t0, sum(s.get("seconds", 0.0) for s in summaries)
     log.info("stored %d of %d sources in %.1f s: %s", attrs["n_images"], len(records), seconds, attrs["counts"])
     result = {"store": store, "state": state.value, "seconds": seconds, "busy_seconds": busy}
-    return result | {"counts": attrs["counts"], "n_images": attrs["n_images"]}
+    return result | {"counts": attrs["counts"], "n_images": attrs["n_images"], "layout": found.layout}
 
 
-def _stage_all(cfg, store: str, n_parts: int, n_sources: int, workers: int, start: Callable) -> list[dict]:
+def _stage_all(cfg, store: str, n_parts: int, n_sources: int, workers: int, start: Callable, progress) -> list[dict]:
     """Stage every part; write each shard as soon as the parts before and under it are staged.
 
     At most 2 x workers parts past the first one not yet staged are started at a time, so the chunks staged
@@ -123,12 +126,13 @@ def _stage_all(cfg, store: str, n_parts: int, n_sources: int, workers: int, star
     layout: list[tuple[int, int, int]] = []  # (part, first index, count) of the staged prefix
     loaded: dict = {}  # staged parts read by the shard writer and not yet done with
     started, first, ready = 0, 0, 0
-    for _ in range(n_parts):
+    for done in range(n_parts):
         while started < min(n_parts, len(layout) + 2 * workers):
             start(started).add_done_callback(finished.put)
             started += 1
         s = finished.get().result()
         summaries[s["part"]] = s
+        progress(done + 1, n_parts)
         while len(layout) < n_parts and summaries[len(layout)] is not None:
             k = len(layout)
             layout.append((k, first, summaries[k]["stored"]))
