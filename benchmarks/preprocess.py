@@ -211,7 +211,9 @@ def main(argv=None) -> int:
     # data-quality check, a task after the store is written, is left out here and in the steady state).
     t0 = time.perf_counter()
     store = tmp / "flow.zarr"
-    result = run_in_process(source=str(w.source), store=str(store), workers=args.workers, part_images=args.part_images, quality=False)
+    result = run_in_process(
+        source=str(w.source), store=str(store), workers=args.workers, part_images=args.part_images, quality=False
+    )
     flow_s = time.perf_counter() - t0
     sizes = _store_bytes(store)
     # 2. Steady state on one warm cluster, interleaved.

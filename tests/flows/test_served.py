@@ -4,12 +4,17 @@ UI as a browser shows it (headless Chromium from Debian's packages, which .ci/ru
 import json
 import shutil
 import subprocess
+import threading
+import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from flows.main import DEPLOYMENT, run_deployment
 from flows.server import local_stack, wait_deployment
+from pipeline.staging import PARTS_DIR
+from pipeline.store import staging_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.dali]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -22,6 +27,30 @@ def api(env: dict, path: str, body: dict | None = None) -> list | dict:
         return json.loads(r.read())
 
 
+def hide_until_retried(env: dict, path: Path, timeout: float = 120.0) -> threading.Thread:
+    """A transient file-system failure: move `path` away as soon as it appears and put it back once the API shows
+    a task run awaiting its retry."""
+
+    def retrying() -> bool:
+        runs = api(env, "task_runs/filter")
+        return any(t["name"].startswith("stage-part") and t["state_name"] == "AwaitingRetry" for t in runs)
+
+    def hide():
+        deadline = time.monotonic() + timeout
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        path.rename(path.with_suffix(".away"))
+        try:
+            while not retrying() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            path.with_suffix(".away").rename(path)
+
+    thread = threading.Thread(target=hide, daemon=True)
+    thread.start()
+    return thread
+
+
 @pytest.fixture(scope="module")
 def served(mixed_source, tmp_path_factory):
     source, _ = mixed_source
@@ -29,7 +58,9 @@ def served(mixed_source, tmp_path_factory):
     with local_stack(tmp / "prefect") as env:
         wait_deployment(env, DEPLOYMENT)
         params = {"source": source, "store": tmp / "s.zarr", "part_images": 5, "shard_images": 4, "workers": 2}
+        hider = hide_until_retried(env, staging_dir(tmp / "s.zarr") / PARTS_DIR / "000000.json")  # part 0's source list
         assert run_deployment(env, params | {"quality_out": tmp}) == 0
+        hider.join()
         yield env, tmp
 
 
@@ -48,6 +79,13 @@ def test_the_run_publishes_progress_summary_and_quality(served):
     tasks = api(env, "task_runs/filter")
     assert {"stage-part", "quality-check"} <= {t["name"].rsplit("-", 1)[0] for t in tasks}
     assert (tmp / "s.zarr.quality.json").is_file()
+
+
+def test_a_part_that_fails_transiently_is_retried(served):
+    env, _ = served
+    parts = [t for t in api(env, "task_runs/filter") if t["name"].startswith("stage-part")]
+    assert parts and all(t["state_type"] == "COMPLETED" for t in parts)
+    assert sorted(t["run_count"] for t in parts)[-1] == 2  # part 0 failed once (its list was away), then succeeded
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian's chromium package; .ci/run installs it)")
