@@ -6,6 +6,7 @@ import sys
 
 BENCHMARKS = {
     "categories": "benchmarks.categories",
+    "codecs": "benchmarks.codecs",
     "loader": "benchmarks.loader",
     "preprocess": "benchmarks.preprocess",
     "quality": "benchmarks.quality",

@@ -120,7 +120,7 @@ def _stage_all(cfg, store: str, n_parts: int, n_sources: int, workers: int, star
     """
     shard = cfg.shard_images
     # N is known only once every part is staged: the arrays start at the number of sources and shrink.
-    create_arrays(Path(store), n_sources, cfg.size, cfg.full_bins, shard, cfg.zstd_level)
+    create_arrays(Path(store), n_sources, cfg.size, cfg.full_bins, shard, cfg.zstd_level, cfg.l_codec)
     finished: queue.Queue = queue.Queue()
     summaries: list[dict | None] = [None] * n_parts
     layout: list[tuple[int, int, int]] = []  # (part, first index, count) of the staged prefix

@@ -29,7 +29,7 @@ def crc32c(data) -> bytes:
 @dataclass(frozen=True)
 class ArrayCodecs:
     """The codec chain of one per-image array: either the lossless image codec (`pipeline.codec`, for L) or
-    bytes (little endian) + zstd; then crc32c.
+    bytes (little endian) + zstd, codecs of the Zarr v3 specification; then crc32c.
 
     image: L's chain, `colorize.med_rans` (MED prediction + context-modelled rANS, `pipeline.codec`).
     """
@@ -69,9 +69,15 @@ class ArrayCodecs:
         return packed + crc32c(packed)
 
 
-def array_codecs(name: str, dtype, level: int) -> ArrayCodecs:
-    """The codecs of the store's array `name`: the lossless image codec on L, zstd on the others."""
-    return ArrayCodecs(dtype=np.dtype(dtype).name, level=level, image=name == "L")
+L_CODECS = ("med_rans", "zstd")  # L's codec: this package's image codec, or the Zarr v3 specification's zstd
+
+
+def array_codecs(name: str, dtype, level: int, l_codec: str = "med_rans") -> ArrayCodecs:
+    """The codecs of the store's array `name`: the lossless image codec on L (unless `l_codec` is zstd), zstd on
+    the others."""
+    if l_codec not in L_CODECS:
+        raise ValueError(f"l_codec must be one of {', '.join(L_CODECS)}, got {l_codec!r}")
+    return ArrayCodecs(dtype=np.dtype(dtype).name, level=level, image=name == "L" and l_codec == "med_rans")
 
 
 def encode_images(codecs: ArrayCodecs, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

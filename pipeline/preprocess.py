@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from kernels.gamut import Q
+from pipeline.chunks import L_CODECS
 from pipeline.decode import DEFAULT_MAX_PIXELS, cropper, probe
 from pipeline.discover import Source, read_classes, read_source
 from pipeline.layouts import LAYOUTS
@@ -45,7 +46,10 @@ class PreprocessConfig:
         None, "files per task (default: parts of <= 2,048 files, a multiple of 4 of them)"
     )
     shard_images: int = setting(64, "images per Zarr shard")
-    zstd_level: int = setting(1, "zstd level of bins and label (L has its own codec)")
+    zstd_level: int = setting(1, "zstd level of bins and label (and of L with --l-codec zstd)")
+    l_codec: str = setting(
+        "med_rans", "L's codec: med_rans (smallest; needs this package to read) or zstd (any reader)"
+    )
     decoder: str = setting("auto", "auto (mixed when a GPU is present), cpu or mixed")
 
     def __post_init__(self):
@@ -65,6 +69,8 @@ class PreprocessConfig:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.list and self.layout not in ("auto", "list"):
             raise ValueError(f"--list goes with --layout list, not {self.layout}")
+        if self.l_codec not in L_CODECS:
+            raise ValueError(f"l_codec must be one of {', '.join(L_CODECS)}, got {self.l_codec!r}")
         if self.decoder not in ("auto", "cpu", "mixed"):
             raise ValueError(f"decoder must be 'auto', 'cpu' or 'mixed', got {self.decoder!r}")
 
@@ -173,4 +179,6 @@ def _process_batch(cfg: PreprocessConfig, sources, batch: range, cropper, record
     if cfg.full_bins:
         arrays["bins_full"] = encode_bins(rgb[keep]) if keep.any() else np.zeros((0, size, size), np.int16)
     counts += np.bincount(arrays["bins"].ravel(), minlength=Q)
-    return {name: encode_images(array_codecs(name, a.dtype, cfg.zstd_level), a) for name, a in arrays.items()}
+    return {
+        name: encode_images(array_codecs(name, a.dtype, cfg.zstd_level, cfg.l_codec), a) for name, a in arrays.items()
+    }

@@ -14,7 +14,9 @@ from pipeline.staging import StagedPart, free_part_chunks, load_part, shard_mark
 from pipeline.store import ARRAY_NDIM, shard_key, staging_dir
 
 
-def create_arrays(store: Path, n: int, size: int, full_bins: bool, shard_images: int, level: int) -> None:
+def create_arrays(
+    store: Path, n: int, size: int, full_bins: bool, shard_images: int, level: int, l_codec: str = "med_rans"
+) -> None:
     """Create the per-image arrays for up to n images (`resize_arrays` sets the final N).
 
     Arrays left by a killed run with the same layout are kept (grown back to n if they were shrunk), so
@@ -47,7 +49,7 @@ def create_arrays(store: Path, n: int, size: int, full_bins: bool, shard_images:
             shards=(shard_images, *tail),
             fill_value=0 if name != "label" else -1,
             overwrite=True,
-            **array_codecs(name, dtype, level).zarr_codecs(),
+            **array_codecs(name, dtype, level, l_codec).zarr_codecs(),
         )
 
 

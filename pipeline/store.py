@@ -53,6 +53,8 @@ class StoreState(enum.Enum):
 def config_digest(cfg) -> str:
     """A digest of every setting that changes the store's content."""
     settings = asdict(cfg) | {"format_version": FORMAT_VERSION}
+    if settings.get("l_codec") == "med_rans":  # added later: stores built before it keep their digest
+        del settings["l_codec"]
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 

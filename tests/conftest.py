@@ -75,8 +75,9 @@ def mixed_source(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     return root, expected
 
 
-def make_store(root, n: int = 12, size: int = 64, seed: int = 0):
-    """(store path, source root): n real photo crops as JPEGs in 3 classes, preprocessed at S = size."""
+def make_store(root, n: int = 12, size: int = 64, seed: int = 0, **settings):
+    """(store path, source root): n real photo crops as JPEGs in 3 classes, preprocessed at S = size (and the
+    PreprocessConfig `settings` given)."""
     rgb, _ = photo_batch(n, 96, seed=seed)
     src = root / "source"
     for k in range(n):
@@ -84,7 +85,8 @@ def make_store(root, n: int = 12, size: int = 64, seed: int = 0):
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rgb[k]).save(d / f"{k:02d}.JPEG", quality=95)
     store = root / "tiny.zarr"
-    build_store(PreprocessConfig(source=str(src), size=size, grayscale="include", shard_images=4), store)
+    cfg = PreprocessConfig(source=str(src), size=size, grayscale="include", shard_images=4, **settings)
+    build_store(cfg, store)
     return store, src
 
 
