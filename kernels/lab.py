@@ -26,6 +26,13 @@ def _linear_table() -> np.ndarray:
 LINEAR = _linear_table()
 
 
+def lightness(rgb: np.ndarray) -> np.ndarray:
+    """L in [0, 100], float64 (...), of 8-bit sRGB (..., 3): the L of scikit-image's `rgb2lab`, without it."""
+    lin = LINEAR[rgb]
+    y = lin @ XYZ_FROM_RGB[1] / WHITE_D65[1]
+    return np.where(y > EPSILON, 116.0 * np.cbrt(y) - 16.0, 116.0 * (7.787 * y + 16.0 / 116.0) - 16.0)
+
+
 @kernel()
 def _f(t):
     """The CIE Lab companding curve."""

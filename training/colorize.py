@@ -45,11 +45,14 @@ def inputs(paths: list[str]) -> list[tuple[Path, Path]]:
 
 def read_L(path: Path) -> np.ndarray:
     """L in [0, 100] (H, W) float64 of any image (EXIF orientation applied)."""
-    from skimage.color import rgb2lab
+    return L_of_bytes(path.read_bytes())
 
+
+def L_of_bytes(data: bytes) -> np.ndarray:
+    from kernels.lab import lightness
     from pipeline.decode import pil_decode
 
-    return rgb2lab(pil_decode(path.read_bytes()))[..., 0]
+    return lightness(pil_decode(data))
 
 
 @torch.no_grad()

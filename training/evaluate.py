@@ -147,6 +147,7 @@ def write_report(out: Path, name: str, metrics: dict, meta: dict) -> Path:
 
 
 def main(argv=None) -> int:
+    from pipeline.extras import MissingExtra, require
     from training.checkpoint import add_model_arguments, load_model, recovery_of
 
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
@@ -159,6 +160,7 @@ def main(argv=None) -> int:
     p.add_argument("--guided", type=float, default=0.0, help=guided)
     args = p.parse_args(argv)
     try:
+        require("train", "colorize-evaluate")
         model, cfg, step = load_model(args.checkpoint, args.device)
         device = next(model.parameters()).device
         recovery = recovery_of(cfg, args.recovery)
@@ -166,7 +168,7 @@ def main(argv=None) -> int:
         from training.data import holdout_mask
 
         n = int(open_store(args.store).attrs["n_images"])
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, MissingExtra) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     idx = np.arange(n) if args.split == "all" else np.flatnonzero(holdout_mask(n, cfg["holdout"]))

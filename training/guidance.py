@@ -40,11 +40,15 @@ class Reference:
     @classmethod
     def of_file(cls, path: str | Path, max_side: int = 512) -> "Reference":
         """The reference of a photo (any format Pillow reads), downscaled to at most max_side first."""
+        return cls.of_bytes(Path(path).read_bytes(), max_side)
+
+    @classmethod
+    def of_bytes(cls, data: bytes, max_side: int = 512) -> "Reference":
         from PIL import Image
 
         from pipeline.decode import pil_decode
 
-        img = Image.fromarray(pil_decode(Path(path).read_bytes()))
+        img = Image.fromarray(pil_decode(data))
         img.thumbnail((max_side, max_side))
         return cls.of_rgb(np.asarray(img))
 

@@ -221,6 +221,7 @@ def ensure_embedded_stores() -> None:
 
 
 def main(argv=None) -> int:
+    from pipeline.extras import MissingExtra, require
     from pipeline.store import StoreError
 
     p = argparse.ArgumentParser(prog="python -m training.run", description=__doc__.split("\n\n")[0])
@@ -234,12 +235,13 @@ def main(argv=None) -> int:
         print(models_table())
         return 0
     try:
+        require("train", "colorize-train")
         cfg = config_from_args(args)
         if not args.store:
             ensure_embedded_stores()
         elif not Path(cfg.store).exists():
             raise FileNotFoundError(f"no store at {cfg.store}")
-    except (OSError, ValueError, StoreError, TypeError) as e:
+    except (OSError, ValueError, StoreError, TypeError, MissingExtra) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:

@@ -3,6 +3,7 @@ import pytest
 from skimage.color import rgb2lab
 
 from kernels import encode_ab, encode_bins, image_targets
+from kernels.lab import lightness
 
 
 def test_L_and_block_bins_match_scikit_image(photos):
@@ -13,6 +14,11 @@ def test_L_and_block_bins_match_scikit_image(photos):
     ab = lab[..., 1:].reshape(n, s // 4, 4, s // 4, 4, 2).mean(axis=(2, 4))  # (B, S/4, S/4, 2)
     assert np.array_equal(q, encode_ab(ab))
     assert np.allclose(chroma, np.hypot(ab[..., 0], ab[..., 1]).mean(axis=(1, 2)))
+
+
+def test_lightness_is_scikit_images_L_without_it(photos, all_colours):
+    for rgb in (photos, all_colours[::61]):  # colorize's full-resolution L (the core install has no scikit-image)
+        assert np.abs(lightness(rgb) - rgb2lab(rgb)[..., 0]).max() < 1e-9
 
 
 def test_uniform_blocks_give_the_pixel_category(photos):
