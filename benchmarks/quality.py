@@ -225,7 +225,12 @@ def _markdown(d: dict) -> str:
         "",
         "PSNR differences (own recovery) larger than the two systems' spreads added: "
         + ("; ".join(d["separated_by_more_than_the_spread"]) or "none")
-        + ". With one seed the spread is 0 and every difference counts: read those as one draw.",
+        + "."
+        + (
+            " With one seed the spread is 0 and every difference counts: read those as one draw."
+            if s["seeds"] == 1
+            else f" The spread of {s['seeds']} seeds is itself a rough estimate: read small separations as leads."
+        ),
         "",
         "Guidance by the ground truth's own histogram (seed 001's '+Global histogram', an oracle): PSNR change "
         + ", ".join(f"{n} {r['guided']['psnr'] - r[d['own_recovery'][n]]['psnr']:+.2f} dB" for n, r in systems.items())
