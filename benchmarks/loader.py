@@ -55,20 +55,17 @@ def drop_cache(store: Path) -> None:
 
 
 def decode_bound(store: str, images: int = 512, seed: int = 0) -> float:
-    """Single-thread decode rate (images/s) of the store's L chunks, read into memory first."""
-    from kernels import lossless
+    """Single-thread decode rate (images/s) of the store's L chunks, read into memory first: the reader's own
+    decode (crc32c check, then `colorize.med_rans` or zstd, whichever the store's L uses)."""
     from pipeline.reader import ShardReader
 
     reader = ShardReader(store, names=("L",))
-    idx = np.random.default_rng(seed).choice(reader.n, min(images, reader.n), replace=False)
-    chunks = reader.fetch(np.sort(idx)).chunks["L"]
-    side = reader.layouts["L"].tail
-    out = np.empty(side, np.uint8)
-    lossless.decode(chunks[0][:-4], *side, out=out)  # compiled or loaded from Numba's cache before timing
+    idx = np.sort(np.random.default_rng(seed).choice(reader.n, min(images, reader.n), replace=False))
+    fetched, out = reader.fetch(idx), reader.empty(len(idx))
+    reader.decode(fetched, np.arange(1), out)  # compiled or loaded from Numba's cache before timing
     t0 = time.perf_counter()
-    for c in chunks:
-        lossless.decode(c[:-4], *side, out=out)
-    return len(chunks) / (time.perf_counter() - t0)
+    reader.decode(fetched, np.arange(len(idx)), out)
+    return len(idx) / (time.perf_counter() - t0)
 
 
 def zarr_rate(store: str, batch: int, batches: int, seed: int) -> float:
