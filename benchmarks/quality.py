@@ -182,12 +182,12 @@ def main(argv=None) -> int:
 
 def _gray_and_truth(store: str, idx: np.ndarray) -> tuple[list, list]:
     from pipeline.store import open_store
-    from training.colour import lab_to_rgb8
+    from training.colour import gray_rgb8
     from training.evaluate import ground_truth
 
     group = open_store(store)
     L = torch.from_numpy(np.asarray(group["L"].oindex[idx])).double() * (100.0 / 255.0)
-    gray = list(lab_to_rgb8(L, torch.zeros((*L.shape, 2), dtype=torch.float64)).numpy())
+    gray = list(gray_rgb8(L).numpy())
     truth = [t if t is not None else g for t, g in zip(ground_truth(group, idx), gray, strict=True)]
     return gray, truth
 

@@ -74,9 +74,7 @@ L_CODECS = ("med_rans", "zstd")  # L's codec: this package's image codec, or the
 
 def array_codecs(name: str, dtype, level: int, l_codec: str = "med_rans") -> ArrayCodecs:
     """The codecs of the store's array `name`: the lossless image codec on L (unless `l_codec` is zstd), zstd on
-    the others."""
-    if l_codec not in L_CODECS:
-        raise ValueError(f"l_codec must be one of {', '.join(L_CODECS)}, got {l_codec!r}")
+    the others (`l_codec` is validated with the rest of the settings, `PreprocessConfig`)."""
     return ArrayCodecs(dtype=np.dtype(dtype).name, level=level, image=name == "L" and l_codec == "med_rans")
 
 

@@ -55,23 +55,33 @@ def L_of_bytes(data: bytes) -> np.ndarray:
     return lightness(pil_decode(data))
 
 
-@torch.no_grad()
 def colorize_batch(model, Ls: list[np.ndarray], size: int, head: str, recovery: str = "argmax", reference=None,
                    strength: float = 1.0) -> list[np.ndarray]:  # fmt: skip
     """uint8 RGB (H, W, 3) for each L (H, W) in [0, 100]: the network at size x size on the model's device for
     the whole batch, each (a, b) upsampled to its own H x W and joined with its full-resolution L there; guided
     by `reference` (`training.guidance.Reference`) when given."""
+    return to_rgb(*predict(model, Ls, size), head, recovery, reference, strength)
+
+
+@torch.no_grad()
+def predict(model, Ls: list[np.ndarray], size: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(the model's colour output for the batch at size x size, each L as a (1, 1, H, W) tensor on its device)."""
     import torch.nn.functional as F
 
+    device = next(model.parameters()).device
+    full = [torch.from_numpy(L).to(device)[None, None] for L in Ls]
+    x = torch.cat([F.interpolate(t.float() / 100.0, size=(size, size), mode="area" if min(t.shape[-2:]) >= size
+                                 else "bilinear") for t in full])  # fmt: skip
+    return model(x)[0], full
+
+
+def to_rgb(out: torch.Tensor, full: list[torch.Tensor], head: str, recovery: str, reference=None,
+           strength: float = 1.0) -> list[np.ndarray]:  # fmt: skip
+    """The colour recovery of `predict`'s output (guided by `reference` when given), joined with each full L."""
     from training.colour import lab_to_rgb8
     from training.guidance import guided_ab
 
-    device = next(model.parameters()).device
-    full = [torch.from_numpy(L).to(device)[None, None] for L in Ls]  # (1, 1, H, W) each
-    x = torch.cat([F.interpolate(t.float() / 100.0, size=(size, size), mode="area" if min(t.shape[-2:]) >= size
-                                 else "bilinear") for t in full])  # fmt: skip
-    out, _ = model(x)
-    ab = guided_ab(out, head, recovery, [reference] * len(Ls) if reference is not None else None, strength)
+    ab = guided_ab(out, head, recovery, [reference] * len(full) if reference is not None else None, strength)
     rgbs = []
     for k, t in enumerate(full):
         ab_k = upsample_ab(ab[k : k + 1].double(), t.shape[-2:]).permute(0, 2, 3, 1)  # (1, H, W, 2)

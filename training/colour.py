@@ -24,6 +24,11 @@ def lab_to_rgb8(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     return (rgb.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
 
 
+def gray_rgb8(L: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) of L (B, H, W) in [0, 100] with a = b = 0: the gray input as RGB."""
+    return lab_to_rgb8(L, torch.zeros((*L.shape, 2), dtype=torch.float64, device=L.device))
+
+
 def psnr(truth: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
     """(B,): peak signal-to-noise ratio of 8-bit images, data range 255."""
     mse = (truth.double() - test.double()).square().flatten(1).mean(1)

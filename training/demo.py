@@ -2,7 +2,7 @@
 
 Drop a photo on the page (and, optionally, a colour reference photo): it shows the gray input, the
 colorization and the reference-guided one side by side, each at the photo's full resolution and with a
-download link. The results are those of `colorize` on the same photo (`training.colorize.colorize_batch`).
+download link. The results are those of `colorize` on the same photo (`training.colorize.predict`, `to_rgb`).
 A page of the standard library's HTTP server, not Gradio: it adds no dependency to the core install (Gradio
 brings 52 packages, docs/training.md). It listens on 127.0.0.1 unless `--host` says otherwise.
 """
@@ -109,19 +109,18 @@ class Colorizer:
         self.lock = threading.Lock()
 
     def __call__(self, photo: bytes, reference: bytes | None, strength: float) -> dict:
-        from training.colorize import L_of_bytes, colorize_batch
-        from training.colour import lab_to_rgb8
+        from training.colorize import L_of_bytes, predict, to_rgb
+        from training.colour import gray_rgb8
         from training.guidance import Reference
 
         t0 = time.perf_counter()
         L = L_of_bytes(photo)
         ref = Reference.of_bytes(reference) if reference else None
-        args = (self.cfg["size"] or 224, self.cfg["head"], self.recovery)
-        with self.lock:
-            color = colorize_batch(self.model, [L], *args)[0]
-            guided = colorize_batch(self.model, [L], *args, ref, strength)[0] if ref else None
-        Lt = torch.from_numpy(L)[None]
-        gray = lab_to_rgb8(Lt, torch.zeros(*Lt.shape, 2, dtype=torch.float64))[0].numpy()
+        with self.lock:  # one forward pass gives both results
+            out, full = predict(self.model, [L], self.cfg["size"] or 224)
+            color = to_rgb(out, full, self.cfg["head"], self.recovery)[0]
+            guided = to_rgb(out, full, self.cfg["head"], self.recovery, ref, strength)[0] if ref else None
+        gray = gray_rgb8(torch.from_numpy(L)[None])[0].numpy()
         out = {"gray": png_url(gray), "color": png_url(color), "guided": png_url(guided) if ref else None}
         ms = round((time.perf_counter() - t0) * 1e3)
         return out | {"width": L.shape[1], "height": L.shape[0], "ms": ms}
