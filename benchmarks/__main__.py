@@ -1,8 +1,9 @@
 """Benchmarks: `python -m benchmarks NAME [options]`; each writes reports/benchmarks/NAME.{json,md}."""
 
-import argparse
 import importlib
 import sys
+
+from pipeline.cli import ArgumentParser, command
 
 BENCHMARKS = {
     "categories": "benchmarks.categories",
@@ -15,8 +16,9 @@ BENCHMARKS = {
 }
 
 
+@command
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser = ArgumentParser(prog="colorize-bench", description=__doc__)
     parser.add_argument("name", choices=sorted(BENCHMARKS))
     args, rest = parser.parse_known_args(argv)
     module = importlib.import_module(BENCHMARKS[args.name])

@@ -10,7 +10,6 @@ Times, side by side in one run, from uint8 RGB to per-pixel categories q and wei
 and, when a CUDA device is present, (iii) on torch CUDA tensors. Outputs are checked against (i).
 """
 
-import argparse
 import time
 
 import numpy as np
@@ -21,6 +20,7 @@ from kernels import bins, encode_targets
 from kernels.gamut import A_MIN, B_MIN, CATEGORY_MATRIX, GRID, Q
 from kernels.jit import kernel, prange
 from kernels.zhang import zhang_targets
+from pipeline.cli import ArgumentParser
 from pipeline.priors import balance_weights, prior_from_counts
 
 PAPER = {"zhang_s_3_2M": 18.86, "ours_s_3_2M": 0.4, "zhang_s_43_9B": 3 * 86400.0, "ours_s_43_9B": 2 * 3600.0}
@@ -86,7 +86,7 @@ def _cuda_figures(batch: np.ndarray, weights: np.ndarray, rounds: int) -> dict |
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks categories", description=__doc__)
+    parser = ArgumentParser(prog="python -m benchmarks categories", description=__doc__)
     parser.add_argument("--rounds", type=int, default=20, help="timed rounds of the fast methods")
     parser.add_argument("--zhang-rounds", type=int, default=2, help="timed rounds of Zhang's method")
     parser.add_argument("--out", default="reports/benchmarks")

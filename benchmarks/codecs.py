@@ -6,13 +6,13 @@ thread; rounds are interleaved so that machine noise hits every codec alike. `fl
 picks the codec; docs/store.md gives the trade-off.
 """
 
-import argparse
 import statistics
 import time
 
 import numpy as np
 
 from benchmarks.report import machine, write
+from pipeline.cli import ArgumentParser
 
 IMAGENET_TRAIN = 1_281_167
 READERS = {
@@ -109,7 +109,7 @@ def markdown(data: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks codecs", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m benchmarks codecs", description=__doc__.split("\n\n")[0])
     p.add_argument("--store", help="a store whose L to use (default: the sample's photos at 224)")
     p.add_argument("--images", type=int, default=128)
     p.add_argument("--levels", default="1,3,9,19", help="zstd levels")

@@ -13,7 +13,6 @@ The lent GPU machine lacks zarr, numcodecs, zstandard and google-crc32c (carry t
 too large to carry): docs/performance.md says how to run it there. Writes reports/benchmarks/device_check.*.
 """
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import machine, write
+from pipeline.cli import ArgumentParser
 
 
 class NotMeasured(Exception):
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
 
     from benchmarks.photos import imagenet_sample
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks.device_check", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m benchmarks.device_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--store", help="a store for the loader (the sample's: 21 MB, small enough to carry)")
     p.add_argument("--sample", help="ImageNet-layout photos for DALI (default: ../shared/data/imagenet-sample)")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: run every part on the CPU")

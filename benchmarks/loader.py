@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import machine, write
+from pipeline.cli import ArgumentParser
 
 ORDERS = ("random", "quasi")
 TARGETS = {"random": 0.75, "quasi": 0.85}  # of the decode bound
@@ -213,7 +214,7 @@ def targets(d: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks loader", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m benchmarks loader", description=__doc__.split("\n\n")[0])
     p.add_argument("--store", required=True, help="a finished store")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="loader threads (default: every core)")
     p.add_argument("--order", choices=(*ORDERS, "both"), default="both")

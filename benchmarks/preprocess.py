@@ -15,7 +15,6 @@ and a cost per image (the slope between the two sizes): the flow/floor ratio of 
 one a dataset of ImageNet's size sees.
 """
 
-import argparse
 import itertools
 import shutil
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import machine, summary, write
+from pipeline.cli import ArgumentParser
 
 
 def _floor_part(cfg, part: int, sources: list) -> int:
@@ -113,10 +113,9 @@ def pack_tar(source: Path, out: Path, per_shard: int = 512) -> Path:
     for k in range(0, len(files), per_shard):
         with tarfile.open(out / "train" / f"shard-{k // per_shard:05d}.tar", "w") as tf:
             for n, src in enumerate(files[k : k + per_shard], k):
-                for name, data in (
-                    (f"{n:08d}.jpg", (source / src.path).read_bytes()),
-                    (f"{n:08d}.cls", b"%d" % src.label),
-                ):
+                members = [(f"{n:08d}.jpg", (source / src.path).read_bytes())]
+                members += [(f"{n:08d}.cls", b"%d" % src.label)] if src.label >= 0 else []  # no label: unknown
+                for name, data in members:
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
                     tf.addfile(info, io.BytesIO(data))
@@ -192,7 +191,7 @@ def interleaved(args, w: Workload, tmp: Path) -> tuple[dict, dict, dict]:
 def main(argv=None) -> int:
     from flows.preprocess import run_in_process
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks preprocess", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m benchmarks preprocess", description=__doc__.split("\n\n")[0])
     p.add_argument("--source", help="ImageNet-layout root (default: the shared sample, else the embedded set)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)

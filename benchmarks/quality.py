@@ -10,7 +10,6 @@ baseline and the ground truth's colourfulness; which PSNR differences exceed the
 (ImageNet or COCO, not comparable in budget). Writes reports/benchmarks/quality.{json,md} and quality.grid.png.
 """
 
-import argparse
 import csv
 import statistics
 import tempfile
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from benchmarks.report import machine, write
+from pipeline.cli import ArgumentParser
 
 RECIPES = {  # a short budget wants larger steps than the papers' long schedules
     "sgd": {"lr": 0.05},  # the AFF nets: the embedded default's preset
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     from training.models import MODELS, count_parameters, create_model, describe, spec_of
     from training.plots import grid
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks quality", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m benchmarks quality", description=__doc__.split("\n\n")[0])
     p.add_argument("--store", required=True, help="the training store")
     p.add_argument("--eval-store", required=True, help="a store of photos the systems never saw")
     p.add_argument("--steps", type=int, default=300)

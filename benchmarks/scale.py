@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import machine, write
+from pipeline.cli import ArgumentParser
 
 IMAGENET_TRAIN = 1_281_167
 GOALS = {"slope_flat": 0.10, "driver_rss_gb": 2.0}
@@ -178,7 +179,7 @@ def main(argv=None) -> int:
     from benchmarks.photos import imagenet_sample
     from pipeline.build import auto_part_images
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks scale", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m benchmarks scale", description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="1000,10000,100000", help="numbers of source files, comma-separated")
     p.add_argument("--workers", type=int, default=2, help="local Dask workers of the flow")
     p.add_argument("--sample", help="ImageNet-layout photos to link to (default: ../shared/data/imagenet-sample)")

@@ -16,7 +16,6 @@ Measured side by side:
       ratio to the model's rate for `full`.
 """
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -28,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.report import machine, summary, write
 from kernels.gamut import Q
+from pipeline.cli import ArgumentParser
 from training.config import TrainConfig
 from training.models import MODELS, N_CLASSES, count_parameters, create_model, spec_of
 from training.state import Run, networks, train_step
@@ -126,7 +126,7 @@ def loader_rate(store: str, batch: int, size: int, n_batches: int, device: torch
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks train", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m benchmarks train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--width", type=float, help="channel multiplier (default: 1 on CUDA, 0.125 on CPU)")
     parser.add_argument("--size", type=int, help="image side, a multiple of 32 (default: 224 on CUDA, 96 on CPU)")
     parser.add_argument("--batch", type=int, help="batch size (default: 64 on CUDA, 16 on CPU)")

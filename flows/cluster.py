@@ -35,8 +35,10 @@ def local_cluster(workers: int = 0, gpus: int = 0, dashboard: bool = False):
     from distributed import LocalCluster
 
     local_worker_config()
-    kwargs = {"threads_per_worker": 1, "processes": True}
-    kwargs |= {"dashboard_address": "127.0.0.1:0"} if dashboard else {"scheduler_kwargs": {"dashboard": False}}
+    # Everything on loopback: the scheduler serves /info (workers, logs, call stacks) over HTTP even without the
+    # dashboard, and on all interfaces unless told otherwise.
+    kwargs = {"threads_per_worker": 1, "processes": True, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}
+    kwargs |= {} if dashboard else {"scheduler_kwargs": {"dashboard": False}}
     if not gpus:
         cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, **kwargs)
         return _announce(cluster, dashboard)

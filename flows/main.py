@@ -8,12 +8,12 @@
 5. stops the server and the serving process.
 """
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 from flows.server import ROOT, local_stack, wait_deployment
+from pipeline.cli import ArgumentParser, command, make_dir
 from pipeline.sources import build_embedded_dataset
 
 DEPLOYMENT = "preprocess-imagenet/default"
@@ -27,21 +27,40 @@ def run_deployment(env: dict, params: dict) -> int:
     return subprocess.run(cmd, env=env, cwd=ROOT).returncode
 
 
+def _built_otherwise(source: Path, split: str, store: Path) -> bool:
+    """Whether the embedded default's store was built with other settings (an earlier version's): it is derived
+    data of this job, so the job rebuilds it, and says so."""
+    from pipeline.build import resolve
+    from pipeline.preprocess import PreprocessConfig
+    from pipeline.store import StoreError, check_target
+
+    try:
+        check_target(store, resolve(PreprocessConfig(source=str(source), split=split))[0])
+    except StoreError as e:
+        if "other settings" not in str(e):
+            raise
+        print(f"rebuilding {store}: built with other settings", flush=True)
+        return True
+    return False
+
+
+@command
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m flows.main", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m flows.main", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(ROOT / "data"), help="where the photo tree and the stores go")
     p.add_argument("--runs", default=str(ROOT / "runs"), help="Prefect home and logs")
     p.add_argument("--overwrite", action="store_true", help="rebuild the stores")
     p.add_argument("--zhang-prior", help="Zhang et al.'s prior_probs.npy, for the quality check's KL")
     args = p.parse_args(argv)
-    data = Path(args.data)
+    data, runs = make_dir(args.data, "--data"), make_dir(args.runs, "--runs")
     source = build_embedded_dataset(data / "embedded")
     stores = {split: data / "stores" / f"embedded-{split}.zarr" for split in ("train", "val")}
-    with local_stack(Path(args.runs) / "prefect") as env:
+    with local_stack(runs / "prefect") as env:
         wait_deployment(env, DEPLOYMENT)
         print(f"Prefect UI: {env['PREFECT_API_URL'].removesuffix('/api')}", flush=True)
         for split, store in stores.items():
-            params = {"source": source, "store": store, "split": split, "overwrite": str(args.overwrite).lower()}
+            overwrite = args.overwrite or _built_otherwise(source, split, store)
+            params = {"source": source, "store": store, "split": split, "overwrite": str(overwrite).lower()}
             params |= {"quality_out": ROOT / "reports" / "quality"}
             params |= {"zhang_prior": args.zhang_prior} if args.zhang_prior else {}
             rc = run_deployment(env, params)

@@ -10,7 +10,6 @@ store's content) and of `RunOptions` (where and how it runs).
 runs the flow in this process; `python -m flows.serve` serves it as the deployment `preprocess-imagenet/default`.
 """
 
-import argparse
 import contextlib
 import dataclasses
 import os
@@ -25,9 +24,11 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 from flows.artifacts import Progress, publish_summary, quality_check
 from flows.cluster import check_dask_address, dask_runner
 from pipeline.build import build_store, stage_part
+from pipeline.cli import ArgumentParser, command, make_dir
 from pipeline.layouts import detect
 from pipeline.preprocess import PreprocessConfig
 from pipeline.settings import add_flags, given, setting, signature
+from pipeline.store import check_safe
 
 FLOW_NAME = "preprocess-imagenet"
 # Retried on a transient failure (a worker lost, a file system hiccup): staging a part is idempotent.
@@ -103,25 +104,26 @@ def run_in_process(**params) -> dict:
         return preprocess_imagenet(**params)
 
 
+@command
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m flows.preprocess", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="colorize-preprocess", description=__doc__.split("\n\n")[0])
     add_flags(p, PreprocessConfig, positional=("source",))
     add_flags(p, RunOptions, positional=("store",))
     args = p.parse_args(argv)
     settings, options = given(args, PreprocessConfig), given(args, RunOptions)
-    try:
-        cfg, run = PreprocessConfig(**settings), RunOptions(**options)  # validated here, before Prefect starts
-        root, split = Path(cfg.source), Path(cfg.source) / cfg.split
-        if not cfg.list and not split.is_dir() and not any(root.glob("*.tar")):
-            raise FileNotFoundError(f"no split folder {split}")
-        layout = detect(root, cfg.split, cfg.layout, cfg.list)  # says what it found when nothing fits
-        if layout in ("classes", "flat") and not any(f[0] != "." for _, _, fs in os.walk(split) for f in fs):
-            raise ValueError(f"no files under {split}")  # the flow discovers them, once
-        if run.dask_address:
-            check_dask_address(run.dask_address)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg, run = PreprocessConfig(**settings), RunOptions(**options)  # validated here, before Prefect starts
+    root, split = Path(cfg.source), Path(cfg.source) / cfg.split
+    if not cfg.list and not split.is_dir() and not any(root.glob("*.tar")):
+        raise FileNotFoundError(f"no split folder {split}")
+    layout = detect(root, cfg.split, cfg.layout, cfg.list)  # says what it found when nothing fits
+    if layout in ("classes", "flat") and not any(f[0] != "." for _, _, fs in os.walk(split) for f in fs):
+        raise ValueError(f"no files under {split}")  # the flow discovers them, once
+    check_safe(Path(run.store), cfg, run.overwrite)  # refuses what it must not touch, before anything is written
+    make_dir(run.store, "STORE", keep=False)
+    if run.quality_out:
+        make_dir(run.quality_out, "--quality-out", keep=False)
+    if run.dask_address:
+        check_dask_address(run.dask_address)
     try:
         print(run_in_process(**settings, **options))
     except QualityFailed as e:

@@ -21,6 +21,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from pipeline.cli import ArgumentParser, command, make_dir, port
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -119,19 +121,30 @@ def wait_deployment(env: dict, name: str, timeout: float = 120.0) -> None:
     raise TimeoutError(f"deployment {name} was not registered within {timeout:.0f} s")
 
 
+@command
 def main(argv=None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m flows.server", description="a local Prefect server")
+    p = ArgumentParser(prog="python -m flows.server", description="a local Prefect server")
     p.add_argument("command", choices=("start",))
-    p.add_argument("--port", type=int, default=4200)
+    p.add_argument("--port", type=port, default=4200)
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (docs/security.md before changing it)")
     p.add_argument("--home", default="runs/prefect", help="PREFECT_HOME: the SQLite database lives here")
     args = p.parse_args(argv)
+    make_dir(args.home, "--home")
     env = server_env(Path(args.home), args.port)
+    env["PREFECT_SERVER_API_HOST"] = args.host
     print(f"export PREFECT_API_URL={env['PREFECT_API_URL']} PREFECT_HOME={env['PREFECT_HOME']}", flush=True)
     print(f"Prefect UI: http://127.0.0.1:{args.port}", flush=True)
-    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(args.port)]
-    return subprocess.call(cmd, env=env)
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", args.host, "--port", str(args.port)]
+    server = subprocess.Popen(cmd, env=env)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:  # the server got the same Ctrl-C: let it shut down, then say so in one line
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        print("flows.server: stopped", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

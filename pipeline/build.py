@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from kernels.gamut import Q
-from pipeline.layouts import find
+from pipeline.layouts import Found, find
 from pipeline.preprocess import PreprocessConfig, cut_parts, process_part
 from pipeline.shards import create_arrays, resize_arrays, write_shard
 from pipeline.staging import load_sources, part_done, save_sources, shard_marker, staged_summary
@@ -57,6 +57,16 @@ def serial(kwargs: dict) -> Future:
     return future
 
 
+def resolve(cfg: PreprocessConfig) -> tuple[PreprocessConfig, Found]:
+    """The settings a store records (source made absolute, layout detected, part size chosen) and the sources
+    found; ValueError when there are none."""
+    cfg = replace(cfg, source=str(Path(cfg.source).resolve()))
+    found = find(cfg)
+    if not found.sources:  # checked before anything is written
+        raise ValueError(f"no sources in {Path(cfg.source) / cfg.split} ({found.layout} layout)")
+    return replace(cfg, layout=found.layout, part_images=cfg.part_images or auto_part_images(len(found.sources))), found
+
+
 def build_store(
     cfg: PreprocessConfig,
     store: str | Path,
@@ -74,13 +84,9 @@ def build_store(
     """
     log = log or logging.getLogger("colorize.build")
     t0 = time.perf_counter()
-    cfg = replace(cfg, source=str(Path(cfg.source).resolve()))
     store = str(Path(store).resolve())
-    found = find(cfg)
+    cfg, found = resolve(cfg)
     sources, class_list = found.sources, found.classes
-    if not sources:  # checked before anything is written
-        raise ValueError(f"no sources in {Path(cfg.source) / cfg.split} ({found.layout} layout)")
-    cfg = replace(cfg, layout=found.layout, part_images=cfg.part_images or auto_part_images(len(sources)))
     state = begin(Path(store), cfg, overwrite)
     if state is StoreState.DONE:
         log.info("%s is already complete for these settings; nothing to do", store)

@@ -7,12 +7,14 @@ flow (Prefect, Dask), `[dev]` everything and the tests.
 
 import importlib.util
 
+from pipeline.cli import Refused
+
 TRAIN = ("nvidia.dali", "tensorboard", "scipy", "skimage")
 EXTRAS = {"train": TRAIN, "pipeline": (*TRAIN, "prefect", "distributed")}
 
 
-class MissingExtra(ImportError):
-    pass
+class MissingExtra(Refused, ImportError):
+    """A command needs an extra that is not installed; the message names it."""
 
 
 def _installed(module: str) -> bool:

@@ -7,7 +7,9 @@
 - `list`: `--list FILE`, one path per line relative to SOURCE, an optional wnid after it;
 - `tar`: WebDataset shards, SOURCE/<split>/*.tar or SOURCE/*.tar (`pipeline.tars`).
 `auto` detects the layout and says what it found when none fits. Label = the wnid's line in SOURCE/synsets.txt
-when present, else its place among the sorted wnids found. What cannot be a source is recorded as a skip.
+when present (-1 when it is not there), else its place in the class list found: class indices of tar labels
+first, named "0" to "K-1" (K = the largest index + 1), then the other wnids, sorted. What cannot be a source is
+recorded as a skip, each with its own path (a tar member's name used twice gets `#2`, `#3`, ... appended).
 """
 
 import random
@@ -79,17 +81,7 @@ def find(cfg) -> Found:
         sources, classes = discover(root, cfg.split, cfg.classes, cfg.per_class, cfg.seed)
         return Found(sources, classes, layout)
     if layout == "tar":
-        from pipeline.tars import samples
-
-        entries, skipped = [], []
-        base = _split_dir(root, cfg.split)
-        for shard in sorted(base.glob("*.tar")):
-            rel = shard.relative_to(root).as_posix()
-            found, bad, error = samples(shard)
-            entries += [(f"{rel}/{m.name}", label, m.offset, m.size) for _, m, label in found]
-            skipped += [_skip(f"{rel}/{name}", kind, reason) for name, kind, reason in bad]
-            if error:
-                skipped.append(_skip(rel, "truncated_archive", f"listing stopped after {len(found)} samples: {error}"))
+        entries, skipped = _tars(root, cfg.split)
     else:
         entries, skipped = _flat(root, cfg) if layout == "flat" else _listed(root, cfg.list)
     sources, classes = _labelled(root, entries)
@@ -98,6 +90,39 @@ def find(cfg) -> Found:
 
 def _skip(path: str, kind: str, reason: str) -> dict:
     return {"path": path, "wnid": "", "label": -1, "outcome": "skipped", "kind": kind, "reason": reason}
+
+
+def _tars(root: Path, split: str) -> tuple[list, list]:
+    """Entries and skip records of the shards. A `cls` index must name a class of synsets.txt when present."""
+    from pipeline.tars import samples
+
+    synsets = root / "synsets.txt"
+    n_classes = len(read_synsets(synsets)) if synsets.is_file() else None
+    entries, skipped = [], []
+    for shard in sorted(_split_dir(root, split).glob("*.tar")):
+        rel = shard.relative_to(root).as_posix()
+        found, bad = samples(shard, n_classes)
+        paths = [f"{rel}/{s.image.name}" for s in found]  # unique: a name used twice is read once
+        entries += [(p, s.label, s.image.offset, s.image.size) for p, s in zip(paths, found, strict=True)]
+        taken = set(paths)
+        for s in bad:  # the manifest and the quality check tell records apart by path
+            path = rel if s.name is None else _unique(f"{rel}/{_printable(s.name)}", taken)
+            skipped.append(_skip(path, s.kind, s.reason))
+    return entries, skipped
+
+
+def _unique(path: str, taken: set[str]) -> str:
+    out, n = path, 1
+    while out in taken:
+        n += 1
+        out = f"{path}#{n}"
+    taken.add(out)
+    return out
+
+
+def _printable(name: str) -> str:
+    """A member name as text: bytes that are not UTF-8 (kept by tarfile as surrogates) become \\xNN."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _flat(root: Path, cfg) -> tuple[list, list]:
@@ -134,36 +159,47 @@ def read_labels(path: Path) -> dict[str, str]:
 
 
 def _listed(root: Path, list_file: str) -> tuple[list, list]:
-    """Entries of a list file: `path [wnid]` per line (blank lines and # comments passed over)."""
-    entries, skipped = [], []
+    """Entries of a list file: `path [wnid]` per line (blank lines and # comments passed over). A file listed
+    twice is read once; its later lines are recorded as `duplicate_line` skips, each record under its own path."""
+    entries, skips, stored = [], [], set()
     top = root.resolve()
     for n, line in enumerate(Path(list_file).read_text().splitlines(), 1):
         words = line.split()
         if not words or words[0].startswith("#"):
             continue
         path = (root / words[0]).resolve()
+        inside = path.is_relative_to(top)
+        rel = path.relative_to(top).as_posix() if inside else words[0]
+        where = f"line {n} of {list_file}"
         if len(words) > 2:
-            skipped.append(_skip(words[0], "bad_line", f"line {n} of {list_file}: more than a path and a wnid"))
-        elif not path.is_relative_to(top):
-            skipped.append(_skip(words[0], "bad_line", f"line {n} of {list_file}: outside {root}"))
+            skips.append((rel, "bad_line", f"{where}: more than a path and a wnid"))
+        elif not inside:
+            skips.append((rel, "bad_line", f"{where}: outside {root}"))
         elif not path.is_file():
-            skipped.append(_skip(words[0], "missing", f"line {n} of {list_file}: no such file"))
+            skips.append((rel, "missing", f"{where}: no such file"))
+        elif rel in stored:
+            skips.append((rel, "duplicate_line", f"{where}: listed before"))
         else:
-            entries.append((path.relative_to(top).as_posix(), words[1] if len(words) > 1 else None, -1, -1))
-    return entries, skipped
+            stored.add(rel)
+            entries.append((rel, words[1] if len(words) > 1 else None, -1, -1))
+    taken = set(stored)  # a record's path names one record: skips sharing one get `#2`, `#3`, ...
+    return entries, [_skip(_unique(rel, taken), kind, reason) for rel, kind, reason in skips]
 
 
 def _labelled(root: Path, entries: list) -> tuple[list[Source], list[str]]:
-    """Sources from (path, wnid | class index | None, offset, size), labelled by synsets.txt or the wnids found."""
+    """Sources from (path, wnid | class index | None, offset, size) and the class list that labels them:
+    synsets.txt when present, else the indices found (named "0" to "K-1"), then the other wnids found."""
     synsets = root / "synsets.txt"
-    wnids = sorted({w for _, w, _, _ in entries if isinstance(w, str)})
-    classes = read_synsets(synsets) if synsets.is_file() else wnids
+    if synsets.is_file():
+        classes = read_synsets(synsets)  # pipeline.tars keeps class indices inside it
+    else:  # every index found must be a class of the list, or the labels would point past its end
+        classes = [str(k) for k in range(max((w + 1 for _, w, _, _ in entries if isinstance(w, int)), default=0))]
+        classes += sorted({w for _, w, _, _ in entries if isinstance(w, str)} - set(classes))
     index = {w: i for i, w in enumerate(classes)}
     sources = []
     for path, label, offset, size in entries:
-        if isinstance(label, int):  # a class index (`cls`): its wnid when the class list names it
-            wnid = classes[label] if synsets.is_file() and 0 <= label < len(classes) else ""
-            sources.append(Source(path, wnid, label, offset, size))
+        if isinstance(label, int):  # a class index (`cls`): named by the class list
+            sources.append(Source(path, classes[label], label, offset, size))
         else:
             sources.append(Source(path, label or "", index.get(label, -1) if label else -1, offset, size))
     return sources, classes

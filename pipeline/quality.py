@@ -10,7 +10,6 @@ KL divergence of the prior against Zhang et al.'s ImageNet prior, and a PNG of b
 Writes `<out>/<store name>.quality.{json,md,png}`; exits 1 when any check fails, 2 on a bad command line.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from kernels.gamut import CENTERS, Q
+from pipeline.cli import ArgumentParser, Refused, command, make_dir, non_negative_int
 from pipeline.store import MANIFEST, StoreError, missing_shards, open_store, outcome_counts
 
 
@@ -255,23 +255,26 @@ def _markdown(store: Path, rep: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+@command
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.quality", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="colorize-quality", description=__doc__.split("\n\n")[0])
     p.add_argument("store")
-    p.add_argument("--sample", type=int, default=16, help="images re-decoded from their source")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample", type=non_negative_int, default=16, help="images re-decoded from their source")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--out", default="reports/quality")
     p.add_argument("--zhang-prior", help="Zhang et al.'s ImageNet prior (prior_probs.npy): report the KL against it")
     args = p.parse_args(argv)
     store = Path(args.store)
+    if not (store / "zarr.json").is_file():  # not a store at all: bad input, not a failed check
+        what = "no such folder" if not store.exists() else "a file" if not store.is_dir() else "no zarr.json in it"
+        raise Refused(f"{store} is not a store ({what})")
     zhang = Path(args.zhang_prior) if args.zhang_prior else None
-    for path, what in ((store, "store"), (zhang, "prior file")):
-        if path is not None and not path.exists():
-            print(f"error: no {what} at {path}", file=sys.stderr)
-            return 2
+    if zhang is not None:
+        z = np.load(zhang, allow_pickle=False)
+        if z.shape != (Q,) or not np.issubdtype(z.dtype, np.floating) or not (np.isfinite(z).all() and z.min() >= 0):
+            raise Refused(f"--zhang-prior {zhang}: expected {Q} non-negative floats, found {z.dtype} {z.shape}")
+    out = make_dir(args.out)
     rep, _ = run(store, args.sample, args.seed, zhang)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = out / f"{store.resolve().name}.quality"
     priors = rep.facts.pop("priors", None)
     if priors is not None:

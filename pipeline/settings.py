@@ -7,8 +7,11 @@ the annotations themselves (no `from __future__ import annotations` in the modul
 import argparse
 import dataclasses
 import inspect
+import math
 import types
 import typing
+
+from pipeline.cli import finite_float
 
 
 def setting(default=dataclasses.MISSING, help: str = "", flag: bool = True):
@@ -40,7 +43,8 @@ def add_flags(parser: argparse.ArgumentParser, settings, positional: tuple[str, 
             parser.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction, help=helptext)
         else:
             default = "" if f.default is dataclasses.MISSING else f" (default: {f.default})"
-            parser.add_argument("--" + f.name.replace("_", "-"), type=kind, help=helptext + default)
+            parse = finite_float if kind is float else kind  # nan and inf are no setting's value
+            parser.add_argument("--" + f.name.replace("_", "-"), type=parse, help=helptext + default)
 
 
 def given(args: argparse.Namespace, settings) -> dict:
@@ -62,3 +66,34 @@ def signature(*settings) -> inspect.Signature:
         for f in dataclasses.fields(s)
     ]
     return inspect.Signature(params)
+
+
+def _accepts(tp, value) -> bool:
+    """Whether `value` (as JSON or YAML gives it) is of the field type `tp`: bool is no number, an int is a
+    float, a list of str is a tuple[str, ...]."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return any(_accepts(arg, value) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if typing.get_origin(tp) is tuple:
+        return isinstance(value, list | tuple) and all(_accepts(typing.get_args(tp)[0], v) for v in value)
+    return isinstance(value, tp)
+
+
+def check_values(settings, values: dict, where: str) -> None:
+    """ValueError naming the first setting of `values` that `settings` (a dataclass) does not have, or whose value
+    is not of its field's type (a file's "16" is not the integer 16)."""
+    kinds = {f.name: f.type for f in dataclasses.fields(settings)}
+    unknown = sorted(set(values) - set(kinds), key=repr)
+    if unknown:
+        raise ValueError(f"{where}: unknown settings {', '.join(map(repr, unknown))}"[:300])
+    for name, value in values.items():
+        if not _accepts(kinds[name], value):
+            want = getattr(kinds[name], "__name__", str(kinds[name]))
+            raise ValueError(f"{where}: {name} must be {want}, got {value!r:.60} ({type(value).__name__})")

@@ -1,16 +1,16 @@
 """The staging area of a store being written: each part's encoded chunks and summary, and shard-done markers.
 
 A part (a slice of the source list, one task) is staged as `_staging/part-NNNNNN.chunks` (every image's chunks
-already encoded, one blob per array) and `_staging/part-NNNNNN.pkl` (its summary: chunk sizes, category counts,
-the records of all its sources), each atomically, the chunks first: a summary on disk means its chunks were
-there. The chunks go once every shard over them is written; the summaries stay for a resumed run, which thus
-never holds a second copy of the store. The part's own source list is `_staging/parts/NNNNNN.json`.
+already encoded, one blob per array) and `_staging/part-NNNNNN.json` (its summary: chunk sizes, category counts,
+the records of all its sources; data only, so that a file planted in a shared store cannot run code), each
+atomically, the chunks first: a summary on disk means its chunks were there. The chunks go once every shard
+over them is written; the summaries stay for a resumed run, which thus never holds a second copy of the store.
+The part's own source list is `_staging/parts/NNNNNN.json`.
 """
 
 import dataclasses
 import json
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ PARTS_DIR = "parts"
 
 def part_path(store: Path, part: int) -> Path:
     """A staged part's summary; its presence marks the part done."""
-    return staging_dir(store) / f"part-{part:06d}.pkl"
+    return staging_dir(store) / f"part-{part:06d}.json"
 
 
 def part_chunks_path(store: Path, part: int) -> Path:
@@ -61,8 +61,8 @@ def save_part(store: Path, part: int, chunks: dict, counts: np.ndarray, records:
     blobs = [memoryview(np.ascontiguousarray(chunks[name][0])).cast("B") for name in names]
     atomic_write(part_chunks_path(store, part), blobs)
     sizes = {name: np.asarray(chunks[name][1], dtype=np.int64) for name in names}
-    staged = {"names": names, "sizes": sizes, "counts": counts, "records": records}
-    atomic_write(part_path(store, part), pickle.dumps(staged, protocol=5))
+    staged = {"names": names, "sizes": {k: v.tolist() for k, v in sizes.items()}, "counts": counts.tolist()}
+    atomic_write(part_path(store, part), json.dumps(staged | {"records": records}).encode())
 
 
 @dataclass
@@ -88,9 +88,16 @@ class StagedPart:
 
 def load_part(store: Path, part: int, chunks: bool = True) -> StagedPart:
     """A staged part's summary and, with `chunks`, its encoded chunks (StoreError if they were already freed)."""
-    staged = pickle.loads(part_path(store, part).read_bytes())
-    offsets = {name: np.concatenate([[0], np.cumsum(staged["sizes"][name])]) for name in staged["names"]}
-    part_ = StagedPart(offsets, staged["counts"], staged["records"])
+    try:
+        staged = json.loads(part_path(store, part).read_bytes())
+        sizes = {name: np.asarray(staged["sizes"][name], dtype=np.int64) for name in staged["names"]}
+        offsets = {name: np.concatenate([[0], np.cumsum(v)]).astype(np.int64) for name, v in sizes.items()}
+        part_ = StagedPart(offsets, np.asarray(staged["counts"], dtype=np.int64), list(staged["records"]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise StoreError(
+            f"{store}: the staged summary of part {part} is damaged ({type(e).__name__}); "
+            f"delete {staging_dir(store)} to restage"
+        ) from None
     if chunks:
         try:
             data = memoryview(part_chunks_path(store, part).read_bytes())

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.cli import Refused
 from pipeline.files import atomic_write
 
 FORMAT = "colorize-store"
@@ -33,12 +34,14 @@ READABLE_VERSIONS = (1, 2, 3)
 STAGING = "_staging"
 ARRAY_NDIM = {"L": 3, "bins": 3, "bins_full": 3, "label": 1}  # the per-image arrays, by number of dimensions
 MANIFEST = "sources.jsonl"
+# Everything a store folder may hold: the group, its arrays, the manifest and a run's staging area.
+STORE_ENTRIES = frozenset({"zarr.json", MANIFEST, STAGING, *ARRAY_NDIM, "path", "prior", "weights"})
 # zarr warns on every open that numcodecs codecs (the Delta filter of L in format versions 1 and 2, still
 # readable) are not in the v3 spec; they are registered with zarr and any zarr-python 3 reads them.
 warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
 
 
-class StoreError(RuntimeError):
+class StoreError(Refused, RuntimeError):
     """A store that cannot be used: missing, incomplete, built with other settings, or damaged."""
 
 
@@ -67,28 +70,90 @@ def shard_key(name: str, shard: int) -> str:
     return "/".join([name, "c", str(shard)] + ["0"] * (ARRAY_NDIM[name] - 1))
 
 
-def begin(store: Path, cfg, overwrite: bool = False) -> StoreState:
-    """Prepare `store` for a run of `cfg`; refuse a store of other settings (or not a store) unless overwrite."""
+def _is_own(store: Path) -> bool:
+    """Whether a folder is recognisably this project's store: its group says so, or a run's staging does, or it
+    holds nothing but the staging area of a run killed while it began (empty, or the stamp's temp file)."""
+    meta, stamp = store / "zarr.json", staging_dir(store) / "config.json"
+    if [p.name for p in store.iterdir()] == [STAGING] and staging_dir(store).is_dir():
+        if all(p.name.startswith(".config.json.tmp") for p in staging_dir(store).iterdir()):
+            return True
+    try:
+        if meta.is_file() and json.loads(meta.read_text()).get("attributes", {}).get("format") == FORMAT:
+            return True
+        return stamp.is_file() and "digest" in json.loads(stamp.read_text())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def foreign_entries(store: Path) -> list[str]:
+    """What a store folder holds beyond a store's own files: the names `--overwrite` would have to delete."""
+    foreign = [p.name for p in sorted(store.iterdir()) if p.name not in STORE_ENTRIES]
+    for name in STORE_ENTRIES - {"zarr.json", MANIFEST, STAGING}:
+        folder = store / name
+        if folder.is_dir():
+            foreign += [f"{name}/{p.name}" for p in sorted(folder.iterdir()) if p.name not in ("zarr.json", "c")]
+        elif folder.exists():
+            foreign.append(name)
+    return foreign
+
+
+def check_safe(store: Path, cfg, overwrite: bool = False) -> None:
+    """StoreError, writing nothing, if a run of `cfg` must not touch `store` whatever its settings: `store` is a
+    file, the source, a folder above it or inside the split it reads, or a folder that is not this project's
+    store (with overwrite: or that holds anything beside the store)."""
+    store, source = Path(store).resolve(), Path(cfg.source).resolve()
+    if store == source or source.is_relative_to(store) or store.is_relative_to(source / cfg.split):
+        raise StoreError(f"{store} is the source, a folder above it or inside its {cfg.split}/: choose another STORE")
+    if store.exists() and not store.is_dir():
+        raise StoreError(f"{store} is a file, not a folder: choose another STORE")
+    if not store.exists() or not any(store.iterdir()):
+        return
+    if not _is_own(store):
+        raise StoreError(f"{store} exists and is not a store of this project; choose an empty or new folder")
+    foreign = foreign_entries(store) if overwrite else []
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise StoreError(f"{store} holds files that are not the store's ({shown}); overwrite replaces a store only")
+
+
+def check_target(store: Path, cfg, overwrite: bool = False) -> StoreState:
+    """What a run of the resolved settings `cfg` would do with `store`, or StoreError naming why it must not
+    touch it (`check_safe`, or a store of other settings without overwrite); writes nothing."""
+    check_safe(store, cfg, overwrite)
     store = Path(store)
+    if overwrite or not store.exists() or not any(store.iterdir()):
+        return StoreState.NEW
     digest = config_digest(cfg)
-    meta = store / "zarr.json"
-    if meta.is_file():
-        attrs = json.loads(meta.read_text()).get("attributes", {})
-        if attrs.get("complete") and attrs.get("config_digest") == digest and not overwrite:
-            return StoreState.DONE
-    stamp = staging_dir(store) / "config.json"
-    if not overwrite and stamp.is_file() and json.loads(stamp.read_text()).get("digest") == digest:
+    meta, stamp = store / "zarr.json", staging_dir(store) / "config.json"
+    attrs = json.loads(meta.read_text()).get("attributes", {}) if meta.is_file() else {}
+    if attrs.get("complete") and attrs.get("config_digest") == digest:
+        return StoreState.DONE
+    if stamp.is_file() and json.loads(stamp.read_text()).get("digest") == digest:
         return StoreState.RESUME
-    if store.exists() and any(store.iterdir()):
-        if not overwrite and not stamp.is_file() and not meta.is_file():
-            raise StoreError(f"{store} exists and is not a store of this project; choose an empty path")
-        if not overwrite:
-            raise StoreError(f"{store} holds a store built with other settings; pass overwrite to rebuild it")
-        shutil.rmtree(store)
+    if not stamp.is_file() and not meta.is_file():  # killed while it began: nothing to keep
+        return StoreState.NEW
+    raise StoreError(f"{store} holds a store built with other settings; pass overwrite to rebuild it")
+
+
+def begin(store: Path, cfg, overwrite: bool = False) -> StoreState:
+    """Prepare `store` for a run of `cfg` (`check_target` decides); a store replaced by overwrite is removed
+    entry by entry, its own entries only."""
+    store = Path(store)
+    state = check_target(store, cfg, overwrite)
+    if state is not StoreState.NEW:
+        return state
+    if store.is_dir():
+        for name in STORE_ENTRIES:
+            entry = store / name
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            elif entry.exists():
+                entry.unlink()
     import zarr
 
     staging_dir(store).mkdir(parents=True, exist_ok=True)
-    atomic_write(stamp, json.dumps({"digest": digest, "config": asdict(cfg)}, indent=1).encode())
+    stamp = staging_dir(store) / "config.json"
+    atomic_write(stamp, json.dumps({"digest": config_digest(cfg), "config": asdict(cfg)}, indent=1).encode())
     zarr.open_group(store, mode="a", zarr_format=3).attrs.update(
         {"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False}
     )

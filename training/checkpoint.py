@@ -1,10 +1,13 @@
 """Checkpoints: written atomically (temp file, fsync, rename), so a crash or a full disk while saving leaves
 the previous checkpoint intact; each holds the model, optimizer, step, RNG states and the resolved config."""
 
+import pickle
+import warnings
 from pathlib import Path
 
 import torch
 
+from pipeline.cli import Refused, one_line
 from pipeline.files import atomic_write
 from training.models import N_CLASSES, create_model
 
@@ -13,14 +16,35 @@ def save(path: Path, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
+class CheckpointError(Refused):
+    """A file that is not a checkpoint this program can use; the message names the file and why, in one line."""
+
+
+KEYS = ("model", "config", "step")  # what every checkpoint of a run holds, beside its optimiser states
+
+
 def load(path: str | Path) -> dict:
+    """A checkpoint's contents, loaded with weights_only: tensors, numbers, strings and lists, never objects whose
+    loading runs code. Anything else is refused in one line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise CheckpointError(f"no checkpoint at {path}" + (" (a folder)" if path.is_dir() else ""))
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a damaged file gets one clear message
-        raise RuntimeError(f"{path} is not a readable checkpoint: {type(e).__name__}: {e}") from e
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" in str(e):  # the safe loader met an object that would be built by running code
+            raise CheckpointError(f"{path} holds objects other than tensors and plain values: refused, because "
+                                  "loading them could run code") from None  # fmt: skip
+        raise CheckpointError(f"{path} is not a checkpoint file (not written by torch.save, or damaged)") from None
+    except Exception as e:  # noqa: BLE001 - a damaged or foreign file gets one clear message
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {one_line(e)[:200]})") from e
+    if not isinstance(state, dict) or not all(k in state for k in KEYS) or not isinstance(state["config"], dict):
+        keys = ", ".join(map(str, state))[:80] if isinstance(state, dict) else ""
+        what = f"keys {keys}" if isinstance(state, dict) else f"a {type(state).__name__}"
+        raise CheckpointError(f"{path} is not a checkpoint of this project (found {what})")
+    return state
 
 
 def add_model_arguments(parser) -> None:
@@ -42,12 +66,19 @@ def recovery_of(cfg: dict, asked: str | None) -> str:
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict, int]:
     """(model in eval mode on `device` (`training.devices.resolve_device`), its training config as a dict, its
-    step) from a checkpoint."""
+    step) from a checkpoint; CheckpointError if its settings or weights do not make a registered model."""
     from training.devices import resolve_device
 
     target = resolve_device(device)
     state = load(path)
     cfg = state["config"]
-    model = create_model(cfg["variant"], cfg["width"], cfg["head"], state.get("n_classes", N_CLASSES))
-    model.load_state_dict(state["model"])
+    try:
+        model = create_model(cfg["variant"], cfg["width"], cfg["head"], int(state.get("n_classes", N_CLASSES)))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its config does not name a model this program builds ({one_line(e)})") from None
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = one_line(e).split(". ")[0][:160]
+        raise CheckpointError(f"{path}: its weights do not fit the {cfg['variant']} it names ({first})") from None
     return model.eval().to(target), cfg, int(state["step"])

@@ -1,58 +1,114 @@
-"""Colorize photos: `python -m training.colorize --checkpoint C INPUT... --out DIR [--reference PHOTO]`.
+"""Colorize photos: `colorize --checkpoint C INPUT... --out DIR [--reference PHOTO] [--max-pixels N]`.
 
-INPUTs are files or folders (searched recursively), any size, mode or format Pillow reads. Each image is
+INPUTs are files or folders (searched recursively), any mode or format Pillow reads. Each image is
 converted to L (colour inputs too), the network runs on L resized to its training size, in batches on the
 device, and the predicted (a, b) (Eq. 15-16) is upsampled to the input's full resolution (Eq. 17) and joined
 with the original full-resolution L there. Outputs keep each photo's path below the folder given
 (DIR/<folder>/<path>.png; a file given alone: DIR/<name>.png), so none overwrites another. With `--reference
 PHOTO` the colours are steered towards the reference's (`training.guidance`, seed 001's global histogram;
-`--reference-strength`, default 1). An unreadable file is reported and skipped; the others are still
+`--reference-strength`, default 1). An image with more than `--max-pixels` pixels is refused from its header,
+undecoded; the full-resolution work runs in tiles and batches hold at most that many pixels, so memory follows
+the budget, not the photos. An unreadable or refused file is reported and skipped; the others are still
 colorized. Exit code 0 if all succeeded, 1 if some failed, 2 on bad arguments or when nothing was readable.
 """
 
-import argparse
+import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pipeline.cli import ArgumentParser, Refused, command, finite_float, make_dir, one_line, positive_int
+from pipeline.decode import DEFAULT_MAX_PIXELS
 from training.loss import upsample_ab
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 BATCH = 16
+TILE = 1 << 18  # pixels per tile of the full-resolution work: its float64 temporaries stay tens of MB
+PROBLEMS = {"empty": "an empty file", "not_image": "not an image Pillow can read"}
 
 
-def inputs(paths: list[str]) -> list[tuple[Path, Path]]:
-    """(input file, output path relative to --out): a folder's files keep their path below the folder, under the
-    folder's name; a name taken twice gets a number, so that no output overwrites another."""
-    out, taken = [], set()
-    for p in map(Path, paths):
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            pairs = [(f, Path(p.resolve().name) / f.relative_to(p)) for f in files]
-        else:
-            pairs = [(p, Path(p.name))]
-        for f, rel in pairs:
-            name, k = rel.with_suffix(".png"), 1
-            while name in taken:
-                k += 1
-                name = rel.with_name(f"{rel.stem}-{k}.png")
-            taken.add(name)
-            out.append((f, name))
-    return out
+class TooLarge(Refused):
+    """An image with more pixels than the budget, refused from its header."""
 
 
-def read_L(path: Path) -> np.ndarray:
-    """L in [0, 100] (H, W) float64 of any image (EXIF orientation applied)."""
-    return L_of_bytes(path.read_bytes())
+class NotAnImage(Refused):
+    """Bytes Pillow cannot decode as an image."""
 
 
-def L_of_bytes(data: bytes) -> np.ndarray:
-    from kernels.lab import lightness
+def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) from the header alone (`pipeline.decode.probe`); TooLarge or NotAnImage for bytes that
+    must not be decoded."""
+    from pipeline.decode import probe
+
+    info = probe(data, max_pixels)
+    if info.kind == "bomb":
+        if not info.width:  # Pillow itself refused to open it
+            why = (info.reason or "").removeprefix("decompression bomb: ")
+            raise TooLarge(f"too large to open: {why} (the budget: {max_pixels:,}, --max-pixels)")
+        size = f"{info.width} x {info.height} = {info.width * info.height:,} pixels"
+        raise TooLarge(f"{size}, more than the budget of {max_pixels:,} (--max-pixels)")
+    # A JPEG the probe calls truncated is left to Pillow, which refuses a cut one itself: bytes appended to a
+    # whole one (a phone's motion photo) can look like a cut scan to the probe.
+    if info.reason is not None and info.kind != "truncated":
+        raise NotAnImage(f"cannot read it as an image ({PROBLEMS.get(info.kind, info.reason)})")
+    return info.width, info.height
+
+
+def quiet_pillow() -> None:
+    """Pillow warns of images above its own bomb threshold; here the budget is checked from the header
+    (`check_image`), and its warning would only add lines to a one-line refusal."""
+    import warnings
+
+    from PIL import Image
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def not_an_image(error: Exception) -> NotAnImage:
+    """A decoder's error in words: Pillow's messages can hold the repr of a file object, which says nothing."""
+    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the data", one_line(error))
+    return NotAnImage(f"cannot read it as an image ({type(error).__name__}: {text})")
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """uint8 RGB (H, W, 3) of an image's bytes (`pipeline.decode.pil_decode`), checked from its header first."""
     from pipeline.decode import pil_decode
 
-    return lightness(pil_decode(data))
+    check_image(data, max_pixels)
+    try:
+        return pil_decode(data)
+    except Exception as e:  # noqa: BLE001 - damaged data raises many kinds in Pillow; each is this refusal
+        raise not_an_image(e) from None
+
+
+def read_L(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """L in [0, 100] (H, W) float64 of any image (EXIF orientation applied)."""
+    return L_of_bytes(path.read_bytes(), max_pixels)
+
+
+def L_of_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    from kernels.lab import lightness
+
+    rgb = decode(data, max_pixels)
+    L = np.empty(rgb.shape[:2])
+    rows = max(1, TILE // rgb.shape[1])
+    for r in range(0, len(L), rows):  # in row tiles: lightness's float64 temporaries are 7x the size of L
+        L[r : r + rows] = lightness(rgb[r : r + rows])
+    return L
+
+
+def reference_of(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """The `training.guidance.Reference` of a photo's bytes, checked as every input is."""
+    from training.guidance import Reference
+
+    check_image(data, max_pixels)
+    try:
+        return Reference.of_bytes(data)
+    except Exception as e:  # noqa: BLE001 - as in decode
+        raise not_an_image(e) from None
 
 
 def colorize_batch(model, Ls: list[np.ndarray], size: int, head: str, recovery: str = "argmax", reference=None,
@@ -70,70 +126,161 @@ def predict(model, Ls: list[np.ndarray], size: int) -> tuple[torch.Tensor, list[
 
     device = next(model.parameters()).device
     full = [torch.from_numpy(L).to(device)[None, None] for L in Ls]
-    x = torch.cat([F.interpolate(t.float() / 100.0, size=(size, size), mode="area" if min(t.shape[-2:]) >= size
-                                 else "bilinear") for t in full])  # fmt: skip
-    return model(x)[0], full
+
+    def small(t: torch.Tensor) -> torch.Tensor:  # L / 100 divided in place: one image-sized temporary, not two
+        mode = "area" if min(t.shape[-2:]) >= size else "bilinear"
+        return F.interpolate(t.to(torch.float32, copy=True).div_(100.0), size=(size, size), mode=mode)
+
+    return model(torch.cat([small(t) for t in full]))[0], full
+
+
+def colors(out: torch.Tensor, full: list[torch.Tensor], head: str, recovery: str, reference=None,
+           strength: float = 1.0) -> Iterator[np.ndarray]:  # fmt: skip
+    """The colour recovery of `predict`'s output (guided by `reference` when given), joined with each full L,
+    one image at a time."""
+    from training.guidance import guided_ab
+
+    ab = guided_ab(out, head, recovery, [reference] * len(full) if reference is not None else None, strength)
+    for k, t in enumerate(full):
+        yield join(t[0, 0], ab[k])
 
 
 def to_rgb(out: torch.Tensor, full: list[torch.Tensor], head: str, recovery: str, reference=None,
            strength: float = 1.0) -> list[np.ndarray]:  # fmt: skip
-    """The colour recovery of `predict`'s output (guided by `reference` when given), joined with each full L."""
+    """`colors` as a list."""
+    return list(colors(out, full, head, recovery, reference, strength))
+
+
+def _rows(n_in: int, n_out: int) -> tuple[torch.Tensor, ...]:
+    """(y0, y1, w0, w1): row y of torch's bilinear resize (align_corners=False) from n_in to n_out rows is
+    w0[y] * in[y0[y]] + w1[y] * in[y1[y]], with the positions and weights torch computes."""
+    if n_in == n_out:
+        rows = torch.arange(n_out)
+        return rows, rows, torch.ones(n_out, dtype=torch.float64), torch.zeros(n_out, dtype=torch.float64)
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0.0)
+    y0 = src.float().floor().long().clamp(max=n_in - 1)  # torch floors the position in float32
+    w1 = (src - y0).clamp(0.0, 1.0)
+    return y0, torch.where(y0 < n_in - 1, y0 + 1, y0), 1.0 - w1, w1
+
+
+def join(L: torch.Tensor, ab: torch.Tensor | None) -> np.ndarray:
+    """uint8 RGB (H, W, 3) of the full-resolution L (H, W) and the (a, b) map (2, h, w) upsampled to it (Eq. 17):
+    `lab_to_rgb8(L, upsample_ab(ab, (H, W)))` computed in row tiles, so that no float64 temporary has the
+    image's size. Bilinear resizing is separable: the width pass runs at the map's own height (small), the
+    height pass per tile. ab None: the gray image (a = b = 0)."""
     from training.colour import lab_to_rgb8
-    from training.guidance import guided_ab
 
-    ab = guided_ab(out, head, recovery, [reference] * len(full) if reference is not None else None, strength)
-    rgbs = []
-    for k, t in enumerate(full):
-        ab_k = upsample_ab(ab[k : k + 1].double(), t.shape[-2:]).permute(0, 2, 3, 1)  # (1, H, W, 2)
-        rgbs.append(lab_to_rgb8(t[:, 0].double(), ab_k)[0].cpu().numpy())
-    return rgbs
+    H, W = L.shape
+    out = np.empty((H, W, 3), dtype=np.uint8)
+    if ab is not None:
+        wide = upsample_ab(ab[None].double(), (ab.shape[-2], W))[0]  # (2, h, W)
+        y0, y1, w0, w1 = (t.to(L.device) for t in _rows(ab.shape[-2], H))
+    rows = max(1, TILE // W)
+    for r in range(0, H, rows):
+        s = slice(r, min(H, r + rows))
+        if ab is None:
+            ab_s = torch.zeros((s.stop - r, W, 2), dtype=torch.float64, device=L.device)
+        else:
+            ab_s = (wide[:, y0[s]] * w0[s, None] + wide[:, y1[s]] * w1[s, None]).permute(1, 2, 0)
+        out[s] = lab_to_rgb8(L[s][None], ab_s[None])[0].cpu().numpy()
+    return out
 
 
+def inputs(paths: list[str]) -> list[tuple[Path, Path]]:
+    """(input file, output path relative to --out): a folder's files keep their path below the folder, under the
+    folder's name; a name taken twice gets a number, so that no output overwrites another."""
+    out, taken = [], set()
+    for p in map(Path, paths):
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            pairs = [(f, Path(p.resolve().name) / f.relative_to(p)) for f in files]
+        elif p.exists():
+            pairs = [(p, Path(p.name))]
+        else:
+            raise Refused(f"{p}: no such file or folder")
+        for f, rel in pairs:
+            name, k = rel.with_suffix(".png"), 1
+            while name in taken:
+                k += 1
+                name = rel.with_name(f"{rel.stem}-{k}.png")
+            taken.add(name)
+            out.append((f, name))
+    return out
+
+
+def batches(files: list[tuple[Path, Path]], max_pixels: int) -> Iterator[list[tuple[Path, Path, np.ndarray]]]:
+    """Batches of (file, output path, L) of at most BATCH images and max_pixels pixels (or one image); a file
+    that cannot be read is reported on stderr and left out."""
+    batch, pixels = [], 0
+    for f, rel in files:
+        try:
+            data = f.read_bytes()
+            w, h = check_image(data, max_pixels)
+        except (OSError, Refused) as e:
+            print(f"skipped {f}: {getattr(e, 'strerror', None) or one_line(e)}", file=sys.stderr)
+            continue
+        if batch and (len(batch) == BATCH or pixels + w * h > max_pixels):
+            yield batch
+            batch, pixels = [], 0
+        try:
+            batch.append((f, rel, L_of_bytes(data, max_pixels)))
+            pixels += w * h
+        except Refused as e:
+            print(f"skipped {f}: {e}", file=sys.stderr)
+    if batch:
+        yield batch
+
+
+@command
 def main(argv=None) -> int:
     from PIL import Image
 
     from training.checkpoint import add_model_arguments, load_model, recovery_of
-    from training.guidance import Reference
 
-    p = argparse.ArgumentParser(prog="python -m training.colorize", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="colorize", description=__doc__.split("\n\n")[0])
     add_model_arguments(p)
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the folder for the results (created)")
     p.add_argument("--reference", help="a colour photo whose colours the results are steered towards")
-    p.add_argument("--reference-strength", type=float, default=1.0, help="how strongly (0 = not at all)")
+    p.add_argument("--reference-strength", type=finite_float, default=1.0, help="how strongly (0 = not at all)")
+    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                   help=f"larger images are refused from their header (default {DEFAULT_MAX_PIXELS:,})")  # fmt: skip
     args = p.parse_args(argv)
-    try:
-        model, cfg, _ = load_model(args.checkpoint, args.device)
-        recovery = recovery_of(cfg, args.recovery)
-        reference = Reference.of_file(args.reference) if args.reference else None
-    except (OSError, RuntimeError, KeyError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    quiet_pillow()
+    if args.reference_strength < 0:
+        p.error(f"argument --reference-strength: must be >= 0, got {args.reference_strength}")
+    model, cfg, _ = load_model(args.checkpoint, args.device)
+    recovery, size = recovery_of(cfg, args.recovery), cfg.get("size") or 224
+    reference = None
+    if args.reference:
+        try:
+            reference = reference_of(Path(args.reference).read_bytes(), args.max_pixels)
+        except (OSError, Refused) as e:
+            why = (e.strerror or one_line(e)) if isinstance(e, OSError) else str(e)
+            raise Refused(f"--reference {args.reference}: {why}") from None
     files = inputs(args.inputs)
     if not files:
-        print("error: no input images found", file=sys.stderr)
-        return 2
-    out, failed = Path(args.out), 0
-    for start in range(0, len(files), BATCH):
-        batch = []
-        for f, rel in files[start : start + BATCH]:
+        raise Refused("no input images found")
+    new = [d for d in (Path(args.out), *Path(args.out).parents) if not d.exists()]  # the folders make_dir creates
+    out, written = make_dir(args.out), 0
+    for batch in batches(files, args.max_pixels):
+        outs, full = predict(model, [L for _, _, L in batch], size)
+        for (f, rel, _), rgb in zip(batch, colors(outs, full, cfg["head"], recovery, reference,
+                                                  args.reference_strength), strict=True):  # fmt: skip
             try:
-                batch.append((f, rel, read_L(f)))
-            except Exception as e:  # noqa: BLE001 - reported per file; the rest go on
-                print(f"skipped {f}: cannot read it as an image ({type(e).__name__}: {e})", file=sys.stderr)
-                failed += 1
-        if not batch:
-            continue
-        size = cfg["size"] or 224
-        rgbs = colorize_batch(model, [L for _, _, L in batch], size, cfg["head"], recovery, reference,
-                              args.reference_strength)  # fmt: skip
-        for (f, rel, _), rgb in zip(batch, rgbs, strict=True):
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rgb).save(out / rel)
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rgb).save(out / rel)
+            except OSError as e:
+                print(f"skipped {f}: cannot write {out / rel}: {one_line(e)}", file=sys.stderr)
+                continue
+            written += 1
             print(f"{f} -> {out / rel} ({rgb.shape[1]} x {rgb.shape[0]})")
-    if failed == len(files):
+    if not written:
+        for d in new:  # nothing was colorized: leave no folder behind
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
         return 2
-    return 1 if failed else 0
+    return 1 if written < len(files) else 0
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@ embedded default's CPU-sized preset."""
 
 import argparse
 import json
-from dataclasses import dataclass, fields, replace
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipeline.settings import given, setting
+from pipeline.cli import Refused, one_line
+from pipeline.settings import check_values, given, setting
 from training.models import spec_of
 from training.order import ORDERS
 
@@ -82,25 +84,56 @@ class TrainConfig:
             object.__setattr__(self, name, value)  # the resolved settings are the ones saved
         if not 0 < self.width <= 4:
             raise ValueError(f"width must be in (0, 4], got {self.width}")
-        if self.size % 32:
-            raise ValueError(f"size must be a multiple of 32 (the encoder halves it 5 times), got {self.size}")
+        if self.size < 32 or self.size % 32:
+            raise ValueError(f"size must be a positive multiple of 32 (the encoder halves it 5 times), got {self.size}")
         if self.order not in ORDERS or self.loader_threads < 0 or self.window < 1:
             raise ValueError(f"order must be one of {ORDERS}, loader_threads >= 0 and window >= 1")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Numbers a run cannot use, refused before anything is written (written `not a < x` so nan fails too)."""
+        at_least = {"batch_size": 1, "epochs": 1, "steps": 0, "ckpt_every": 1, "log_every": 1, "keep": 0,
+                    "eval_every": 0, "val_images": 0, "eval_images": 0, "pretrain_steps": 0}  # fmt: skip
+        for name, low in at_least.items():
+            if not getattr(self, name) >= low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        positive = ("lr", "lr_pow")
+        non_negative = ("lam_col", "lam_cls", "lam_l1", "lr_d", "momentum", "weight_decay")
+        for name in positive + non_negative:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and (value > 0 if name in positive else value >= 0)):
+                raise ValueError(f"{name} must be a finite number {'>' if name in positive else '>='} 0, got {value}")
+        if not 0 <= self.holdout < 1:
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
 
 
 def read_config(path: str | Path) -> dict:
-    """The settings of a JSON or YAML file (a run's own config.json works); unknown keys are refused."""
-    text = Path(path).read_text()
-    if Path(path).suffix.lower() in (".yaml", ".yml"):
+    """The settings of a JSON or YAML file (a run's own config.json works): a mapping of known settings of the
+    right types, or Refused in one line. YAML is read with the safe loader: tags that build objects are refused."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise Refused(f"--config {path}: not a text file") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
-        values = yaml.safe_load(text) or {}
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = one_line(getattr(e, "problem", None) or e)
+            raise Refused(f"--config {path}: not valid YAML{where}: {problem}") from None
     else:
-        values = json.loads(text)
-    names = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"{path}: unknown settings {', '.join(unknown)}")
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise Refused(f"--config {path}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise Refused(f"--config {path}: expected a mapping of settings, found a {type(values).__name__}")
+    check_values(TrainConfig, values, f"--config {path}")
     return values
 
 

@@ -2,27 +2,31 @@
 
 Drop a photo on the page (and, optionally, a colour reference photo): it shows the gray input, the
 colorization and the reference-guided one side by side, each at the photo's full resolution and with a
-download link. The results are those of `colorize` on the same photo (`training.colorize.predict`, `to_rgb`).
+download link. The results are those of `colorize` on the same photo (`training.colorize.predict`, `join`).
 A page of the standard library's HTTP server, not Gradio: it adds no dependency to the core install (Gradio
 brings 52 packages, docs/training.md). It listens on 127.0.0.1 unless `--host` says otherwise.
+
+Its memory is bounded whatever the clients do: a photo above `--max-pixels` is refused from its header (413);
+decoding and everything per pixel run in at most `--decoders` requests at once (a request waits up to
+`--timeout` seconds for its turn, then gets 503); at most `--max-connections` connections are held, each with a
+socket timeout, each upload at most MAX_UPLOAD bytes (`training.demo_server`).
 """
 
 import argparse
 import base64
-import email.parser
-import email.policy
+import html
 import io
-import json
-import sys
+import math
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import torch
 
-MAX_UPLOAD = 64 << 20  # bytes of one request: two photos
+from pipeline.cli import ArgumentParser, Refused, command, finite_float, one_line, port, positive_int
+from pipeline.decode import DEFAULT_MAX_PIXELS
+from training.demo_server import MAX_UPLOAD, HttpError, JsonHandler, Server, form_fields
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>colorize</title>
@@ -79,119 +83,161 @@ drop.addEventListener("drop", (e) => {
 """
 
 
-def png_url(rgb: np.ndarray) -> str:
+def png_url(rgb: np.ndarray) -> list[bytes]:
+    """A PNG data URL in two parts (`demo_server.json_parts` sends them without joining them)."""
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def form_fields(content_type: str, body: bytes) -> dict[str, bytes]:
-    """The fields of a multipart/form-data body, by name."""
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
-    if not message.is_multipart():
-        raise ValueError("expected a multipart/form-data upload")
-    return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True) or b""
-            for part in message.iter_parts()}  # fmt: skip
+    return [b"data:image/png;base64,", base64.b64encode(buf.getbuffer())]
 
 
 class Colorizer:
-    """The model and its settings; one request at a time on the device."""
+    """The model and its settings: one forward pass at a time on the device, and at most `decoders` requests
+    decoding or joining pixels at once."""
 
-    def __init__(self, checkpoint: str, device: str, recovery: str | None):
+    def __init__(self, checkpoint: str, device: str, recovery: str | None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 decoders: int = 2):  # fmt: skip
         from training.checkpoint import load_model, recovery_of
 
         self.model, self.cfg, _ = load_model(checkpoint, device)
         self.recovery = recovery_of(self.cfg, recovery)
         self.name = f"{self.cfg.get('variant', '?')} ({Path(checkpoint).name})"
-        self.lock = threading.Lock()
+        self.max_pixels, self.decoders = max_pixels, decoders
+        self.lock, self.slots = threading.Lock(), threading.BoundedSemaphore(decoders)
+
+    @contextmanager
+    def slot(self, wait: float):
+        """One of the `decoders` turns, waited for up to `wait` seconds; else 503."""
+        if not self.slots.acquire(timeout=wait):
+            raise HttpError(503, f"busy: {self.decoders} photos are being colorized; try again in a moment")
+        try:
+            yield
+        finally:
+            self.slots.release()
+
+    def _taking(self, what: str, read, data: bytes):
+        """read(data, max_pixels), a refusal made an HTTP error: 413 above the pixel budget, else 400."""
+        from training.colorize import TooLarge
+
+        try:
+            return read(data, self.max_pixels)
+        except Refused as e:
+            raise HttpError(413 if isinstance(e, TooLarge) else 400, f"{what}: {e}") from None
 
     def __call__(self, photo: bytes, reference: bytes | None, strength: float) -> dict:
-        from training.colorize import L_of_bytes, predict, to_rgb
-        from training.colour import gray_rgb8
-        from training.guidance import Reference
+        from training.colorize import L_of_bytes, check_image, join, predict, reference_of
+        from training.guidance import guided_ab
 
         t0 = time.perf_counter()
-        L = L_of_bytes(photo)
-        ref = Reference.of_bytes(reference) if reference else None
+        for what, data in (("photo", photo), ("reference", reference)):
+            if data:  # both headers checked before anything is decoded
+                self._taking(what, check_image, data)
+        L = self._taking("photo", L_of_bytes, photo)
+        ref = self._taking("reference", reference_of, reference) if reference else None
+        head, size = self.cfg["head"], self.cfg.get("size") or 224
         with self.lock:  # one forward pass gives both results
-            out, full = predict(self.model, [L], self.cfg["size"] or 224)
-            color = to_rgb(out, full, self.cfg["head"], self.recovery)[0]
-            guided = to_rgb(out, full, self.cfg["head"], self.recovery, ref, strength)[0] if ref else None
-        gray = gray_rgb8(torch.from_numpy(L)[None])[0].numpy()
-        out = {"gray": png_url(gray), "color": png_url(color), "guided": png_url(guided) if ref else None}
+            out, full = predict(self.model, [L], size)
+            ab = guided_ab(out, head, self.recovery, None)[0]
+            guided = guided_ab(out, head, self.recovery, [ref], strength)[0] if ref else None
+        lum = full[0][0, 0]  # L at full resolution, on the device; each result is encoded as soon as it is made
+        result = {"gray": png_url(join(lum, None)), "color": png_url(join(lum, ab))}
+        result["guided"] = png_url(join(lum, guided)) if ref else None
         ms = round((time.perf_counter() - t0) * 1e3)
-        return out | {"width": L.shape[1], "height": L.shape[0], "ms": ms}
+        return result | {"width": L.shape[1], "height": L.shape[0], "ms": ms}
 
 
-def handler(colorize: Colorizer) -> type:
-    class Handler(BaseHTTPRequestHandler):
-        def _reply(self, code: int, body: bytes, kind: str) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+def strength_of(field: bytes | None) -> float:
+    """The reference's strength: a finite number >= 0 (nan would give a flat image), 1 when not given."""
+    text = bytes(field or b"").decode("utf-8", "replace").strip() or "1"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise HttpError(400, f"strength must be a finite number >= 0, got {text[:40]!r}")
+    return value
 
-        def _json(self, code: int, data: dict) -> None:
-            self._reply(code, json.dumps(data).encode(), "application/json")
 
+def handler(colorize: Colorizer, timeout: float = 30.0) -> type:
+    class Handler(JsonHandler):
         def do_GET(self):
             if self.path in ("/", "/index.html"):
-                self._reply(200, PAGE.replace("__MODEL__", colorize.name).encode(), "text/html; charset=utf-8")
+                page = PAGE.replace("__MODEL__", html.escape(colorize.name)).encode()
+                self.reply(200, [page], "text/html; charset=utf-8")
             else:
-                self._json(404, {"error": f"no page {self.path}"})
+                self.json(404, {"error": f"no page {self.path[:200]}"})
 
         def do_POST(self):
-            if self.path != "/colorize":
-                return self._json(404, {"error": f"no endpoint {self.path}"})
-            size = int(self.headers.get("Content-Length") or 0)
-            if size > MAX_UPLOAD:
-                return self._json(413, {"error": f"upload of {size:,} bytes: at most {MAX_UPLOAD:,}"})
             try:
-                fields = form_fields(self.headers.get("Content-Type", ""), self.rfile.read(size))
-                if not fields.get("photo"):
-                    raise ValueError("no photo in the upload")
-                strength = float(fields.get("strength") or 1)
-            except ValueError as e:
-                return self._json(400, {"error": str(e)})
-            try:
-                result = colorize(fields["photo"], fields.get("reference") or None, strength)
-            except Exception as e:  # noqa: BLE001 - a bad upload is the user's message, never the server's end
-                return self._json(400, {"error": f"cannot read it as an image ({type(e).__name__}: {e})"})
-            self._json(200, result)
+                if self.path != "/colorize":
+                    raise HttpError(404, f"no endpoint {self.path[:200]}")
+                body = self.body(MAX_UPLOAD)
+                with colorize.slot(self.timeout):  # the form, the pixels and the reply: bounded in number
+                    fields = form_fields(self.headers.get("Content-Type", ""), body)
+                    del body
+                    photo, reference = fields.get("photo"), fields.get("reference") or None
+                    if not photo:
+                        raise HttpError(400, "no photo in the upload")
+                    self.json(200, colorize(photo, reference, strength_of(fields.get("strength"))))
+            except HttpError as e:
+                self.json(e.status, {"error": str(e)})
+            except Exception as e:  # a bug, not the upload: the client hears of it, the log gets the traceback
+                if not isinstance(e, OSError):  # (an OSError is the connection's: nothing can be sent)
+                    self.json(500, {"error": f"the server failed ({type(e).__name__})"})
+                raise
 
-        def log_message(self, fmt, *args):  # one line per request on stderr, as the server does, without the date
-            print(f"{self.address_string()} {fmt % args}", file=sys.stderr)
-
+    Handler.timeout = timeout
     return Handler
 
 
-def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu", recovery=None):
+def listen(colorize: Colorizer, host: str, port: int, *, timeout: float = 30.0, max_connections: int = 8) -> Server:
+    """The demo's server for a loaded model (its `colorize`), bound and ready (`serve_forever` to run it)."""
+    server = Server((host, port), handler(colorize, timeout), max_connections)
+    server.colorize = colorize
+    return server
+
+
+def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu", recovery=None, *,
+          max_pixels: int = DEFAULT_MAX_PIXELS, decoders: int = 2, timeout: float = 30.0,
+          max_connections: int = 8) -> Server:  # fmt: skip
     """The demo's server, bound and ready (`serve_forever` to run it); port 0 picks a free one."""
-    return ThreadingHTTPServer((host, port), handler(Colorizer(checkpoint, device, recovery)))
+    colorize = Colorizer(checkpoint, device, recovery, max_pixels, decoders)
+    return listen(colorize, host, port, timeout=timeout, max_connections=max_connections)
 
 
+def seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
+@command
 def main(argv=None) -> int:
     from training.checkpoint import add_model_arguments
+    from training.colorize import quiet_pillow
 
-    p = argparse.ArgumentParser(prog="colorize-demo", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="colorize-demo", description=__doc__.split("\n\n")[0])
     add_model_arguments(p)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=port, default=7860, help="0: any free port")
+    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                   help=f"larger photos are refused from their header (default {DEFAULT_MAX_PIXELS:,})")  # fmt: skip
+    p.add_argument("--decoders", type=positive_int, default=2, help="requests decoding and colorizing at once")
+    p.add_argument("--max-connections", type=positive_int, default=8, help="connections held at once")
+    p.add_argument("--timeout", type=seconds, default=30.0, help="seconds a connection may stall")
     args = p.parse_args(argv)
+    quiet_pillow()
+    colorize = Colorizer(args.checkpoint, args.device, args.recovery, args.max_pixels, args.decoders)
     try:
-        server = serve(args.checkpoint, args.host, args.port, args.device, args.recovery)
-    except (OSError, RuntimeError, KeyError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        server = listen(colorize, args.host, args.port, timeout=args.timeout, max_connections=args.max_connections)
+    except OSError as e:
+        raise Refused(f"cannot listen on {args.host}:{args.port}: {e.strerror or one_line(e)}") from None
     print(f"colorize demo: http://{args.host}:{server.server_address[1]}/", flush=True)
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     finally:
         server.server_close()
     return 0

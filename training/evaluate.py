@@ -9,14 +9,13 @@ the metrics are computed there (`training.colour`: scikit-image's lab2rgb, PSNR 
 Writes json, md and a grid.
 """
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pipeline.cli import ArgumentParser, command, make_dir, non_negative_float, non_negative_int
 from training import colour
 from training.loss import upsample_ab
 
@@ -146,39 +145,36 @@ def write_report(out: Path, name: str, metrics: dict, meta: dict) -> Path:
     return out / f"{name}.md"
 
 
+@command
 def main(argv=None) -> int:
-    from pipeline.extras import MissingExtra, require
+    from pipeline.extras import require
+    from pipeline.store import open_store
     from training.checkpoint import add_model_arguments, load_model, recovery_of
+    from training.data import holdout_mask
 
-    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="colorize-evaluate", description=__doc__.split("\n\n")[0])
     add_model_arguments(p)
     p.add_argument("--store", required=True)
     p.add_argument("--split", choices=("holdout", "all"), default="holdout", help="the training run's held-out images")
-    p.add_argument("--max-images", type=int, default=0, help="0 = all")
+    p.add_argument("--max-images", type=non_negative_int, default=0, help="0 = all")
     p.add_argument("--out", default=None, help="default: beside the checkpoint")
     guided = "also guide each image by its ground truth's histogram at this strength (seed 001)"
-    p.add_argument("--guided", type=float, default=0.0, help=guided)
+    p.add_argument("--guided", type=non_negative_float, default=0.0, help=guided)
     args = p.parse_args(argv)
-    try:
-        require("train", "colorize-evaluate")
-        model, cfg, step = load_model(args.checkpoint, args.device)
-        device = next(model.parameters()).device
-        recovery = recovery_of(cfg, args.recovery)
-        from pipeline.store import open_store
-        from training.data import holdout_mask
-
-        n = int(open_store(args.store).attrs["n_images"])
-    except (OSError, ValueError, RuntimeError, MissingExtra) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    require("train", "colorize-evaluate")
+    model, cfg, step = load_model(args.checkpoint, args.device)
+    device = next(model.parameters()).device
+    recovery = recovery_of(cfg, args.recovery)
+    n = int(open_store(args.store).attrs["n_images"])
     idx = np.arange(n) if args.split == "all" else np.flatnonzero(holdout_mask(n, cfg["holdout"]))
     if len(idx) == 0:
         idx = np.arange(n)
     if args.max_images:
         idx = idx[: args.max_images]
+    out = make_dir(args.out or Path(args.checkpoint).parent, keep=False)
     size = cfg["size"] or 224
     metrics = evaluate(model, args.store, idx, device, size, cfg["head"], recovery, args.guided)
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent
+    make_dir(out)
     meta = {"checkpoint": args.checkpoint, "store": args.store, "split": args.split, "step": step}
     meta |= {"variant": cfg["variant"], "head": cfg["head"], "recovery": recovery}
     print(write_report(out, "evaluation", metrics, meta).read_text())

@@ -13,7 +13,6 @@ end), checkpoint-best.pt (the best validation PSNR, with --eval-every), config.j
 tensorboard/, evaluation.{json,md,grid.png}.
 """
 
-import argparse
 import csv
 import json
 import os
@@ -25,11 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.cli import ArgumentParser, Refused, command, make_dir
 from pipeline.settings import add_flags
+from training import checkpoint
 from training.config import EMBEDDED, ROOT, TrainConfig, config_from_args
 from training.data import on_device
 from training.models import MODELS, count_parameters, describe
-from training.state import NonFiniteLoss, Run, restore, save_checkpoint, setup, train_step
+from training.state import NonFiniteLoss, Run, check_resume, restore, save_checkpoint, setup, train_step
 from training.validate import Validator
 
 __all__ = ["NonFiniteLoss", "TrainConfig", "main", "train"]
@@ -76,7 +77,7 @@ def resume_path(cfg: TrainConfig, resume: bool | str) -> Path | None:
     """The checkpoint to continue from: a path given, or the run's own last one (none yet: a fresh start)."""
     if isinstance(resume, str) and resume:
         if not Path(resume).is_file():
-            raise FileNotFoundError(f"no checkpoint at {resume}")
+            raise Refused(f"--resume: no checkpoint at {resume}")
         return Path(resume)
     if resume:
         for name in ("checkpoint-last.pt", "checkpoint.pt"):  # checkpoint.pt: runs of earlier versions
@@ -220,11 +221,12 @@ def ensure_embedded_stores() -> None:
             build_store(PreprocessConfig(source=str(source), split=split), EMBEDDED[key])
 
 
+@command
 def main(argv=None) -> int:
-    from pipeline.extras import MissingExtra, require
-    from pipeline.store import StoreError
+    from pipeline.extras import require
+    from pipeline.store import open_store
 
-    p = argparse.ArgumentParser(prog="python -m training.run", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="colorize-train", description=__doc__.split("\n\n")[0])
     add_flags(p, TrainConfig)
     p.add_argument("--config", help="settings from a JSON or YAML file (a run's config.json works); flags override")
     again = "continue the run in --out from its last checkpoint, or from CHECKPOINT into --out"
@@ -234,24 +236,24 @@ def main(argv=None) -> int:
     if args.list_models:
         print(models_table())
         return 0
-    try:
-        require("train", "colorize-train")
-        cfg = config_from_args(args)
-        if not args.store:
-            ensure_embedded_stores()
-        elif not Path(cfg.store).exists():
-            raise FileNotFoundError(f"no store at {cfg.store}")
-    except (OSError, ValueError, StoreError, TypeError, MissingExtra) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    require("train", "colorize-train")
+    cfg = config_from_args(args)
+    embedded = cfg.store == EMBEDDED["store"]  # built below when missing
+    for store in filter(None, (cfg.store, cfg.eval_store)):
+        if not (embedded and store in EMBEDDED.values()):
+            open_store(store)  # refused here, in one line, if it is missing, incomplete or damaged
+    if path := resume_path(cfg, args.resume):
+        check_resume(cfg, checkpoint.load(path), path)
+    elif args.resume:
+        print(f"--resume: no checkpoint in {cfg.out} yet, starting the run", file=sys.stderr)
+    make_dir(cfg.out)
+    if embedded:
+        ensure_embedded_stores()
     try:
         train(cfg, resume=args.resume)
     except NonFiniteLoss as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except (StoreError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     return 0
 
 

@@ -173,13 +173,18 @@ def save_checkpoint(run: Run, name: str = "checkpoint-last.pt") -> None:
         checkpoint.save(run.out / name, state)
 
 
+def check_resume(cfg: TrainConfig, state: dict, path: Path) -> None:
+    """Refuse to continue a checkpoint under settings that change the results; run-local ones may differ."""
+    changed = sorted(k for k, v in asdict(cfg).items() if state["config"].get(k, v) != v and k not in RUN_LOCAL)
+    if changed:
+        raise ValueError(f"{path} was trained with other settings ({', '.join(changed)}); use another --out")
+
+
 def restore(run: Run, path: Path) -> None:
     """Continue from a checkpoint (every network, optimiser and schedule): refused, naming the settings, if one
     that changes the results differs; the run-local ones (device, intervals, where it writes) may."""
     state = checkpoint.load(path)
-    changed = sorted(k for k, v in asdict(run.cfg).items() if state["config"].get(k, v) != v and k not in RUN_LOCAL)
-    if changed:
-        raise ValueError(f"{path} was trained with other settings ({', '.join(changed)}); use another --out")
+    check_resume(run.cfg, state, path)
     run.model.load_state_dict(state["model"])
     run.opt.load_state_dict(state["optimizer"])
     if run.disc is not None:

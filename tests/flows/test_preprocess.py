@@ -101,11 +101,11 @@ def test_killed_run_resumes_to_the_same_store(mixed_source, clean_store, tmp_pat
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     staging = store / "_staging"
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and not list(staging.glob("part-*.pkl")):
+    while time.monotonic() < deadline and not list(staging.glob("part-*.json")):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the flow and its Dask workers, mid-run
     proc.wait()
-    staged = len(list(staging.glob("part-*.pkl")))
+    staged = len(list(staging.glob("part-*.json")))
     assert staged >= 1 and not (store / MANIFEST).exists()
     with pytest.raises(StoreError, match="no zarr.json|incomplete"):
         open_store(store)

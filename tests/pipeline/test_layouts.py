@@ -73,13 +73,16 @@ def test_flat_folder_with_a_plain_labels_file_and_a_file_list(photos, tmp_path):
         ("val/p0.jpg", 2), ("val/p2.jpg", -1), ("val/sub/p1.jpg", 3), ("val/sub/p3.jpg", -1)
     ]  # fmt: skip
     listing = tmp_path / "list.txt"
-    listing.write_text("# photos\nval/p0.jpg n01440764\nval/sub/p1.jpg\nval/gone.jpg n01440764\n../x.jpg\na b c\n")
+    listing.write_text("# photos\nval/p0.jpg n01440764\nval/sub/p1.jpg\nval/gone.jpg n01440764\n../x.jpg\na b c\n"
+                       "val/p0.jpg\nval/p0.jpg x y\n")  # fmt: skip
     found = find(PreprocessConfig(source=str(root), list=str(listing)))
     assert found.layout == "list" and [(s.path, s.label) for s in found.sources] == [
         ("val/p0.jpg", 0),
         ("val/sub/p1.jpg", -1),
     ]
-    assert sorted(r["kind"] for r in found.skipped) == ["bad_line", "bad_line", "missing"]
+    kinds = sorted(r["kind"] for r in found.skipped)
+    assert kinds == ["bad_line", "bad_line", "bad_line", "duplicate_line", "missing"]
+    assert {r["path"] for r in found.skipped} >= {"val/p0.jpg#2", "val/p0.jpg#3"}  # one path per record
     store = tmp_path / "list.zarr"
     build_store(PreprocessConfig(source=str(root), list=str(listing), grayscale="include"), store)
     recs = records(store)
@@ -122,18 +125,107 @@ def test_webdataset_shards_with_labels_and_bad_members(photos, tmp_path):
         "e.jpg": 0,
         "g.jpg": 0,
     }
-    assert {r["kind"] for r in found.skipped} == {"no_image", "bad_label", "truncated_archive"}
+    assert {r["kind"] for r in found.skipped} == {"no_image", "bad_label", "truncated_member", "truncated_archive"}
     store = tmp_path / "tar.zarr"
     result = build_store(cfg, store)
     recs = records(store)
     assert recs["train/shard-000.tar/e.jpg"]["kind"] == "not_image"
+    assert recs["train/shard-000.tar/d.cls"]["kind"] == "no_image"
     assert (
-        recs["train/shard-001.tar"]["kind"] == "truncated_archive"
-        and "1 samples" in recs["train/shard-001.tar"]["reason"]
+        recs["train/shard-000.tar/f.jpg"]["kind"] == "bad_label"
+        and "'seven'" in recs["train/shard-000.tar/f.jpg"]["reason"]
     )
+    assert (
+        recs["train/shard-001.tar/h.jpg"]["kind"] == "truncated_member"
+        and "700 of" in recs["train/shard-001.tar/h.jpg"]["reason"]
+    )
+    shard = recs["train/shard-001.tar"]
+    assert shard["kind"] == "truncated_archive" and "inside member 'h.jpg'; 1 samples kept" in shard["reason"]
     assert result["n_images"] == 4 and open_store(store)["label"][:].tolist() == [2, 3, 1, 0]
     assert passes_quality(store, tmp_path)["layout"] == "tar"
     assert not any(p.suffix.lower() in (".jpg", ".jpeg") for p in root.rglob("*"))  # nothing was extracted
+
+
+def test_integer_labels_without_synsets_name_their_classes_and_pass_the_quality_check(photos, tmp_path):
+    root = tmp_path / "src"
+    (root / "train").mkdir(parents=True)
+    make_shard(root / "train" / "s.tar", [
+        ("a.jpg", photos[0]), ("a.cls", b"2"),
+        ("b.jpg", photos[1]), ("b.cls", b"0"),
+        ("c.jpg", photos[2]), ("c.cls", b"1"),
+        ("d.jpg", photos[3]), ("d.txt", b"n01440764\n"),  # a wnid beside the indices: a class after them
+    ])  # fmt: skip
+    cfg = PreprocessConfig(source=str(root), grayscale="include")
+    found = find(cfg)
+    assert found.classes == ["0", "1", "2", "n01440764"]
+    assert [(s.wnid, s.label) for s in found.sources] == [("2", 2), ("0", 0), ("1", 1), ("n01440764", 3)]
+    store = tmp_path / "s.zarr"
+    build_store(cfg, store)
+    group = open_store(store)
+    assert group["label"][:].tolist() == [2, 0, 1, 3] and group.attrs["classes"] == found.classes
+    rep, _ = quality.run(store, sample=4)
+    assert rep.ok, [c for c in rep.checks if not c["ok"]]
+
+
+def make_hostile_shard(path: Path, photos: list[bytes]) -> int:
+    """A shard with every kind of member that is not a sample, then a header that lies about its size (the
+    members after it are not listed); returns the offset where the listing stops."""
+    bad = b"k\xff.jpg".decode("utf-8", "surrogateescape")  # a name that is not UTF-8, as tarfile reads it
+    members = [("a.jpg", b"an earlier copy"), ("a.jpg", photos[0]), ("a.cls", b"1"), ("a.txt", b"n01 unused")]
+    members += [("a.png", photos[1]), ("b.jpg", photos[2]), ("b.cls", b"0"), ("c.mp4", b"no image"), (bad, photos[3])]
+    members += [("lie.jpg", photos[4]), ("after.jpg", photos[5]), ("after.cls", b"0")]
+    links = {"a.jpg": tarfile.SYMTYPE, "d": tarfile.DIRTYPE, "b.jpg#2": tarfile.LNKTYPE, "f.jpg": tarfile.FIFOTYPE}
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+            if name == "b.cls":  # links and the like between the samples, one named as a stored image
+                for link, kind in links.items():
+                    info = tarfile.TarInfo(link)
+                    info.type, info.linkname = kind, "b.jpg"
+                    tf.addfile(info)
+    with tarfile.open(path) as tf:
+        lie = tf.getmember("lie.jpg").offset
+    raw = bytearray(path.read_bytes())
+    raw[lie + 124 : lie + 136] = b"%011o\0" % 100  # 100 bytes claimed: tarfile meets JPEG data next and stops
+    raw[lie + 148 : lie + 156] = b" " * 8
+    raw[lie + 148 : lie + 156] = b"%06o\0 " % sum(raw[lie : lie + 512])
+    path.write_bytes(bytes(raw))
+    return lie + 512 + 512
+
+
+def test_hostile_members_are_each_recorded_once_and_the_store_passes_the_quality_check(photos, tmp_path):
+    root = tmp_path / "src"
+    synsets(root)
+    (root / "train").mkdir()
+    stop = make_hostile_shard(root / "train" / "s.tar", photos)
+    store = tmp_path / "s.zarr"
+    build_store(PreprocessConfig(source=str(root), grayscale="include"), store)
+    recs = {
+        p.removeprefix("train/s.tar"): (r["kind"] if r["outcome"] == "skipped" else r["label"])
+        for p, r in records(store).items()
+    }
+    assert recs == {
+        "/a.jpg": 1,  # the later copy, as tar extracts it
+        "/a.jpg#2": "duplicate_member",
+        "/a.jpg#3": "not_a_file",  # the symbolic link of the same name
+        "/a.txt": "unused_member",
+        "/a.png": "unused_member",
+        "/b.jpg": 0,
+        "/c.mp4": "no_image",
+        "/d": "not_a_file",
+        "/b.jpg#2": "not_a_file",
+        "/f.jpg": "not_a_file",
+        "/k\\xff.jpg": "bad_name",
+        "/lie.jpg": "unreadable",  # its first 100 bytes: a JPEG header cut short
+        "": "damaged_archive",
+    }
+    reason = records(store)["train/s.tar"]["reason"]
+    assert f"listing stopped at byte {stop}" in reason and "3 samples kept" in reason, reason
+    rep, _ = quality.run(store, sample=3)
+    assert rep.ok, [c for c in rep.checks if not c["ok"]]
+    assert any(c["check"].startswith("every source accounted for once") for c in rep.checks)
 
 
 def test_a_layout_that_does_not_fit_says_what_was_found(photos, tmp_path):

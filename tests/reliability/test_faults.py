@@ -206,7 +206,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_one(tmp_path, monkeypa
     from training import checkpoint
 
     path = tmp_path / "checkpoint.pt"
-    checkpoint.save(path, {"step": 1, "w": torch.ones(3)})
+    checkpoint.save(path, {"step": 1, "model": {"w": torch.ones(3)}, "config": {}})
 
     def full_disk(obj, f):
         f.write(b"\0" * 1000)  # part of the file made it to disk
@@ -214,7 +214,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_one(tmp_path, monkeypa
 
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(OSError, match="No space"):
-        checkpoint.save(path, {"step": 2, "w": torch.zeros(3)})
+        checkpoint.save(path, {"step": 2, "model": {"w": torch.zeros(3)}, "config": {}})
     monkeypatch.undo()
     assert checkpoint.load(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left behind

@@ -1,11 +1,13 @@
-"""The web demo: its endpoint with bad uploads, and the page in headless Chromium (Debian's package, which
-.ci/run installs) driven over the DevTools protocol: a real photo dropped in, the page's results equal to
-`colorize`'s on the same photo, a screenshot taken."""
+"""The web demo: its endpoint with bad uploads and hostile clients (raw sockets: lengths, stalls, floods of
+connections), and the page in headless Chromium (Debian's package, which .ci/run installs) driven over the
+DevTools protocol: a real photo dropped in, the page's results equal to `colorize`'s on the same photo, a
+screenshot taken."""
 
 import base64
 import io
 import json
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -19,7 +21,9 @@ from PIL import Image
 
 from tests.conftest import real_photos
 from training.colorize import main as colorize_main
+from training.demo import main as demo_main
 from training.demo import serve
+from training.demo_server import HttpError, form_fields
 from training.run import TrainConfig, train
 
 pytestmark = pytest.mark.slow
@@ -40,6 +44,17 @@ def demo(tiny_store, tmp_path_factory):
     server = serve(str(tmp / "run" / "checkpoint-last.pt"), port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/", tmp / "run" / "checkpoint-last.pt", tmp
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def strict(demo):
+    """(server, port): the demo with a 1 s timeout, 4 connections and 1 decoder at most."""
+    _, checkpoint, _ = demo
+    server = serve(str(checkpoint), port=0, timeout=1.0, max_connections=4, decoders=1)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server, server.server_address[1]
     server.shutdown()
     server.server_close()
 
@@ -153,3 +168,155 @@ def test_the_page_colorizes_a_photo_as_colorize_does(demo):
     gray = pixels(got["gray"]).astype(int)
     assert gray.shape == (height, width, 3) and np.abs(gray - gray[..., 1:2]).max() <= 1  # Lab (L, 0, 0): neutral
     assert not np.array_equal(pixels(got["guided"]), pixels(got["color"]))  # the reference changed the colours
+
+
+def png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_form_fields_are_parsed_by_name_and_a_broken_form_refused():
+    kind = "multipart/form-data; boundary=XyZ"
+    body = (b"a preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"p.png\"\r\n"
+            b"Content-Type: image/png\r\n\r\n\x89PNG\r\n-XyZ, --XyZ in the data\r\n--XyZ\r\n"
+            b"Content-Disposition: form-data; name=\"strength\"\r\n\r\n0.5\r\n--XyZ--\r\n")  # fmt: skip
+    assert form_fields(kind, body) == {"photo": b"\x89PNG\r\n-XyZ, --XyZ in the data", "strength": b"0.5"}
+    for content_type, broken in ((kind, body[: len(body) // 2]), (kind, b"no boundary"), ("text/plain", body)):
+        with pytest.raises(HttpError) as e:
+            form_fields(content_type, broken)
+        assert e.value.status == 400
+
+
+def test_photos_above_the_budget_get_413_from_their_header(demo):
+    url, _, tmp = demo
+    huge = png(Image.new("L", (6000, 6000), 128))  # 36 M pixels in a few kB
+    code, out = post(url, {"photo": huge})
+    assert code == 413 and "6000 x 6000 = 36,000,000 pixels, more than the budget of 25,000,000" in out["error"]
+    code, out = post(url, {"photo": (tmp / "photo.jpg").read_bytes(), "reference": huge})
+    assert code == 413 and out["error"].startswith("reference: 6000 x 6000")
+
+
+def test_strength_must_be_a_finite_number_not_below_0(demo):
+    url, _, tmp = demo
+    photo, reference = (tmp / "photo.jpg").read_bytes(), (tmp / "reference.jpg").read_bytes()
+    for strength in (b"nan", b"inf", b"-1", b"strong"):
+        code, out = post(url, {"photo": photo, "reference": reference, "strength": strength})
+        assert code == 400 and "finite number >= 0" in out["error"], strength
+
+
+def test_errors_name_the_problem_in_words(demo):
+    url, _, tmp = demo
+    code, out = post(url, {"photo": b"this is not an image"})
+    assert code == 400 and out["error"] == "photo: cannot read it as an image (not an image Pillow can read)"
+    broken = png(Image.open(tmp / "photo.jpg"))
+    broken = broken[: len(broken) // 2] + bytes(len(broken) // 2)  # a PNG header, then damaged pixel data
+    code, out = post(url, {"photo": broken})
+    assert code == 400 and "cannot read it as an image" in out["error"] and " at 0x" not in out["error"]
+
+
+def exchange(port: int, request: bytes, wait: float = 10.0) -> tuple[int | None, dict | None, float]:
+    """(status, JSON body, seconds) of a raw request; the socket stays open from our side until the server ends
+    the reply, so a server that waited for more data would show as a timeout."""
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(1 << 16):
+            data += chunk
+    if not data:
+        return None, None, time.monotonic() - t0
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body) if body else None, time.monotonic() - t0
+
+
+HEAD = b"POST /colorize HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+
+
+@pytest.mark.parametrize(
+    "length, status",
+    [(b"-1", 400), (b"abc", 400), (None, 411), (b"1000000000000", 413), (b"+5", 400), (b"1e3", 400)],
+)
+def test_content_length_is_a_whole_number_within_the_cap(length, status, demo, capsys):
+    url, _, _ = demo
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    header = b"" if length is None else b"Content-Length: " + length + b"\r\n"
+    code, out, _ = exchange(port, HEAD + header + b"\r\n" + b"x" * 5000)
+    assert code == status and out["error"]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_client_that_stalls_is_closed_within_the_timeout(strict):
+    _, port = strict
+    code, _, seconds = exchange(port, b"POST /colorize HTTP/1.1\r\nHost: x\r\n")  # headers, then silence
+    assert code is None and seconds < 5
+    code, out, seconds = exchange(port, HEAD + b"Content-Length: 100\r\n\r\nonly a part")
+    assert code == 408 and "stalled" in out["error"] and seconds < 5
+
+
+def test_idle_connections_do_not_keep_a_request_out(strict):
+    _, port = strict
+    threads = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+    try:
+        for s in idle:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a request begun, never finished
+        time.sleep(0.3)
+        assert threading.active_count() <= threads + 4  # one thread per connection held, at most 4
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_slow_uploads_fill_the_connections_and_the_next_gets_503(strict):
+    _, port = strict
+    slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+    try:
+        for s in slow:
+            s.sendall(HEAD + b"Content-Length: 1000\r\n\r\n")  # held: uploading, not idle
+        time.sleep(0.3)
+        code, out, _ = exchange(port, b"GET / HTTP/1.0\r\n\r\n")
+        assert code == 503 and "busy" in out["error"]
+        time.sleep(2)  # their uploads stall past the timeout: closed
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        for s in slow:
+            s.close()
+
+
+def test_decoding_waits_for_a_free_decoder_then_gets_503(strict, demo):
+    server, port = strict
+    photo = (demo[2] / "photo.jpg").read_bytes()
+    assert server.colorize.slots.acquire(timeout=5)  # the one decoder is busy
+    try:
+        code, out = post(f"http://127.0.0.1:{port}/", {"photo": photo})
+        assert code == 503 and "busy" in out["error"]
+    finally:
+        server.colorize.slots.release()
+    code, out = post(f"http://127.0.0.1:{port}/", {"photo": photo})
+    assert code == 200 and out["color"].startswith("data:image/png")
+
+
+def test_command_line_refusals_are_one_line(demo, capsys):
+    _, checkpoint, _ = demo
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        for argv, expected in (
+            (["--port=-1"], "port from 0 to 65535"),
+            (["--port", str(busy.getsockname()[1])], "cannot listen on 127.0.0.1"),
+            (["--timeout", "0"], "--timeout"),
+            (["--decoders", "0"], "--decoders"),
+        ):
+            try:
+                rc = demo_main(["--checkpoint", str(checkpoint), *argv])
+            except SystemExit as e:  # argparse
+                rc = e.code
+            out, err = capsys.readouterr()
+            assert rc == 2 and len(err.strip().splitlines()) == 1 and expected in err and not out, (argv, err)
+    finally:
+        busy.close()
