@@ -3,14 +3,14 @@
 import importlib
 import sys
 
-from pipeline.cli import ArgumentParser, command
+from pipeline.common.cli import ArgumentParser, command
 
 BENCHMARKS = {
     "categories": "benchmarks.categories",
     "codecs": "benchmarks.codecs",
     "loader": "benchmarks.loader",
-    "preprocess": "benchmarks.preprocess",
-    "quality": "benchmarks.quality",
+    "preprocess": "benchmarks.flow",
+    "quality": "benchmarks.systems",
     "scale": "benchmarks.scale",
     "train": "benchmarks.train",
 }
@@ -18,11 +18,13 @@ BENCHMARKS = {
 
 @command
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = ArgumentParser(prog="colorize-bench", description=__doc__)
     parser.add_argument("name", choices=sorted(BENCHMARKS))
-    args, rest = parser.parse_known_args(argv)
-    module = importlib.import_module(BENCHMARKS[args.name])
-    return module.main(rest)
+    if not argv or argv[0].startswith("-"):  # no benchmark named: this parser's help or its error
+        parser.parse_args(argv)
+    args = parser.parse_args(argv[:1])  # the benchmark's own flags, --help included, are its own
+    return importlib.import_module(BENCHMARKS[args.name]).main(argv[1:])
 
 
 if __name__ == "__main__":

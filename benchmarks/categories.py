@@ -20,7 +20,7 @@ from kernels import bins, encode_targets
 from kernels.gamut import A_MIN, B_MIN, CATEGORY_MATRIX, GRID, Q
 from kernels.jit import kernel, prange
 from kernels.zhang import zhang_targets
-from pipeline.cli import ArgumentParser
+from pipeline.common.cli import ArgumentParser
 from pipeline.priors import balance_weights, prior_from_counts
 
 PAPER = {"zhang_s_3_2M": 18.86, "ours_s_3_2M": 0.4, "zhang_s_43_9B": 3 * 86400.0, "ours_s_43_9B": 2 * 3600.0}

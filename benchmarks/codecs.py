@@ -1,7 +1,7 @@
 """L's codec: size, encode and decode time of `colorize.med_rans` against Zarr v3's own zstd, side by side.
 
 Images are L of a store (or of the sample's photos when no store is given). Each codec encodes them with the
-writer's own chain (`pipeline.chunks.ArrayCodecs`) and decodes them with the calls the reader makes, on one
+writer's own chain (`pipeline.store.chunks.ArrayCodecs`) and decodes them with the calls the reader makes, on one
 thread; rounds are interleaved so that machine noise hits every codec alike. `flows.preprocess --l-codec`
 picks the codec; docs/store.md gives the trade-off.
 """
@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from benchmarks.report import machine, write
-from pipeline.cli import ArgumentParser
+from pipeline.common.cli import ArgumentParser
 
 IMAGENET_TRAIN = 1_281_167
 READERS = {
@@ -24,7 +24,7 @@ READERS = {
 def sample_L(store: str | None, n: int) -> np.ndarray:
     """uint8 (n, S, S): L of the first n images of `store`, or of the sample's photos at 224."""
     if store:
-        from pipeline.reader import ShardReader
+        from pipeline.store.reader import ShardReader
 
         reader = ShardReader(store, names=("L",))
         return reader.read(np.arange(min(n, reader.n)))["L"]
@@ -39,7 +39,7 @@ def codecs(levels: list[int]) -> dict:
     import zstandard
 
     from kernels import lossless
-    from pipeline.chunks import ArrayCodecs
+    from pipeline.store.chunks import ArrayCodecs
 
     def decoder(image: bool):
         zstd = zstandard.ZstdDecompressor()

@@ -9,8 +9,8 @@
   loader   `training.data.Loader` over --store feeding the device (`on_device`): images/s in both orders.
 A part that cannot run says why ("not measured: ..."): no CUDA device, a package missing, no store. With
 --device cpu every part runs on the CPU instead, so that the script itself is tested where there is no GPU.
-The lent GPU machine lacks zarr, numcodecs, zstandard and google-crc32c (carry their wheels) and DALI (a wheel
-too large to carry): docs/performance.md says how to run it there. Writes reports/benchmarks/device_check.*.
+A part whose packages are missing (DALI for `dali`; zarr, zstandard and google-crc32c for `loader`) reports
+"not measured" and the others run. Writes reports/benchmarks/device_check.*.
 """
 
 import tempfile
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import machine, write
-from pipeline.cli import ArgumentParser
+from pipeline.common.cli import ArgumentParser
 
 
 class NotMeasured(Exception):
@@ -122,7 +122,7 @@ def check_loader(device, store: str | None, batches: int) -> dict:
     data = StoreData(store, cache_bytes=0)
     rates = {}
     for order in ("random", "quasi"):
-        loader = Loader(data, DataConfig(store, 64, order=order), pin=device.type == "cuda")
+        loader = Loader(data, DataConfig(batch_size=64, order=order), pin=device.type == "cuda")
         count, epoch = 0, 0
         t0 = time.perf_counter()
         while count < batches:
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     from benchmarks.photos import imagenet_sample
 
     p = ArgumentParser(prog="python -m benchmarks.device_check", description=__doc__.split("\n\n")[0])
-    p.add_argument("--store", help="a store for the loader (the sample's: 21 MB, small enough to carry)")
+    p.add_argument("--store", help="a store for the loader (the sample's is 21 MB)")
     p.add_argument("--sample", help="ImageNet-layout photos for DALI (default: ../shared/data/imagenet-sample)")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: run every part on the CPU")
     p.add_argument("--images", type=int, default=800, help="photos decoded by each DALI decoder")

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import machine, write
-from pipeline.cli import ArgumentParser
+from pipeline.common.cli import ArgumentParser
+from training.order import ORDERS
 
-ORDERS = ("random", "quasi")
 TARGETS = {"random": 0.75, "quasi": 0.85}  # of the decode bound
 TARGET_OVER_ZARR, TARGET_RSS_MB, TARGET_ABSOLUTE = 10.0, 1500.0, (2700.0, 2000.0)  # bound >= 2700: random >= 2000
 
@@ -58,7 +58,7 @@ def drop_cache(store: Path) -> None:
 def decode_bound(store: str, images: int = 512, seed: int = 0) -> float:
     """Single-thread decode rate (images/s) of the store's L chunks, read into memory first: the reader's own
     decode (crc32c check, then `colorize.med_rans` or zstd, whichever the store's L uses)."""
-    from pipeline.reader import ShardReader
+    from pipeline.store.reader import ShardReader
 
     reader = ShardReader(store, names=("L",))
     idx = np.sort(np.random.default_rng(seed).choice(reader.n, min(images, reader.n), replace=False))
@@ -71,7 +71,7 @@ def decode_bound(store: str, images: int = 512, seed: int = 0) -> float:
 
 def zarr_rate(store: str, batch: int, batches: int, seed: int) -> float:
     """images/s of random batches read with zarr-python (sorted indices, one `oindex` call per array)."""
-    from pipeline.store import open_store
+    from pipeline.store.format import open_store
 
     group = open_store(store)
     n = int(group.attrs["n_images"])
@@ -90,7 +90,7 @@ def child(args) -> dict:
 
     t0 = time.perf_counter()
     data = StoreData(args.store, threads=args.threads, cache_bytes=0)  # from the shard files, whatever the size
-    cfg = DataConfig(args.store, args.batch, order=args.order, threads=args.threads, seed=args.seed)
+    cfg = DataConfig(batch_size=args.batch, order=args.order, loader_threads=args.threads, seed=args.seed)
     loader = Loader(data, cfg)
     opened = time.perf_counter() - t0
     count, epoch, t_start = 0, 0, None
@@ -117,7 +117,7 @@ def run_child(args, order: str, seed: int) -> dict:
 
 def measure(args) -> dict:
     store = Path(args.store)
-    from pipeline.store import open_store
+    from pipeline.store.format import open_store
 
     n = int(open_store(store).attrs["n_images"])
     nbytes = sum(p.stat().st_size for p in store_files(store))
@@ -235,7 +235,7 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child(args)))
         return 0
-    args.orders = ORDERS if args.order == "both" else (args.order,)
+    args.orders = tuple(ORDERS) if args.order == "both" else (args.order,)
     data = measure(args)
     md = _markdown(data)
     write("loader", data, md, args.out)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.sources import embedded_photos
+from pipeline.embedded import embedded_photos
 
 
 def shared_dir() -> Path | None:

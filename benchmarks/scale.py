@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import machine, write
-from pipeline.cli import ArgumentParser
+from pipeline.common.cli import ArgumentParser
 
 IMAGENET_TRAIN = 1_281_167
 GOALS = {"slope_flat": 0.10, "driver_rss_gb": 2.0}
@@ -93,7 +93,7 @@ def run_flow(source: Path, store: Path, workers: int, poll: float) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"the flow failed on {source}:\n{''.join(log[-30:])}")
     result = ast.literal_eval(next(line for line in reversed(log) if line.startswith("{")))
-    from pipeline.store import open_store
+    from pipeline.store.format import open_store
 
     attrs = dict(open_store(store).attrs)
     nbytes = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())

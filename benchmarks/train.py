@@ -2,7 +2,7 @@
 
 Measured side by side:
   (1) train-step throughput (images/s) of every registered model with its own loss and optimiser: the step
-      training runs (`training.state.train_step`; for a GAN, its discriminator's step too) on a fixed synthetic
+      training runs (`training.trainer.train_step`; for a GAN, its discriminator's step too) on a fixed synthetic
       batch already on the device (channels_last and bf16 autocast on CUDA, fp32 on the CPU).
       Models are interleaved step by step after a warm-up, so that machine noise hits all alike; the
       median seconds per step is reported. Defaults: batch 64 at 224 x 224, width 1 (the paper's) on CUDA;
@@ -27,10 +27,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.report import machine, summary, write
 from kernels.gamut import Q
-from pipeline.cli import ArgumentParser
+from pipeline.common.cli import ArgumentParser
 from training.config import TrainConfig
 from training.models import MODELS, N_CLASSES, count_parameters, create_model, spec_of
-from training.state import Run, networks, train_step
+from training.trainer import Run, networks, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORE = ROOT / "data" / "stores" / "embedded-train.zarr"
@@ -72,7 +72,7 @@ def matmul_peak(device: torch.device) -> dict:
 
 
 def train_rates(args, device: torch.device, weights: np.ndarray) -> dict[str, list[float]]:
-    """Seconds per training step (`training.state.train_step`: a GAN's discriminator step included) of every
+    """Seconds per training step (`training.trainer.train_step`: a GAN's discriminator step included) of every
     registered model, interleaved across rounds after `warmup` rounds."""
     B, S = args.batch, args.size
     g = torch.Generator().manual_seed(0)
@@ -109,7 +109,7 @@ def loader_rate(store: str, batch: int, size: int, n_batches: int, device: torch
 
     data = StoreData(store, threads=threads)
     size = size if size != data.S else 0
-    loader = Loader(data, DataConfig(store, batch, size, threads=threads), pin=device.type == "cuda")
+    loader = Loader(data, DataConfig(batch_size=batch, loader_threads=threads), pin=device.type == "cuda")
     count, epoch = 0, 0
     t0 = time.perf_counter()
     while count < n_batches:

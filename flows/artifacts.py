@@ -49,13 +49,13 @@ def publish_summary(result: dict) -> None:
 
 @task(name="quality-check", cache_policy=NO_CACHE)
 def quality_check(store: str, out: str, zhang_prior: str | None = None) -> dict:
-    """`pipeline.quality` on the finished store: its files in `out`, its checks as the `data-quality` table."""
+    """`pipeline.check` on the finished store: its files in `out`, its checks as the `data-quality` table."""
     import json
 
-    from pipeline import quality
+    from pipeline import check
 
     argv = [store, "--out", out] + (["--zhang-prior", zhang_prior] if zhang_prior else [])
-    code = quality.main(argv)
+    code = check.main(argv)
     report = json.loads((Path(out) / f"{Path(store).name}.quality.json").read_text())
     table = [
         {"check": c["check"], "result": "ok" if c["ok"] else "FAILED", "detail": c["detail"]} for c in report["checks"]

@@ -4,7 +4,7 @@ import sys
 
 
 def preprocess() -> int:
-    from pipeline.extras import MissingExtra, require
+    from pipeline.common.extras import MissingExtra, require
 
     try:
         require("pipeline", "colorize-preprocess")

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from flows.server import ROOT, local_stack, wait_deployment
-from pipeline.cli import ArgumentParser, command, make_dir
-from pipeline.sources import build_embedded_dataset
+from pipeline.common.cli import ArgumentParser, command, make_dir
+from pipeline.embedded import build_embedded_dataset
 
 DEPLOYMENT = "preprocess-imagenet/default"
 
@@ -31,8 +31,8 @@ def _built_otherwise(source: Path, split: str, store: Path) -> bool:
     """Whether the embedded default's store was built with other settings (an earlier version's): it is derived
     data of this job, so the job rebuilds it, and says so."""
     from pipeline.build import resolve
-    from pipeline.preprocess import PreprocessConfig
-    from pipeline.store import StoreError, check_target
+    from pipeline.config import PreprocessConfig
+    from pipeline.store.format import StoreError, check_target
 
     try:
         check_target(store, resolve(PreprocessConfig(source=str(source), split=split))[0])

@@ -19,18 +19,26 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from prefect.settings import (
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+    PREFECT_SERVER_ANALYTICS_ENABLED,
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    temporary_settings,
+)
 
 from flows.artifacts import Progress, publish_summary, quality_check
 from flows.cluster import check_dask_address, dask_runner
 from pipeline.build import build_store, stage_part
-from pipeline.cli import ArgumentParser, command, make_dir
+from pipeline.common.cli import ArgumentParser, command, make_dir
+from pipeline.common.settings import add_flags, given, setting, signature
+from pipeline.config import PreprocessConfig
 from pipeline.layouts import detect
-from pipeline.preprocess import PreprocessConfig
-from pipeline.settings import add_flags, given, setting, signature
-from pipeline.store import check_safe
+from pipeline.store.format import check_safe
 
 FLOW_NAME = "preprocess-imagenet"
+# A flow run in this process: no telemetry (machines without a network wait on it), and time for the temporary
+# server to start on a loaded machine.
+LOCAL_SETTINGS = {PREFECT_SERVER_ANALYTICS_ENABLED: False, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 120}
 # Retried on a transient failure (a worker lost, a file system hiccup): staging a part is idempotent.
 stage_task = task(name="stage-part", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])(stage_part)
 
@@ -96,11 +104,13 @@ def run_in_process(**params) -> dict:
 
     Prefect's heartbeat thread sleeps in 1 s steps and a flow run joins it on exit, rounding every run up to a
     whole second; it only serves an automation that marks silent runs as crashed, so an in-process run goes
-    without it unless PREFECT_FLOWS_HEARTBEAT_FREQUENCY is set. Runs of the served deployment keep it.
+    without it unless PREFECT_FLOWS_HEARTBEAT_FREQUENCY is set. Runs of the served deployment keep it. Its
+    temporary server sends no telemetry and gets two minutes to start on a loaded machine (`LOCAL_SETTINGS`).
     """
-    if "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in os.environ:
-        return preprocess_imagenet(**params)
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    updates = dict(LOCAL_SETTINGS)
+    if "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" not in os.environ:
+        updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
+    with temporary_settings(updates=updates):
         return preprocess_imagenet(**params)
 
 

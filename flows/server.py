@@ -21,7 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pipeline.cli import ArgumentParser, command, make_dir, port
+from pipeline.common.cli import ArgumentParser, command, make_dir, port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,16 +91,14 @@ def local_stack(home: Path, port: int | None = None, serve: bool = True, log_dir
     try:
         with open(log_dir / "server.log", "ab") as log:
             cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-            server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0)
         procs.append(server)
         wait_healthy(env["PREFECT_API_URL"], server)
         if serve:
             with open(log_dir / "serve.log", "ab") as log:
                 cmd = [sys.executable, "-m", "flows.serve"]
                 procs.append(
-                    subprocess.Popen(
-                        cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                    )
+                    subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, process_group=0)
                 )
         yield env
     finally:

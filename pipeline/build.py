@@ -1,4 +1,4 @@
-"""A source tree -> a finished store, on any executor: `build_store(cfg, store, submit)`.
+"""Stage 4, building: a source tree -> a finished store, on any executor: `build_store(cfg, store, submit)`.
 
 The sources are discovered and cut into parts; each part is staged by `stage_part`, run through `submit` (the
 flow passes its Dask task runner, tests, benchmarks and training's embedded default pass `serial`); this
@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from kernels.gamut import Q
+from pipeline.config import PreprocessConfig
 from pipeline.layouts import Found, find
-from pipeline.preprocess import PreprocessConfig, cut_parts, process_part
-from pipeline.shards import create_arrays, resize_arrays, write_shard
-from pipeline.staging import load_sources, part_done, save_sources, shard_marker, staged_summary
-from pipeline.store import StoreState, begin, finalize
+from pipeline.part import cut_parts, process_part
+from pipeline.store.format import StoreState, begin, finalize
+from pipeline.store.shards import create_arrays, resize_arrays, write_shard
+from pipeline.store.staging import load_sources, part_done, save_sources, shard_marker, staged_summary
 
 MAX_PART = 2048
 

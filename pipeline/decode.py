@@ -1,4 +1,4 @@
-"""Stage 2: file bytes -> S x S uint8 RGB crops (shorter side resized to S with antialiasing, center crop).
+"""Stage 2, decoding: file bytes -> S x S uint8 RGB crops (shorter side resized to S with antialiasing, center crop).
 
 Decoding, resizing and cropping run in NVIDIA DALI: `fn.decoders.image` on device "mixed" (nvJPEG on the
 GPU) when a GPU is present, "cpu" otherwise, chosen when the pipeline is built. Before DALI sees a file,

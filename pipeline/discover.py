@@ -1,4 +1,5 @@
-"""Stage 1: find the photos of one split of a class-per-folder tree (ImageNet layout) and label them.
+"""Stage 1, finding, for the `classes` layout: the photos of one split of a class-per-folder tree (ImageNet's),
+labelled.
 
 `<root>/<split>/<wnid>/**/<file>`: every regular, non-hidden file below a class folder is a source (a
 file that turns out not to be an image is skipped later, with its reason, never silently dropped).

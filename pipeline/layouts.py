@@ -1,4 +1,4 @@
-"""Stage 1 for every layout: which files of a source make the split, with their classes.
+"""Stage 1, finding: which files of a source make the split, with their classes.
 
 - `classes`: SOURCE/<split>/<wnid>/** (ImageNet train), `pipeline.discover.discover`;
 - `flat`: image files under SOURCE/<split>/ (ImageNet val as distributed), labelled by `--labels FILE` or by

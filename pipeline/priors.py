@@ -1,4 +1,5 @@
-"""Category balance module (Eq. 9-10 of Wang et al.; Eq. 3-4 of Zhang et al.) and empirical priors."""
+"""Stage 5, priors: the category balance module (Eq. 9-10 of Wang et al.; Eq. 3-4 of Zhang et al.) and the
+empirical priors it weighs."""
 
 import numpy as np
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from benchmarks.photos import photo_batch
 from pipeline.build import build_store
-from pipeline.preprocess import PreprocessConfig
+from pipeline.config import PreprocessConfig
 
 
 def pytest_collection_modifyitems(config, items):
@@ -43,13 +43,14 @@ def all_colours() -> np.ndarray:
 _home = tempfile.mkdtemp(prefix=f"prefect-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
 os.environ["PREFECT_HOME"] = _home
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # a loaded 2-core machine
 os.environ.pop("PREFECT_API_URL", None)
 
 
 def real_photos(n: int) -> list[tuple[str, bytes]]:
     """(class, JPEG bytes) of n real photographs: the shared ImageNet sample, else the embedded default."""
     from benchmarks.photos import imagenet_sample
-    from pipeline.sources import build_embedded_dataset
+    from pipeline.embedded import build_embedded_dataset
 
     sample = imagenet_sample()
     if sample is not None:

@@ -18,7 +18,7 @@ import torch
 import benchmarks.__main__ as bench
 import flows.preprocess as preprocess
 import flows.server as server
-import pipeline.quality as quality
+import pipeline.check as check
 import training.colorize as colorize
 import training.demo as demo
 import training.evaluate as evaluate
@@ -138,7 +138,7 @@ SCRIPTS = {
         **{f"checkpoint {name}": (lambda p, name=name: ["--checkpoint", p[name], "--port", "0"])
            for name in ("list.pt", "noconfig.pt", "shape.pt", "code.pt", "garbage.pt")},
     }),
-    "colorize-quality": (quality.main, {
+    "colorize-quality": (check.main, {
         "not a number": lambda p: [p["store"], "--sample", "x", "--out", "q"],
         "out of range": lambda p: [p["store"], "--sample", "-1", "--out", "q"],
         "missing input": lambda p: [p["missing"], "--out", "q"],

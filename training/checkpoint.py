@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.cli import Refused, one_line
-from pipeline.files import atomic_write
+from pipeline.common.cli import Refused, one_line
+from pipeline.common.files import atomic_write
 from training.models import N_CLASSES, create_model
 
 

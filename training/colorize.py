@@ -5,7 +5,7 @@ converted to L (colour inputs too), the network runs on L resized to its trainin
 device, and the predicted (a, b) (Eq. 15-16) is upsampled to the input's full resolution (Eq. 17) and joined
 with the original full-resolution L there. Outputs keep each photo's path below the folder given
 (DIR/<folder>/<path>.png; a file given alone: DIR/<name>.png), so none overwrites another. With `--reference
-PHOTO` the colours are steered towards the reference's (`training.guidance`, seed 001's global histogram;
+PHOTO` the colours are steered towards the reference's (`training.guidance`, after CU-net's global histogram;
 `--reference-strength`, default 1). An image with more than `--max-pixels` pixels is refused from its header,
 undecoded; the full-resolution work runs in tiles and batches hold at most that many pixels, so memory follows
 the budget, not the photos. An unreadable or refused file is reported and skipped; the others are still
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.cli import ArgumentParser, Refused, command, finite_float, make_dir, one_line, positive_int
+from pipeline.common.cli import ArgumentParser, Refused, command, finite_float, make_dir, one_line, positive_int
 from pipeline.decode import DEFAULT_MAX_PIXELS
 from training.loss import upsample_ab
 
@@ -168,7 +168,7 @@ def join(L: torch.Tensor, ab: torch.Tensor | None) -> np.ndarray:
     `lab_to_rgb8(L, upsample_ab(ab, (H, W)))` computed in row tiles, so that no float64 temporary has the
     image's size. Bilinear resizing is separable: the width pass runs at the map's own height (small), the
     height pass per tile. ab None: the gray image (a = b = 0)."""
-    from training.colour import lab_to_rgb8
+    from training.metrics import lab_to_rgb8
 
     H, W = L.shape
     out = np.empty((H, W, 3), dtype=np.uint8)

@@ -7,10 +7,10 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipeline.cli import Refused, one_line
-from pipeline.settings import check_values, given, setting
-from training.models import spec_of
-from training.order import ORDERS
+from pipeline.common.cli import Refused, one_line
+from pipeline.common.settings import check_values, given, setting
+from training.data import DataConfig
+from training.models import check_width, spec_of
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = {
@@ -25,12 +25,14 @@ EMBEDDED = {
     "ckpt_every": 200,
 }
 # Settings a resumed run may change: they decide where and how it runs and reports, not what it learns.
-RUN_LOCAL = ("out", "device", "loader_threads", "ckpt_every", "keep", "log_every", "tensorboard", "eval_every",
-             "val_images", "eval_images", "eval_store", "recovery")  # fmt: skip
+RUN_LOCAL = ("out", "device", "loader_threads", "prefetch", "ckpt_every", "keep", "log_every", "tensorboard",
+             "eval_every", "val_images", "eval_images", "eval_store", "recovery")  # fmt: skip
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(DataConfig):
+    """A training run's settings: each field is a flag of `colorize-train`; the loader's come from DataConfig."""
+
     # data and outputs
     store: str = setting(help="preprocessed store (default: the embedded default's preset)")
     out: str = setting("runs/train", "the run's folder: checkpoint, config, metrics, evaluation")
@@ -46,7 +48,6 @@ class TrainConfig:
     # the optimiser and its schedule
     optimizer: str = setting("", "sgd or adam (default: the model's own: SGD for the AFF nets, Adam for the others)")
     size: int = setting(224, "training size, a multiple of 32")
-    batch_size: int = setting(64, "images per step (over all ranks: each takes batch-size)")
     epochs: int = setting(10, "epochs, when --steps is 0")
     steps: int = setting(0, "optimizer steps (0 = epochs x batches per epoch)")
     lr: float = setting(1e-3, "initial learning rate of the poly schedule (Eq. 21-23)")
@@ -54,7 +55,6 @@ class TrainConfig:
     momentum: float = setting(0.9, "SGD momentum")
     weight_decay: float = setting(1e-4, "weight decay")
     lr_pow: float = setting(0.9, "power of the poly schedule")
-    seed: int = setting(0, "seed of the weights, the order and the flips")
     # GAN models only
     lam_l1: float = setting(100.0, "weight of the L1 loss beside the GAN loss (pix2pix's lambda)")
     lr_d: float = setting(0.0, "the discriminator's learning rate (0 = --lr)")
@@ -69,11 +69,9 @@ class TrainConfig:
     eval_every: int = setting(0, "steps between validations (loss, PSNR; checkpoint-best.pt): 0 = at the end only")
     val_images: int = setting(32, "images of the holdout or --eval-store each validation scores")
     eval_images: int = setting(64, "images evaluated at the end (0 = all)")
-    order: str = setting("random", "the loader's order: random or quasi (training.order)")
-    window: int = setting(32, "quasi order: shards shuffled together")
-    loader_threads: int = setting(0, "decoding threads (0 = the cores this process may use, less one)")
 
     def __post_init__(self):
+        super().__post_init__()
         spec = spec_of(self.variant)
         choices = {"head": ("heads", spec.heads), "recovery": ("recoveries", spec.recoveries)}
         choices["optimizer"] = ("optimizers", ("sgd", "adam"))
@@ -82,17 +80,14 @@ class TrainConfig:
             if value not in allowed:
                 raise ValueError(f"{self.variant} takes the {plural} {', '.join(allowed)}, not {value!r}")
             object.__setattr__(self, name, value)  # the resolved settings are the ones saved
-        if not 0 < self.width <= 4:
-            raise ValueError(f"width must be in (0, 4], got {self.width}")
+        check_width(self.width)
         if self.size < 32 or self.size % 32:
             raise ValueError(f"size must be a positive multiple of 32 (the encoder halves it 5 times), got {self.size}")
-        if self.order not in ORDERS or self.loader_threads < 0 or self.window < 1:
-            raise ValueError(f"order must be one of {ORDERS}, loader_threads >= 0 and window >= 1")
         self._check_ranges()
 
     def _check_ranges(self) -> None:
         """Numbers a run cannot use, refused before anything is written (written `not a < x` so nan fails too)."""
-        at_least = {"batch_size": 1, "epochs": 1, "steps": 0, "ckpt_every": 1, "log_every": 1, "keep": 0,
+        at_least = {"epochs": 1, "steps": 0, "ckpt_every": 1, "log_every": 1, "keep": 0,
                     "eval_every": 0, "val_images": 0, "eval_images": 0, "pretrain_steps": 0}  # fmt: skip
         for name, low in at_least.items():
             if not getattr(self, name) >= low:

@@ -3,7 +3,7 @@
 Batch b of epoch e holds the images `training.order` assigns it and flips (L and targets together) the ones
 drawn from (seed, e, b), so a resumed run continues with exactly the batches the uninterrupted one would have
 seen, whatever the thread count. Stores up to `cache_bytes` are decoded into memory once; larger ones are read
-per batch straight from the shard files (`pipeline.reader`) while the model trains. The threads spend their time
+per batch straight from the shard files (`pipeline.store.reader`) while the model trains. The threads spend their time
 in the L codec's Numba kernel, which releases the GIL. Batches stay uint8 / int16 on the host; `device_batch`
 converts them on the device (a quarter of the bytes to copy).
 """
@@ -17,8 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.reader import ShardReader
-from pipeline.store import StoreError
+from pipeline.common.settings import setting
+from pipeline.store.format import StoreError
+from pipeline.store.reader import ShardReader
 from training.models.registry import N_CLASSES
 from training.order import ORDERS, batch_flips, batch_positions, epoch_sequence
 
@@ -39,29 +40,22 @@ def default_threads(local_world: int = 1) -> int:
 
 @dataclass(frozen=True)
 class DataConfig:
-    store: str
-    batch_size: int = 64
-    size: int = 0  # train at this size (a multiple of 32); 0 = the store's S
-    holdout: float = 0.0  # fraction of the store held out for evaluation
-    flip: bool = True
-    seed: int = 0
-    order: str = "random"  # or "quasi" (training.order)
-    window: int = 32  # quasi: shards per window
-    threads: int = 0  # decoding threads; 0 = default_threads()
-    prefetch: int = 2  # batches kept ready beyond the ones being decoded
-    cache_bytes: int = 2 << 30
+    """The loader's settings; `TrainConfig` inherits them, so that each is declared once."""
+
+    batch_size: int = setting(64, "images per step (over all ranks: each takes batch-size)")
+    seed: int = setting(0, "seed of the weights, the order and the flips")
+    order: str = setting("random", "the loader's order: random or quasi (training.order)")
+    window: int = setting(32, "quasi order: shards shuffled together")
+    loader_threads: int = setting(0, "decoding threads (0 = the cores this process may use, less one)")
+    flip: bool = setting(True, "flip half the images of each batch horizontally, L and targets together")
+    prefetch: int = setting(2, "batches kept ready beyond the ones being decoded")
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.size and self.size % 32:
-            raise ValueError(f"size must be a multiple of 32 (the encoder halves it 5 times), got {self.size}")
-        if not 0 <= self.holdout < 1:
-            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         if self.order not in ORDERS:
-            raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
-        if self.window < 1 or self.threads < 0 or self.prefetch < 0:
-            raise ValueError("window must be >= 1, threads and prefetch >= 0")
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+        for name, low in (("batch_size", 1), ("window", 1), ("loader_threads", 0), ("prefetch", 0)):
+            if not getattr(self, name) >= low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
 
 
 class StoreData:
@@ -120,7 +114,7 @@ class Loader:
 
     def __init__(self, data: StoreData, cfg: DataConfig, rank: int = 0, world: int = 1, pin: bool = False):
         self.data, self.cfg, self.rank, self.world, self.pin = data, cfg, rank, world, pin
-        self.threads = cfg.threads or default_threads(int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+        self.threads = cfg.loader_threads or default_threads(int(os.environ.get("LOCAL_WORLD_SIZE", world)))
         self._sequence: tuple[int, np.ndarray] | None = None
 
     def batches_per_epoch(self) -> int:
@@ -157,7 +151,7 @@ class Loader:
             if g not in fetches and g * per_group < n:
                 lo, hi = max(g * per_group, start), min((g + 1) * per_group, n)
                 idx = np.unique(np.concatenate([self.plan(epoch, k)[0] for k in range(lo, hi)]))
-                fetches[g] = pool.submit(self.data.reader.fetch, idx, True)
+                fetches[g] = pool.submit(self.data.reader.fetch_shards, idx)
             return fetches.get(g)
 
         def submit(b: int) -> None:

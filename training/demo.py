@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cli import ArgumentParser, Refused, command, finite_float, one_line, port, positive_int
+from pipeline.common.cli import ArgumentParser, Refused, command, finite_float, one_line, port, positive_int
 from pipeline.decode import DEFAULT_MAX_PIXELS
 from training.demo_server import MAX_UPLOAD, HttpError, JsonHandler, Server, form_fields
 

@@ -15,7 +15,7 @@ import time
 from email.parser import HeaderParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from pipeline.cli import one_line
+from pipeline.common.cli import one_line
 
 MAX_UPLOAD = 64 << 20  # bytes of one request: two photos
 MIN_RATE = 1 << 18  # bytes per second an upload must keep up, beyond the timeout: a trickle ends

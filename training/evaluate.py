@@ -5,7 +5,7 @@
 The ground truth of an image is its S x S crop, re-decoded from the source named in the store (the store keeps
 L and categories, not the colours). The prediction is the stored L with the network's (a, b) (recovered by
 Eq. 15-16, upsampled by Eq. 17); the gray baseline is the same L with a = b = 0. Batches run on the device and
-the metrics are computed there (`training.colour`: scikit-image's lab2rgb, PSNR and SSIM, to the last digit).
+the metrics are computed there (`training.metrics`: scikit-image's lab2rgb, PSNR and SSIM, to the last digit).
 Writes json, md and a grid.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.cli import ArgumentParser, command, make_dir, non_negative_float, non_negative_int
-from training import colour
+from pipeline.common.cli import ArgumentParser, command, make_dir, non_negative_float, non_negative_int
 from training.loss import upsample_ab
+from training.metrics import auc, colourfulness, lab_to_rgb8, psnr, ssim
 
 BATCH = 16
 
@@ -59,9 +59,9 @@ def predict_ab(model, L8: torch.Tensor, size: int, head: str, mode: str = "argma
 
 def _scores(truth: torch.Tensor, L: torch.Tensor, ab: torch.Tensor, ab_true, weights) -> tuple[torch.Tensor, list]:
     """The RGB of (L, ab) and, per image, (PSNR, SSIM, colourfulness, AuC, rebalanced AuC)."""
-    rgb = colour.lab_to_rgb8(L, ab)
-    values = [colour.psnr(truth, rgb), colour.ssim(truth, rgb), colour.colourfulness(rgb)]
-    values += [colour.auc(ab, ab_true), colour.auc(ab, ab_true, weights)]
+    rgb = lab_to_rgb8(L, ab)
+    values = [psnr(truth, rgb), ssim(truth, rgb), colourfulness(rgb)]
+    values += [auc(ab, ab_true), auc(ab, ab_true, weights)]
     return rgb, torch.stack(values, 1).cpu().tolist()
 
 
@@ -69,9 +69,9 @@ def evaluate(model, store: str, idx: np.ndarray, device, size: int, head: str, m
              guided: float = 0.0) -> dict:  # fmt: skip
     """Metrics of the model and of the gray baseline on the stored images `idx`, and a sample grid; with
     `guided` > 0 also of the model guided by each image's own ground-truth histogram at that strength
-    (seed 001's "+Global histogram")."""
+    (CU-net's "+Global histogram", Wang, Chen and Tian 2022)."""
     import kernels
-    from pipeline.store import open_store
+    from pipeline.store.format import open_store
     from training.guidance import Reference
 
     group = open_store(store)
@@ -107,7 +107,7 @@ def evaluate(model, store: str, idx: np.ndarray, device, size: int, head: str, m
     keys = ("psnr", "ssim", "colourfulness", "auc", "auc_rebalanced")
     metrics = {name: {key: float(np.mean([v[i] for v in vals])) for i, key in enumerate(keys)}
                for name, vals in scores.items()}  # fmt: skip
-    metrics["ground_truth_colourfulness"] = float(colour.colourfulness(torch.from_numpy(np.stack(truth))).mean())
+    metrics["ground_truth_colourfulness"] = float(colourfulness(torch.from_numpy(np.stack(truth))).mean())
     metrics["images"] = len(idx)
     return metrics | {"_grid": rows}
 
@@ -147,8 +147,8 @@ def write_report(out: Path, name: str, metrics: dict, meta: dict) -> Path:
 
 @command
 def main(argv=None) -> int:
-    from pipeline.extras import require
-    from pipeline.store import open_store
+    from pipeline.common.extras import require
+    from pipeline.store.format import open_store
     from training.checkpoint import add_model_arguments, load_model, recovery_of
     from training.data import holdout_mask
 
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     p.add_argument("--split", choices=("holdout", "all"), default="holdout", help="the training run's held-out images")
     p.add_argument("--max-images", type=non_negative_int, default=0, help="0 = all")
     p.add_argument("--out", default=None, help="default: beside the checkpoint")
-    guided = "also guide each image by its ground truth's histogram at this strength (seed 001)"
+    guided = "also guide each image by its ground truth's histogram at this strength (CU-net's oracle)"
     p.add_argument("--guided", type=non_negative_float, default=0.0, help=guided)
     args = p.parse_args(argv)
     require("train", "colorize-evaluate")

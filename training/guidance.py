@@ -1,5 +1,5 @@
-"""Global-histogram guidance (seed 001, papers/001, Sec. 4.1 and Table 10): steer a colorization towards the
-colours of a reference photo, for every registered model.
+"""Global-histogram guidance, after CU-net (Wang, Chen and Tian 2022, Sec. 4.1 and Table 10): steer a
+colorization towards the colours of a reference photo, for every registered model.
 
 The reference's colours are its (a, b) histogram over the 313 categories (exact, `kernels.encode_bins`) and
 the values themselves. A classifier's predicted distribution p(q) is reweighted to p(q) h(q)^strength before

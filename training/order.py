@@ -11,15 +11,12 @@ r, r + w, r + 2w, ...; the flips of a batch come from (seed, epoch, batch).
 
 import numpy as np
 
-ORDERS = ("random", "quasi")
+
+def _random(train_idx: np.ndarray, seed: int, epoch: int, shard_images: int, window: int) -> np.ndarray:
+    return train_idx[np.random.default_rng([seed, epoch]).permutation(len(train_idx))]
 
 
-def epoch_sequence(train_idx: np.ndarray, order: str, seed: int, epoch: int, shard_images: int, window: int):
-    """int64 (len(train_idx),): the store indices of the training images in the order epoch `epoch` visits them."""
-    if order == "random":
-        return train_idx[np.random.default_rng([seed, epoch]).permutation(len(train_idx))]
-    if order != "quasi":
-        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+def _quasi(train_idx: np.ndarray, seed: int, epoch: int, shard_images: int, window: int) -> np.ndarray:
     rng = np.random.default_rng([seed, epoch, 2])
     shard = train_idx // shard_images  # train_idx is sorted: each shard's images are one run
     starts = np.flatnonzero(np.r_[True, shard[1:] != shard[:-1]]) if len(train_idx) else np.zeros(0, np.int64)
@@ -30,6 +27,14 @@ def epoch_sequence(train_idx: np.ndarray, order: str, seed: int, epoch: int, sha
         members = np.concatenate([np.arange(starts[s], ends[s]) for s in shards[w : w + window]])
         pieces.append(members[rng.permutation(len(members))])
     return train_idx[np.concatenate(pieces)] if pieces else train_idx[:0]
+
+
+ORDERS = {"random": _random, "quasi": _quasi}  # the orders there are; `DataConfig` checks a run's against it
+
+
+def epoch_sequence(train_idx: np.ndarray, order: str, seed: int, epoch: int, shard_images: int, window: int):
+    """int64 (len(train_idx),): the store indices of the training images in the order epoch `epoch` visits them."""
+    return ORDERS[order](train_idx, seed, epoch, shard_images, window)
 
 
 def batch_positions(n: int, batch_size: int, global_batch: int) -> np.ndarray:

@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.cli import ArgumentParser, Refused, command, make_dir
-from pipeline.settings import add_flags
+from pipeline.common.cli import ArgumentParser, Refused, command, make_dir
+from pipeline.common.settings import add_flags
 from training import checkpoint
 from training.config import EMBEDDED, ROOT, TrainConfig, config_from_args
 from training.data import on_device
 from training.models import MODELS, count_parameters, describe
-from training.state import NonFiniteLoss, Run, check_resume, restore, save_checkpoint, setup, train_step
+from training.trainer import NonFiniteLoss, Run, check_resume, restore, save_checkpoint, setup, train_step
 from training.validate import Validator
 
 __all__ = ["NonFiniteLoss", "TrainConfig", "main", "train"]
@@ -80,9 +80,8 @@ def resume_path(cfg: TrainConfig, resume: bool | str) -> Path | None:
             raise Refused(f"--resume: no checkpoint at {resume}")
         return Path(resume)
     if resume:
-        for name in ("checkpoint-last.pt", "checkpoint.pt"):  # checkpoint.pt: runs of earlier versions
-            if (Path(cfg.out) / name).is_file():
-                return Path(cfg.out) / name
+        if (Path(cfg.out) / "checkpoint-last.pt").is_file():
+            return Path(cfg.out) / "checkpoint-last.pt"
     return None
 
 
@@ -180,7 +179,7 @@ def _evaluate(run: Run) -> dict:
 
     cfg = run.cfg
     if cfg.eval_store:
-        from pipeline.store import open_store
+        from pipeline.store.format import open_store
 
         store, split = cfg.eval_store, "all"
         idx = np.arange(int(open_store(store).attrs["n_images"]))
@@ -198,22 +197,22 @@ def _evaluate(run: Run) -> dict:
 
 
 def models_table() -> str:
-    """Each registered model at its paper's size: parameters, forward GFLOPs at 224, loss, recovery, seed."""
+    """Each registered model at its paper's size: parameters, forward GFLOPs at 224, loss, recovery, paper."""
     rows = ["| name | parameters | GFLOPs at 224 | loss | recovery | from |", "|---|---|---|---|---|---|"]
     for name in MODELS:
         d = describe(name)
         params = f"{d['params'] / 1e6:.1f} M" + (
             f" + D {d['discriminator_params'] / 1e6:.2f} M" if d["discriminator_params"] else ""
         )
-        rows.append(f"| {name} | {params} | {d['gflops']:.1f} | {d['loss']} | {d['recovery']} | {d['seed']} |")
+        rows.append(f"| {name} | {params} | {d['gflops']:.1f} | {d['loss']} | {d['recovery']} | {d['paper']} |")
     return "\n".join(rows)
 
 
 def ensure_embedded_stores() -> None:
     """Build the embedded default's stores when they are missing (in this process, no Prefect)."""
     from pipeline.build import build_store
-    from pipeline.preprocess import PreprocessConfig
-    from pipeline.sources import build_embedded_dataset
+    from pipeline.config import PreprocessConfig
+    from pipeline.embedded import build_embedded_dataset
 
     source = build_embedded_dataset(ROOT / "data" / "embedded")
     for split, key in (("train", "store"), ("val", "eval_store")):
@@ -223,8 +222,8 @@ def ensure_embedded_stores() -> None:
 
 @command
 def main(argv=None) -> int:
-    from pipeline.extras import require
-    from pipeline.store import open_store
+    from pipeline.common.extras import require
+    from pipeline.store.format import open_store
 
     p = ArgumentParser(prog="colorize-train", description=__doc__.split("\n\n")[0])
     add_flags(p, TrainConfig)

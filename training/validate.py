@@ -11,8 +11,8 @@ class Validator:
     """`--val-images` images of --eval-store, or of the store's held-out part (none: `ready` is False)."""
 
     def __init__(self, run):
-        from pipeline.reader import ShardReader
-        from pipeline.store import open_store
+        from pipeline.store.format import open_store
+        from pipeline.store.reader import ShardReader
         from training.evaluate import ground_truth
 
         cfg = run.cfg
@@ -31,7 +31,7 @@ class Validator:
     @torch.no_grad()
     def __call__(self, run, batch: int = 16) -> tuple[dict, torch.Tensor]:
         """({"loss", "psnr"}, a uint8 grid (N, H, W, 3) of gray | prediction | truth rows for 4 images)."""
-        from training import colour
+        from training import metrics
         from training.evaluate import predict_ab
 
         cfg, losses, psnr, rows = run.cfg, [], [], []
@@ -43,10 +43,10 @@ class Validator:
                 losses.append(run.criterion(run.model(moved["L"]), moved["q"], moved["label"])["loss"].float())
             ab = predict_ab(run.model, part["L"], cfg.size, cfg.head, cfg.recovery)
             L = part["L"].to(ab.device).double() * (100.0 / 255.0)
-            rgb = colour.lab_to_rgb8(L, ab)
-            psnr.append(colour.psnr(self.truth[s : s + batch].to(rgb.device), rgb))
+            rgb = metrics.lab_to_rgb8(L, ab)
+            psnr.append(metrics.psnr(self.truth[s : s + batch].to(rgb.device), rgb))
             if not rows:
-                gray = colour.lab_to_rgb8(L, torch.zeros_like(ab))
+                gray = metrics.lab_to_rgb8(L, torch.zeros_like(ab))
                 rows = [
                     torch.cat([gray[k], rgb[k], self.truth[s + k].to(rgb.device)], dim=1)
                     for k in range(min(4, len(rgb)))

@@ -43,7 +43,7 @@ def test_gpus_with_an_address_or_other_workers_is_refused(mixed_source, tmp_path
 def test_the_flow_runs_on_gpu_pinned_workers(mixed_source, tmp_path):
     """The flow's own cluster with --gpus (decoding on the CPU here): every photo stored."""
     from flows.preprocess import run_in_process
-    from pipeline.store import open_store
+    from pipeline.store.format import open_store
 
     source, _ = mixed_source
     result = run_in_process(source=str(source), store=str(tmp_path / "g.zarr"), gpus=2, decoder="cpu")

@@ -1,7 +1,7 @@
 """The main job's stores: reused when built with today's settings, rebuilt (and said so) when not."""
 
 from pipeline.build import build_store
-from pipeline.preprocess import PreprocessConfig
+from pipeline.config import PreprocessConfig
 
 
 def test_the_main_job_rebuilds_only_stores_of_other_settings(tiny_store, tmp_path, capsys):

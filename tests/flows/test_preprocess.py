@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline import quality
-from pipeline.store import MANIFEST, StoreError, open_store
+from pipeline import check
+from pipeline.store.format import MANIFEST, StoreError, open_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.dali]
 OPTS = {"part_images": 5, "shard_images": 4, "workers": 2}
@@ -62,7 +62,7 @@ def test_quality_check_passes(clean_store, tmp_path):
     store, _ = clean_store
     prior = zhang_prior()
     extra = ["--zhang-prior", str(prior)] if prior else []
-    assert quality.main([str(store), "--out", str(tmp_path), "--sample", "6", *extra]) == 0
+    assert check.main([str(store), "--out", str(tmp_path), "--sample", "6", *extra]) == 0
     assert (tmp_path / "train.zarr.quality.png").stat().st_size > 1000
     report = json.loads((tmp_path / "train.zarr.quality.json").read_text())
     assert report["ok"] and len(report["checks"]) > 15

@@ -13,8 +13,8 @@ import pytest
 
 from flows.main import DEPLOYMENT, run_deployment
 from flows.server import local_stack, wait_deployment
-from pipeline.staging import PARTS_DIR
-from pipeline.store import staging_dir
+from pipeline.store.format import staging_dir
+from pipeline.store.staging import PARTS_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.dali]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

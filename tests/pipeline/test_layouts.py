@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import quality
+from pipeline import check
 from pipeline.build import build_store
+from pipeline.config import PreprocessConfig
 from pipeline.layouts import detect, find
-from pipeline.preprocess import PreprocessConfig
-from pipeline.store import MANIFEST, open_store
+from pipeline.store.format import MANIFEST, open_store
 from tests.conftest import real_photos
 
 WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361"]
@@ -33,7 +33,7 @@ def records(store: Path) -> dict[str, dict]:
 
 
 def passes_quality(store: Path, tmp: Path) -> dict:
-    assert quality.main([str(store), "--out", str(tmp), "--sample", "3"]) == 0
+    assert check.main([str(store), "--out", str(tmp), "--sample", "3"]) == 0
     return json.loads((tmp / f"{store.name}.quality.json").read_text())
 
 
@@ -163,7 +163,7 @@ def test_integer_labels_without_synsets_name_their_classes_and_pass_the_quality_
     build_store(cfg, store)
     group = open_store(store)
     assert group["label"][:].tolist() == [2, 0, 1, 3] and group.attrs["classes"] == found.classes
-    rep, _ = quality.run(store, sample=4)
+    rep, _ = check.run(store, sample=4)
     assert rep.ok, [c for c in rep.checks if not c["ok"]]
 
 
@@ -223,7 +223,7 @@ def test_hostile_members_are_each_recorded_once_and_the_store_passes_the_quality
     }
     reason = records(store)["train/s.tar"]["reason"]
     assert f"listing stopped at byte {stop}" in reason and "3 samples kept" in reason, reason
-    rep, _ = quality.run(store, sample=3)
+    rep, _ = check.run(store, sample=3)
     assert rep.ok, [c for c in rep.checks if not c["ok"]]
     assert any(c["check"].startswith("every source accounted for once") for c in rep.checks)
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from pipeline.config import PreprocessConfig
 from pipeline.layouts import find
-from pipeline.preprocess import PreprocessConfig
 from pipeline.tars import MAX_CLASSES, samples
 
 FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

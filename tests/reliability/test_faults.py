@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import quality
-from pipeline.store import MANIFEST, StoreError, open_store
+from pipeline import check
+from pipeline.store.format import MANIFEST, StoreError, open_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.dali]
 FLOW_OPTS = ["--part-images", "5", "--shard-images", "4", "--workers", "2"]
@@ -31,7 +31,7 @@ def flow_cmd(source, store, *extra) -> list[str]:
 
 def checksums(store: Path, tmp: Path) -> dict:
     """Quality check of a store (must pass) and its per-array sha256, as the report gives them."""
-    assert quality.main([str(store), "--out", str(tmp), "--sample", "4"]) == 0
+    assert check.main([str(store), "--out", str(tmp), "--sample", "4"]) == 0
     report = json.loads((tmp / f"{store.name}.quality.json").read_text())
     return report["sha256"]
 
@@ -113,7 +113,7 @@ def test_damaged_shard_is_named_by_quality_and_refused_by_training(clean, tmp_pa
         shard.write_bytes(bytes(data[: len(data) // 2]))
     else:
         shard.unlink()
-    assert quality.main([str(store), "--out", str(tmp_path), "--sample", "2"]) == 1
+    assert check.main([str(store), "--out", str(tmp_path), "--sample", "2"]) == 1
     err = capsys.readouterr().err
     assert "L/c/1" in err
     with pytest.raises(StoreError, match="L/c/1|cannot read"):
@@ -161,7 +161,7 @@ def test_bad_flow_configuration_exits_2_with_one_line(mixed_source, tmp_path, ar
 
 
 def test_unknown_options_exit_2(tmp_path):
-    for module in ("flows.preprocess", "training.run", "pipeline.quality"):
+    for module in ("flows.preprocess", "training.run", "pipeline.check"):
         r = subprocess.run([sys.executable, "-m", module, "--bogus"], capture_output=True, text=True)
         assert r.returncode == 2, module
     r = subprocess.run(

@@ -16,8 +16,8 @@ import training.colorize as colorize
 from kernels.lab import lightness
 from pipeline.decode import DEFAULT_MAX_PIXELS, pil_decode
 from tests.conftest import real_photos
-from training.colour import gray_rgb8, lab_to_rgb8
 from training.loss import recover_ab, upsample_ab
+from training.metrics import gray_rgb8, lab_to_rgb8
 from training.run import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.cli import Refused
+from pipeline.common.cli import Refused
 from training.config import TrainConfig, read_config
 
 NAMES = [f.name for f in fields(TrainConfig)]

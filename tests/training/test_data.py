@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.store import StoreError, open_store
+from pipeline.store.format import StoreError, open_store
+from training.config import TrainConfig
 from training.data import DataConfig, Loader, StoreData, default_threads, device_batch, holdout_mask, on_device
 from training.order import epoch_sequence
 
@@ -52,7 +53,7 @@ def test_batches_equal_the_zarr_python_path(tiny_store, order, in_memory):
     path, _ = tiny_store
     data = StoreData(str(path), holdout=0.2, cache_bytes=(1 << 30) if in_memory else 0)
     assert data.in_memory == in_memory
-    cfg = DataConfig(str(path), batch_size=3, seed=3, order=order, window=3, threads=2)  # 4 batches a fetch
+    cfg = DataConfig(batch_size=3, seed=3, order=order, window=3, loader_threads=2)  # 4 batches a fetch
     loader = Loader(data, cfg)
     batches = list(loader.epoch(1))
     assert [b for b, _ in batches] == list(range(loader.batches_per_epoch()))
@@ -70,8 +71,10 @@ def test_batches_equal_the_zarr_python_path(tiny_store, order, in_memory):
 def test_resume_and_thread_count_give_the_same_batches(tiny_store, order):
     path, _ = tiny_store
     data = StoreData(str(path), cache_bytes=0)
-    full = [batch for _, batch in Loader(data, DataConfig(str(path), 2, order=order, window=1, threads=1)).epoch(2)]
-    resumed = list(Loader(data, DataConfig(str(path), 2, order=order, window=1, threads=3)).epoch(2, start=4))
+    full = [
+        batch for _, batch in Loader(data, DataConfig(batch_size=2, order=order, window=1, loader_threads=1)).epoch(2)
+    ]
+    resumed = list(Loader(data, DataConfig(batch_size=2, order=order, window=1, loader_threads=3)).epoch(2, start=4))
     assert [b for b, _ in resumed] == list(range(4, len(full)))
     assert all(equal(batch, full[b]) for b, batch in resumed)
 
@@ -79,7 +82,7 @@ def test_resume_and_thread_count_give_the_same_batches(tiny_store, order):
 def test_resize_and_flip_on_the_device(tiny_store):
     path, _ = tiny_store
     data = StoreData(str(path), cache_bytes=0)
-    loader = Loader(data, DataConfig(str(path), batch_size=4, size=32, seed=1))
+    loader = Loader(data, DataConfig(batch_size=4, seed=1))
     (b, host), *_ = loader.epoch(0)
     assert host["L"].dtype == torch.uint8 and host["q"].dtype == torch.int16 and host["flip"].dtype == torch.bool
     (_, moved), *_ = on_device(loader.epoch(0), torch.device("cpu"), 32)
@@ -93,7 +96,7 @@ def test_resize_and_flip_on_the_device(tiny_store):
 def test_ranks_split_the_batches(tiny_store, order):
     path, _ = tiny_store
     data = StoreData(str(path))
-    cfg = DataConfig(str(path), batch_size=2, order=order, window=2)
+    cfg = DataConfig(batch_size=2, order=order, window=2)
     ranks = [Loader(data, cfg, r, 2) for r in range(2)]
     assert ranks[0].batches_per_epoch() == 3
     r0, r1 = (np.concatenate([rank.plan(0, b)[0] for b in range(3)]) for rank in ranks)
@@ -141,7 +144,7 @@ def test_a_damaged_shard_raises_naming_shard_and_image(tiny_store, tmp_path, dam
         shard.write_bytes(bytes(raw))
     else:
         shard.unlink()
-    loader = Loader(data, DataConfig(str(store), batch_size=2, flip=False, threads=2, order=order, window=3))
+    loader = Loader(data, DataConfig(batch_size=2, flip=False, loader_threads=2, order=order, window=3))
     with pytest.raises(StoreError, match=r"L/c/1/0/0.*image [4-7]|image [4-7].*L/c/1/0/0"):
         list(loader.epoch(0))
 
@@ -160,7 +163,7 @@ def test_an_unknown_codec_chain_is_read_through_zarr(tiny_store, tmp_path):
     group["L"][:] = L
     data = StoreData(str(store), cache_bytes=0)
     assert data.reader.layouts["L"].chain == "zarr" and data.reader.layouts["bins"].chain == "zstd"
-    loader = Loader(data, DataConfig(str(store), batch_size=5))
+    loader = Loader(data, DataConfig(batch_size=5))
     for b, batch in loader.epoch(0):
         assert equal(device_batch(batch, torch.device("cpu")), zarr_batch(path, *loader.plan(0, b)))
 
@@ -169,7 +172,7 @@ def test_settings_are_checked(tmp_path):
     with pytest.raises(StoreError, match="zarr.json"):
         StoreData(str(tmp_path))
     with pytest.raises(ValueError, match="multiple of 32"):
-        DataConfig("x", size=40)
+        TrainConfig(store="x", size=40)
     with pytest.raises(ValueError, match="order"):
-        DataConfig("x", order="sorted")
+        DataConfig(order="sorted")
     assert default_threads(1) >= 1 and default_threads(64) == 1

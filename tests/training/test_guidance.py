@@ -4,9 +4,9 @@ import numpy as np
 import torch
 
 import kernels
-from training.colour import AUC_MAX
-from training.colour import auc as auc_t
 from training.guidance import Reference, guided_ab
+from training.metrics import AUC_MAX
+from training.metrics import auc as auc_t
 
 
 def auc(ab, ab_true, weights=None) -> float:

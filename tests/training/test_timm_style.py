@@ -9,7 +9,7 @@ import torch
 
 from training import checkpoint
 from training.run import main
-from training.state import Run, setup
+from training.trainer import Run, setup
 
 TINY = ["--width", "0.125", "--size", "64", "--batch-size", "4", "--holdout", "0.25", "--eval-images", "4"]
 

@@ -6,11 +6,12 @@ from training.models.registry import (
     N_CLASSES,
     REGRESSION_HEADS,
     ModelSpec,
+    check_width,
     count_parameters,
     create_model,
     describe,
     spec_of,
 )
 
-__all__ = ["MODELS", "N_CLASSES", "REGRESSION_HEADS", "ModelSpec", "count_parameters", "create_model", "describe",
-           "spec_of"]  # fmt: skip
+__all__ = ["MODELS", "N_CLASSES", "REGRESSION_HEADS", "ModelSpec", "check_width", "count_parameters", "create_model",
+           "describe", "spec_of"]  # fmt: skip

@@ -41,8 +41,6 @@ class ModelConfig:
             raise ValueError(f"unknown model variant {self.variant!r}; choose from {', '.join(VARIANTS)}")
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}; choose from {', '.join(HEADS)}")
-        if not 0 < self.width <= 4:
-            raise ValueError(f"width must be in (0, 4], got {self.width}")
 
     @property
     def aff(self) -> bool:
@@ -151,6 +149,6 @@ for _variant in VARIANTS:
             heads=HEADS,
             recoveries=("argmax", "annealed"),
             optimizer="sgd",
-            seed="Wang et al. 2022 (papers/000), Table 3",
+            paper="Wang et al. 2022, Table 3",
         )
     )

@@ -1,5 +1,6 @@
-"""`cunet`: CU-net of seed 001 (papers/001, Sec. 3.2, Tables 5-8): a U-Net with three down- and three
-up-samplings, dilated convolutions instead of max pooling, and BN before sigmoid activations.
+"""`cunet`: CU-net of Wang, Chen and Tian 2022, *Image Colorization Algorithm Based on Deep Learning* (Sec. 3.2,
+Tables 5-8): a U-Net with three down- and three up-samplings, dilated convolutions instead of max pooling, and
+BN before sigmoid activations.
 
 Readings where the text leaves a choice open:
 - conv1-4: two 3 x 3 conv -> BN -> sigmoid pairs each (64, 128, 256, 512 channels). Tables 5 gives stride 1
@@ -14,7 +15,7 @@ Readings where the text leaves a choice open:
   Euclidean loss of the regressors the paper compares with. The store keeps categories, so the target of
   each 4 x 4 block is its category's center, and the loss compares every pixel with the centers upsampled
   bilinearly (a loss on block means alone left the pixels of a block free: checkerboard colours, SSIM 0.45).
-- Seed 001 guides colour with a reference's global histogram (Table 10, "+Global histogram"):
+- The paper guides colour with a reference's global histogram (Table 10, "+Global histogram"):
   `training.guidance`, for every registered model.
 """
 
@@ -79,6 +80,6 @@ register(
         heads=("l2", "l1"),
         recoveries=("regression",),
         optimizer="adam",
-        seed="CU-net (papers/001, Sec. 3.2)",
+        paper="Wang, Chen and Tian 2022, CU-net (Sec. 3.2)",
     )
 )

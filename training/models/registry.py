@@ -25,7 +25,7 @@ class ModelSpec:
     heads: tuple[str, ...]
     recoveries: tuple[str, ...]
     optimizer: str  # "sgd" or "adam"
-    seed: str
+    paper: str  # the paper it comes from, by authors, year and title
     betas: tuple[float, float] = (0.9, 0.999)
     discriminator: Callable[[float], nn.Module] | None = None  # width -> D, for adversarial training
 
@@ -54,14 +54,19 @@ def spec_of(name: str) -> ModelSpec:
     return MODELS[name]
 
 
+def check_width(width: float) -> None:
+    """The channel multipliers every model takes: (0, 4], 1 being its paper's."""
+    if not 0 < width <= 4:
+        raise ValueError(f"width must be in (0, 4], got {width}")
+
+
 def create_model(name: str, width: float = 1.0, head: str = "", n_classes: int = N_CLASSES) -> nn.Module:
     """The model `name` at `width` (1 = its paper's) with loss head `head` ("" = its own)."""
     spec = spec_of(name)
     head = head or spec.heads[0]
     if head not in spec.heads:
         raise ValueError(f"{name} takes the heads {', '.join(spec.heads)}, not {head!r}")
-    if not 0 < width <= 4:
-        raise ValueError(f"width must be in (0, 4], got {width}")
+    check_width(width)
     model = spec.build(width, n_classes, head)
     model.head_kind = head
     return model
@@ -73,7 +78,7 @@ def count_parameters(model: nn.Module) -> int:
 
 def describe(name: str, size: int = 224) -> dict:
     """Parameters and forward GFLOPs at `size` (2 per multiply-add, on the meta device) of the paper-size
-    model, with its discriminator's parameters, loss, recovery and seed."""
+    model, with its discriminator's parameters, loss, recovery and paper."""
     from torch.utils.flop_counter import FlopCounterMode
 
     spec = spec_of(name)
@@ -89,7 +94,7 @@ def describe(name: str, size: int = 224) -> dict:
         "gflops": counter.get_total_flops() / 1e9,
         "loss": spec.loss(spec.heads[0]),
         "recovery": ", ".join(spec.recoveries),
-        "seed": spec.seed,
+        "paper": spec.paper,
     }
 
 

@@ -1,5 +1,5 @@
 """`zhang16`: the network of Zhang, Isola and Efros, "Colorful Image Colorization" (ECCV 2016), as the main
-paper's Tables 1-2 baseline and seed 002 (papers/002) re-implement it.
+paper's Tables 1-2 baseline, and Liu, Gao and Li's *Implement of Colorful Image Colorization* re-implements it.
 
 Eight convolution blocks, each closed by BatchNorm: conv1-2 (64, 128 channels) and conv3 (256) end with a
 stride-2 convolution (H/8 after conv3); conv4 (512); conv5-6 (512, dilation 2, the receptive field without
@@ -57,6 +57,6 @@ register(
         recoveries=("annealed", "argmax"),
         optimizer="adam",
         betas=(0.9, 0.99),
-        seed="Zhang et al. ECCV 2016 (papers/002; the main paper's baseline)",
+        paper="Zhang, Isola and Efros 2016, Colorful Image Colorization (ECCV)",
     )
 )

@@ -1,78 +1,25 @@
-"""Stage 3: one part of the source list -> staged L, bins, labels and a 313-bin histogram.
+"""Stage 3, staging: one part of the source list -> staged L, bins, labels and a 313-bin histogram.
 
 This is the work of one task (`pipeline.build.stage_part`): read the files, probe them, decode, resize
 and crop in DALI (`pipeline.decode`), compute the targets in one Numba pass (`kernels.image_targets`),
-count categories for the prior (Eq. 9), encode each image's chunks as the store holds them (`pipeline.chunks`)
-and stage them (`pipeline.staging.save_part`). Every source ends as one record: stored, or skipped with a
+count categories for the prior (Eq. 9), encode each image's chunks as the store holds them (`pipeline.store.chunks`)
+and stage them (`pipeline.store.staging.save_part`). Every source ends as one record: stored, or skipped with a
 `kind` and a human-readable `reason`.
 """
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kernels.gamut import Q
-from pipeline.chunks import L_CODECS
-from pipeline.decode import DEFAULT_MAX_PIXELS, cropper, probe
-from pipeline.discover import Source, read_classes, read_source
-from pipeline.layouts import LAYOUTS
-from pipeline.settings import setting
+from pipeline.config import PreprocessConfig
+from pipeline.decode import cropper, probe
+from pipeline.discover import Source, read_source
 
 DALI_BATCH = 64  # images per DALI run: the decoded full-size images of one batch are held at once
 GRAY_CHROMA = 2.0  # mean chroma of the 4x4 block means below which a colour-mode photo counts as grayscale
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """Everything that decides a store's content (saved in its attributes); the flow's parameters and flags."""
-
-    source: str = setting(help="ImageNet-layout root: SOURCE/SPLIT/<class>/<files>")
-    split: str = setting("train", "the split folder under SOURCE")
-    layout: str = setting("auto", "classes (SPLIT/<wnid>/*), flat (SPLIT/*), list (--list), tar (WebDataset)")
-    labels: str | None = setting(None, "flat layout: a labels file (default: SOURCE/LOC_val_solution.csv)")
-    list: str | None = setting(None, "a file of paths relative to SOURCE, one per line, a wnid after each")
-    size: int = setting(224, "canonical size S (a multiple of 4)")
-    classes: tuple[str, ...] | str | None = setting(None, "class subset: comma-separated wnids or a file of them")
-    per_class: int | None = setting(None, "at most this many files per class (seeded draw)")
-    seed: int = setting(0, "seed of the per-class draw")
-    grayscale: str = setting("exclude", "exclude or include grayscale photos")
-    full_bins: bool = setting(False, "also store the category of every pixel")
-    lam: float = setting(0.5, "lambda of the balance weights (Eq. 10)")
-    max_pixels: int = setting(DEFAULT_MAX_PIXELS, "larger images are skipped as decompression bombs")
-    part_images: int | None = setting(
-        None, "files per task (default: parts of <= 2,048 files, a multiple of 4 of them)"
-    )
-    shard_images: int = setting(64, "images per Zarr shard")
-    zstd_level: int = setting(1, "zstd level of bins and label (and of L with --l-codec zstd)")
-    l_codec: str = setting(
-        "med_rans", "L's codec: med_rans (smallest; needs this package to read) or zstd (any reader)"
-    )
-    decoder: str = setting("auto", "auto (mixed when a GPU is present), cpu or mixed")
-
-    def __post_init__(self):
-        if isinstance(self.classes, str):  # from a flag or a deployment parameter
-            object.__setattr__(self, "classes", read_classes(self.classes))
-        if self.size < 4 or self.size % 4:
-            raise ValueError(f"size must be a positive multiple of 4 (targets are at size / 4), got {self.size}")
-        if self.grayscale not in ("exclude", "include"):
-            raise ValueError(f"grayscale must be 'exclude' or 'include', got {self.grayscale!r}")
-        if self.per_class is not None and self.per_class < 1:
-            raise ValueError(f"per_class must be >= 1, got {self.per_class}")
-        if not 0.0 <= self.lam <= 1.0:
-            raise ValueError(f"lam must be in [0, 1], got {self.lam}")
-        if (self.part_images is not None and self.part_images < 1) or self.shard_images < 1:
-            raise ValueError("part_images (when given) and shard_images must be >= 1")
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
-        if self.list and self.layout not in ("auto", "list"):
-            raise ValueError(f"--list goes with --layout list, not {self.layout}")
-        if self.l_codec not in L_CODECS:
-            raise ValueError(f"l_codec must be one of {', '.join(L_CODECS)}, got {self.l_codec!r}")
-        if self.decoder not in ("auto", "cpu", "mixed"):
-            raise ValueError(f"decoder must be 'auto', 'cpu' or 'mixed', got {self.decoder!r}")
 
 
 def cut_parts(sources: list[Source], part_images: int) -> list[list[Source]]:
@@ -103,7 +50,7 @@ def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Sou
     The part is worked through in batches of DALI_BATCH files, each encoded to its chunks' bytes before the
     next is read, so that a worker holds one batch of pixels whatever the part size.
     """
-    from pipeline.staging import save_part
+    from pipeline.store.staging import save_part
 
     t0 = time.perf_counter()
     records: list[dict | None] = [None] * len(sources)
@@ -125,7 +72,7 @@ def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Sou
 def _process_batch(cfg: PreprocessConfig, sources, batch: range, cropper, records: list, counts: np.ndarray) -> dict:
     """The files `batch` of sources: fill their records, add their bins to counts; the encoded chunks of those kept."""
     from kernels import encode_bins, image_targets
-    from pipeline.chunks import array_codecs, encode_images
+    from pipeline.store.chunks import array_codecs, encode_images
 
     root = Path(cfg.source)
     blobs, todo = [], []

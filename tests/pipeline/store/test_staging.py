@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.chunks import array_codecs, encode_images
-from pipeline.shards import create_arrays, write_shard
-from pipeline.staging import load_part, part_chunks_path, part_done, part_path, save_part
-from pipeline.store import StoreError, staging_dir
+from pipeline.store.chunks import array_codecs, encode_images
+from pipeline.store.format import StoreError, staging_dir
+from pipeline.store.shards import create_arrays, write_shard
+from pipeline.store.staging import load_part, part_chunks_path, part_done, part_path, save_part
 
 SHARD = 4
 SIZE = 96

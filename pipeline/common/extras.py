@@ -7,7 +7,7 @@ flow (Prefect, Dask), `[dev]` everything and the tests.
 
 import importlib.util
 
-from pipeline.cli import Refused
+from pipeline.common.cli import Refused
 
 TRAIN = ("nvidia.dali", "tensorboard", "scipy", "skimage")
 EXTRAS = {"train": TRAIN, "pipeline": (*TRAIN, "prefect", "distributed")}

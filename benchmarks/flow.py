@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import machine, summary, write
-from pipeline.cli import ArgumentParser
+from pipeline.common.cli import ArgumentParser
 
 
 def _floor_part(cfg, part: int, sources: list) -> int:
-    from pipeline.preprocess import part_cropper
+    from pipeline.part import part_cropper
 
     root = Path(cfg.source)
     blobs = [(root / s.path).read_bytes() for s in sources]
@@ -125,9 +125,10 @@ def pack_tar(source: Path, out: Path, per_shard: int = 512) -> Path:
 def workload(args, tmp: Path) -> Workload:
     from benchmarks.photos import imagenet_sample
     from pipeline.build import auto_part_images
+    from pipeline.config import PreprocessConfig
     from pipeline.discover import discover
-    from pipeline.preprocess import PreprocessConfig, cut_parts
-    from pipeline.sources import build_embedded_dataset
+    from pipeline.embedded import build_embedded_dataset
+    from pipeline.part import cut_parts
 
     origin = Path(args.source) if args.source else imagenet_sample() or build_embedded_dataset(tmp / "embedded")
     source = _repeated(origin, tmp / "repeated", args.repeat)

@@ -1,4 +1,6 @@
-"""Stage 5: the data-quality check of a store. `python -m pipeline.quality STORE [--sample 16] [--out DIR]`.
+"""Stage 6, checking: the data-quality check of a finished store.
+
+    colorize-quality STORE [--sample 16] [--out DIR]     (or python -m pipeline.check)
 
 Checks, each recorded as passed or failed with its detail: the store opens and is complete; arrays have
 the documented shapes and dtypes; every chunk of every array decodes; every source file of the split is
@@ -17,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from kernels.gamut import CENTERS, Q
-from pipeline.cli import ArgumentParser, Refused, command, make_dir, non_negative_int
-from pipeline.store import MANIFEST, StoreError, missing_shards, open_store, outcome_counts
+from pipeline.common.cli import ArgumentParser, Refused, command, make_dir, non_negative_int
+from pipeline.store.format import MANIFEST, StoreError, missing_shards, open_store, outcome_counts
 
 
 class Report:
@@ -94,8 +96,8 @@ def _manifest(store: Path, group, rep: Report, n: int) -> list[dict]:
     rep.facts["outcomes"] = outcomes
     cfg = group.attrs["config"]
     if Path(cfg["source"]).is_dir():
+        from pipeline.config import PreprocessConfig
         from pipeline.layouts import find
-        from pipeline.preprocess import PreprocessConfig
 
         found = find(PreprocessConfig(**cfg))
         rep.facts["layout"] = found.layout

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.common.files import atomic_write
 from pipeline.discover import Source
-from pipeline.files import atomic_write
-from pipeline.store import StoreError, staging_dir
+from pipeline.store.format import StoreError, staging_dir
 
 PARTS_DIR = "parts"
 
@@ -56,7 +56,7 @@ def load_sources(folder: str | Path, part: int) -> list[Source]:
 
 
 def save_part(store: Path, part: int, chunks: dict, counts: np.ndarray, records: list[dict]) -> None:
-    """Stage one part: `chunks` maps each array to (blob, chunk sizes) from `pipeline.chunks.encode_images`."""
+    """Stage one part: `chunks` maps each array to (blob, chunk sizes) from `pipeline.store.chunks.encode_images`."""
     names = list(chunks)
     blobs = [memoryview(np.ascontiguousarray(chunks[name][0])).cast("B") for name in names]
     atomic_write(part_chunks_path(store, part), blobs)

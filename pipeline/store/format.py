@@ -11,34 +11,30 @@ Layout (docs/store.md is the reference): a Zarr v3 group per split with
     weights  float32 [313]         balance weights (Eq. 10), sum(prior * weights) = 1
     sources.jsonl                  every source file: stored (with its index) or skipped (with its reason)
 
-one image per chunk, `shard_images` images per shard. A run stages its parts (`pipeline.staging`), writes the
-shards from them (`pipeline.shards`), and writes the attributes last, with `complete: true`.
+one image per chunk, `shard_images` images per shard. A run stages its parts (`pipeline.store.staging`), writes the
+shards from them (`pipeline.store.shards`), and writes the attributes last, with `complete: true`.
 """
 
 import enum
 import hashlib
 import json
 import shutil
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.cli import Refused
-from pipeline.files import atomic_write
+from pipeline.common.cli import Refused
+from pipeline.common.files import atomic_write
 
 FORMAT = "colorize-store"
-FORMAT_VERSION = 3  # 3: L coded by `colorize.med_rans`; 2: a crc32c on every chunk (2, 1: still readable)
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 3  # 3: L coded by `colorize.med_rans`; 2: L by delta + zstd, a crc32c on every chunk
+READABLE_VERSIONS = (2, 3)  # this one and the one before
 STAGING = "_staging"
 ARRAY_NDIM = {"L": 3, "bins": 3, "bins_full": 3, "label": 1}  # the per-image arrays, by number of dimensions
 MANIFEST = "sources.jsonl"
 # Everything a store folder may hold: the group, its arrays, the manifest and a run's staging area.
 STORE_ENTRIES = frozenset({"zarr.json", MANIFEST, STAGING, *ARRAY_NDIM, "path", "prior", "weights"})
-# zarr warns on every open that numcodecs codecs (the Delta filter of L in format versions 1 and 2, still
-# readable) are not in the v3 spec; they are registered with zarr and any zarr-python 3 reads them.
-warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
 
 
 class StoreError(Refused, RuntimeError):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.chunks import array_codecs, crc32c, encode_images, shard_file
-from pipeline.store import ARRAY_NDIM, shard_key
+from pipeline.store.chunks import array_codecs, crc32c, encode_images, shard_file
+from pipeline.store.format import ARRAY_NDIM, shard_key
 
 SHARD = 4
 

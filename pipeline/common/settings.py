@@ -11,7 +11,7 @@ import math
 import types
 import typing
 
-from pipeline.cli import finite_float
+from pipeline.common.cli import finite_float
 
 
 def setting(default=dataclasses.MISSING, help: str = "", flag: bool = True):

@@ -1,17 +1,18 @@
 """The per-image arrays of a store and their shard files, written whole from the staged parts.
 
-Each Zarr shard is written by one process only (concurrent partial writes of a shard lose data, zarr-python
-issue 3682): the staged chunks of the images it holds, concatenated, then the sharding index
-(`pipeline.chunks.shard_file`), under a temp name in the staging area, renamed into place, then marked done.
+Each Zarr shard is written by one process only (concurrent partial writes of a shard lose data:
+github.com/zarr-developers/zarr-python/issues/3682): the staged chunks of the images it holds, concatenated,
+then the sharding index (`pipeline.store.chunks.shard_file`), under a temp name in the staging area, renamed
+into place, then marked done.
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.files import atomic_write
-from pipeline.staging import StagedPart, free_part_chunks, load_part, shard_marker
-from pipeline.store import ARRAY_NDIM, shard_key, staging_dir
+from pipeline.common.files import atomic_write
+from pipeline.store.format import ARRAY_NDIM, shard_key, staging_dir
+from pipeline.store.staging import StagedPart, free_part_chunks, load_part, shard_marker
 
 
 def create_arrays(
@@ -21,11 +22,11 @@ def create_arrays(
 
     Arrays left by a killed run with the same layout are kept (grown back to n if they were shrunk), so
     their finished shards stay valid; an array created anew invalidates every shard-done marker. The codecs are
-    `pipeline.chunks.array_codecs`: the shard files are written from bytes encoded with the same chain.
+    `pipeline.store.chunks.array_codecs`: the shard files are written from bytes encoded with the same chain.
     """
     import zarr
 
-    from pipeline.chunks import array_codecs
+    from pipeline.store.chunks import array_codecs
 
     group = zarr.open_group(store, mode="a", zarr_format=3)
     h = size // 4
@@ -72,7 +73,7 @@ def write_shard(
     ends at the end of that prefix at the latest. parts: staged parts already loaded, by number (filled here);
     a caller writing shards in order passes one dict, so that no part is read twice.
     """
-    from pipeline.chunks import shard_file
+    from pipeline.store.chunks import shard_file
 
     parts = {} if parts is None else parts
     end = layout[-1][1] + layout[-1][2] if layout else 0

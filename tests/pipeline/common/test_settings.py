@@ -7,8 +7,8 @@ import inspect
 import pytest
 
 from flows.preprocess import RunOptions, main, preprocess_imagenet
-from pipeline.preprocess import PreprocessConfig
-from pipeline.settings import add_flags, given
+from pipeline.common.settings import add_flags, given
+from pipeline.config import PreprocessConfig
 from training.config import TrainConfig
 
 

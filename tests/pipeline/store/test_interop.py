@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import quality
-from pipeline.reader import ShardReader
+from pipeline import check
+from pipeline.store.reader import ShardReader
 from tests.conftest import make_store
 
 SPEC_CODECS = {"sharding_indexed", "bytes", "zstd", "crc32c"}
@@ -52,7 +52,7 @@ def test_tensorstore_reads_what_the_project_reads(stores):
 def test_the_quality_check_and_training_read_a_zstd_store(stores, tmp_path):
     from training.run import TrainConfig, train
 
-    assert quality.main([str(stores["zstd"]), "--out", str(tmp_path)]) == 0
+    assert check.main([str(stores["zstd"]), "--out", str(tmp_path)]) == 0
     cfg = TrainConfig(store=str(stores["zstd"]), out=str(tmp_path / "run"), width=1 / 8, size=64, batch_size=4,
                       steps=2, holdout=0.25, eval_images=4)  # fmt: skip
     assert train(cfg)["step"] == 2

@@ -8,9 +8,9 @@ import shutil
 import pytest
 
 from pipeline.build import build_store
-from pipeline.preprocess import PreprocessConfig
-from pipeline.staging import part_path
-from pipeline.store import StoreError, open_store, staging_dir
+from pipeline.config import PreprocessConfig
+from pipeline.store.format import StoreError, open_store, staging_dir
+from pipeline.store.staging import part_path
 
 
 @pytest.fixture

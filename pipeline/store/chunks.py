@@ -8,7 +8,7 @@ overhead was a fifth of an image's cost (docs/store.md).
 
 The codecs are declared once (`ArrayCodecs`): zarr gets them when the arrays are created (`zarr_codecs`), so
 that plain zarr reads what is written here, and `encode` produces the same bytes zarr-python would write
-(tests/pipeline/test_chunks.py compares whole shard files with zarr's own).
+(tests/pipeline/store/test_chunks.py compares whole shard files with zarr's own).
 """
 
 from dataclasses import dataclass
@@ -28,10 +28,10 @@ def crc32c(data) -> bytes:
 
 @dataclass(frozen=True)
 class ArrayCodecs:
-    """The codec chain of one per-image array: either the lossless image codec (`pipeline.codec`, for L) or
+    """The codec chain of one per-image array: either the lossless image codec (`pipeline.store.codec`, for L) or
     bytes (little endian) + zstd, codecs of the Zarr v3 specification; then crc32c.
 
-    image: L's chain, `colorize.med_rans` (MED prediction + context-modelled rANS, `pipeline.codec`).
+    image: L's chain, `colorize.med_rans` (MED prediction + context-modelled rANS, `pipeline.store.codec`).
     """
 
     dtype: str
@@ -56,7 +56,7 @@ class ArrayCodecs:
 
     @cached_property
     def _image_codec(self):
-        from pipeline.codec import MedRansCodec
+        from pipeline.store.codec import MedRansCodec
 
         return MedRansCodec()
 

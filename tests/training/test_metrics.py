@@ -7,7 +7,7 @@ import torch
 from skimage.color import lab2rgb
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from training import colour
+from training import metrics
 
 
 def skimage_rgb8(L: np.ndarray, ab: np.ndarray) -> np.ndarray:
@@ -21,18 +21,18 @@ def test_lab_to_rgb_psnr_and_ssim_equal_scikit_image():
     rng = np.random.default_rng(0)
     L, ab = rng.uniform(0, 100, (3, 40, 50)), rng.uniform(-110, 110, (3, 40, 50, 2))  # out of gamut too
     want = np.stack([skimage_rgb8(L[k], ab[k]) for k in range(3)])
-    got = colour.lab_to_rgb8(torch.from_numpy(L), torch.from_numpy(ab))
+    got = metrics.lab_to_rgb8(torch.from_numpy(L), torch.from_numpy(ab))
     assert np.array_equal(got.numpy(), want)
     truth = torch.from_numpy(rng.integers(0, 256, want.shape, dtype=np.uint8))
     psnr = [peak_signal_noise_ratio(truth[k].numpy(), want[k], data_range=255) for k in range(3)]
     ssim = [structural_similarity(truth[k].numpy(), want[k], channel_axis=-1, data_range=255) for k in range(3)]
-    assert np.allclose(colour.psnr(truth, got).numpy(), psnr, rtol=0, atol=1e-12)
-    assert np.allclose(colour.ssim(truth, got).numpy(), ssim, rtol=0, atol=1e-12)
+    assert np.allclose(metrics.psnr(truth, got).numpy(), psnr, rtol=0, atol=1e-12)
+    assert np.allclose(metrics.ssim(truth, got).numpy(), ssim, rtol=0, atol=1e-12)
 
 
 def test_colourfulness_of_gray_and_of_a_colour():
     gray = torch.full((1, 8, 8, 3), 128, dtype=torch.uint8)
-    assert colour.colourfulness(gray).item() == 0.0
+    assert metrics.colourfulness(gray).item() == 0.0
     red = torch.zeros((1, 8, 8, 3), dtype=torch.uint8)
     red[..., 0] = 200  # rg = 200, yb = 100 everywhere: 0.3 * hypot(200, 100)
-    assert np.isclose(colour.colourfulness(red).item(), 0.3 * np.hypot(200, 100))
+    assert np.isclose(metrics.colourfulness(red).item(), 0.3 * np.hypot(200, 100))

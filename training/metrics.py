@@ -66,7 +66,7 @@ def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
 
 def auc(ab: torch.Tensor, ab_true: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """(B,): the area under the share of pixels whose (a, b) error is within t, t = 0..150, normalised to
-    [0, 1] (Zhang et al. 2016; the review of papers/004); `weights` (B, H, W) for the rebalanced version."""
+    [0, 1] (Zhang et al. 2016; Beniwal et al.'s review); `weights` (B, H, W) for the rebalanced version."""
     err = (ab.double() - ab_true.double()).square().sum(-1).sqrt().flatten(1)  # (B, N)
     w = torch.ones_like(err) if weights is None else weights.double().flatten(1)
     t = torch.arange(AUC_MAX + 1, dtype=torch.float64, device=err.device)

@@ -11,7 +11,7 @@ import torch
 
 from training import checkpoint
 from training.config import RUN_LOCAL, TrainConfig
-from training.data import DataConfig, Loader, StoreData
+from training.data import Loader, StoreData
 from training.devices import resolve_device
 from training.loss import Criterion
 from training.models import ModelSpec, create_model, spec_of
@@ -98,9 +98,7 @@ def setup(cfg: TrainConfig) -> Run:
     torch.manual_seed(cfg.seed)
     data = StoreData(cfg.store, cfg.holdout, threads=cfg.loader_threads)
     size = cfg.size if cfg.size != data.S else 0
-    dcfg = DataConfig(cfg.store, cfg.batch_size, size, cfg.holdout, seed=cfg.seed, order=cfg.order,
-                      window=cfg.window, threads=cfg.loader_threads)  # fmt: skip
-    loader = Loader(data, dcfg, rank, world, pin=device.type == "cuda")
+    loader = Loader(data, cfg, rank, world, pin=device.type == "cuda")
     total = cfg.steps or cfg.epochs * loader.batches_per_epoch()
     nets = networks(cfg, device, data.weights, data.n_classes, _wrapper(cfg, world, local_rank, device))
     return Run(cfg, spec_of(cfg.variant), rank, world, device, data, loader, size=size, total=total, **nets)

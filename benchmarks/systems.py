@@ -3,7 +3,7 @@
 For each of --seeds seeds and each registered model: `training.run.train` on --store for --steps steps at
 --width, --size and --batch (each system with its own loss, optimiser and a learning rate for a short budget,
 RECIPES), then `training.evaluate` on --eval-store with every colour recovery the system takes, and with its
-own recovery guided by each image's ground-truth histogram (seed 001's "+Global histogram"). Reported per
+own recovery guided by each image's ground-truth histogram (CU-net's "+Global histogram"). Reported per
 system: PSNR, SSIM, colourfulness, Zhang's raw accuracy (AuC, plain and rebalanced), parameters and GFLOPs at
 224 (paper size) and at the benchmark's width, training images/s; mean and spread over the seeds; the gray
 baseline and the ground truth's colourfulness; which PSNR differences exceed the spread; the papers' own figures
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from benchmarks.report import machine, write
-from pipeline.cli import ArgumentParser
+from pipeline.common.cli import ArgumentParser
 
 RECIPES = {  # a short budget wants larger steps than the papers' long schedules
     "sgd": {"lr": 0.05},  # the AFF nets: the embedded default's preset
@@ -32,8 +32,8 @@ PAPERS = {  # (PSNR, SSIM) as their papers report them, on their data
     "unet+aff": (24.7595, 0.9260, "Wang et al. Table 3, ImageNet val"),
     "full": (25.8803, 0.9368, "Wang et al. Tables 2-3, ImageNet val"),
     "zhang16": (21.7910, 0.8915, "Wang et al. Table 2, ImageNet val"),
-    "cunet": (23.43, None, "papers/001 Table 10, automatic (27.73 with a global histogram)"),
-    "pix2pix": (24.7595, 0.9260, "papers/003 Table 1, COCO subset"),
+    "cunet": (23.43, None, "Wang, Chen and Tian 2022, Table 10, automatic (27.73 with a global histogram)"),
+    "pix2pix": (24.7595, 0.9260, "the U-Net + PatchGAN study, Table 1, COCO subset"),
 }
 METRICS = ("psnr", "ssim", "colourfulness", "auc", "auc_rebalanced")
 
@@ -85,9 +85,9 @@ def evaluate_one(args, model, cfg, idx: np.ndarray) -> dict:
 
 
 def grid_row_images(args, model, cfg, idx: np.ndarray) -> list[np.ndarray]:
-    from pipeline.store import open_store
-    from training.colour import lab_to_rgb8
+    from pipeline.store.format import open_store
     from training.evaluate import predict_ab
+    from training.metrics import lab_to_rgb8
 
     L8 = torch.from_numpy(np.asarray(open_store(args.eval_store)["L"].oindex[idx]))
     ab = predict_ab(model, L8, cfg.size, cfg.head, cfg.recovery)
@@ -122,7 +122,7 @@ def separated(systems: dict, own: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from pipeline.store import open_store
+    from pipeline.store.format import open_store
     from training.models import MODELS, count_parameters, create_model, describe, spec_of
     from training.plots import grid
 
@@ -181,9 +181,9 @@ def main(argv=None) -> int:
 
 
 def _gray_and_truth(store: str, idx: np.ndarray) -> tuple[list, list]:
-    from pipeline.store import open_store
-    from training.colour import gray_rgb8
+    from pipeline.store.format import open_store
     from training.evaluate import ground_truth
+    from training.metrics import gray_rgb8
 
     group = open_store(store)
     L = torch.from_numpy(np.asarray(group["L"].oindex[idx])).double() * (100.0 / 255.0)
@@ -232,7 +232,7 @@ def _markdown(d: dict) -> str:
             else f" The spread of {s['seeds']} seeds is itself a rough estimate: read small separations as leads."
         ),
         "",
-        "Guidance by the ground truth's own histogram (seed 001's '+Global histogram', an oracle): PSNR change "
+        "Guidance by the ground truth's own histogram (CU-net's '+Global histogram', an oracle): PSNR change "
         + ", ".join(f"{n} {r['guided']['psnr'] - r[d['own_recovery'][n]]['psnr']:+.2f} dB" for n, r in systems.items())
         + ".",
         "",

@@ -1,0 +1,2 @@
+"""The plumbing that training, the flow and the benchmarks share, and no stage of its own: the console scripts'
+contract (`cli`), settings as flags (`settings`), the install's extras (`extras`), atomic files (`files`)."""

@@ -1,0 +1,128 @@
+"""The shard files of a local store, as the reader uses them: each opened once, its index checked, and kept open
+in a bounded cache, with two ways to get chunks out of it: `pread` of one chunk, or a read-only memory map of
+the whole file (for the images of whole shards).
+
+A shard file is its chunks followed by an index of (offset, length) pairs and that index's crc32c
+(`pipeline.store.chunks.shard_file` writes it). Open files count against RLIMIT_NOFILE: the cache keeps at
+most half of it.
+"""
+
+import mmap
+import os
+import resource
+import threading
+from pathlib import Path
+
+import google_crc32c
+import numpy as np
+
+from pipeline.store.format import StoreError
+
+EMPTY = 2**64 - 1  # offset and length of an absent chunk in a sharding index
+
+
+def crc_ok(data) -> bool:
+    """Whether bytes (or a uint8 array) end with the crc32c of what precedes them, as zarr's crc32c codec writes."""
+    return int(google_crc32c.value(data[:-4])) == int.from_bytes(data[-4:], "little")
+
+
+class Shard:
+    """An open shard file and its checked index; the file is closed once evicted and released by every user."""
+
+    __slots__ = ("key", "fd", "size", "offsets", "lengths", "whole", "users", "evicted")
+
+    def __init__(self, key: str, fd: int, size: int, offsets: list, lengths: list, whole: np.ndarray | None):
+        self.key, self.fd, self.size, self.offsets, self.lengths, self.whole = key, fd, size, offsets, lengths, whole
+        self.users, self.evicted = 0, False
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class LocalShards:
+    """The shard files under `root`, opened on first use and kept; safe across threads."""
+
+    def __init__(self, root: Path, cache: int = 16384):
+        self.root = Path(root)
+        self._cap = max(16, min(cache, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2))
+        self._open: dict[str, Shard] = {}  # oldest first
+        self._lock = threading.Lock()
+
+    def acquire(self, key: str, per_shard: int, small: bool, image: int) -> Shard:
+        """The shard file `key` with its index (opened on a miss; past the cap the oldest leaves the cache), held
+        until `release`. small: one value per image, a few kB: read whole and closed at once."""
+        with self._lock:
+            entry = self._open.get(key)
+            if entry is not None:
+                entry.users += 1
+                return entry
+        opened = self._read_index(key, per_shard, small, image)
+        with self._lock:
+            entry = self._open.setdefault(key, opened)
+            entry.users += 1
+            if entry is not opened:  # another thread opened it meanwhile
+                opened.close()
+            while len(self._open) > self._cap:
+                old = self._open.pop(next(iter(self._open)))
+                old.evicted = True
+                if old.users == 0:
+                    old.close()
+        return entry
+
+    def release(self, entry: Shard) -> None:
+        with self._lock:
+            entry.users -= 1
+            if entry.evicted and entry.users == 0:
+                entry.close()
+
+    def close(self) -> None:
+        """Close every cached file (those in use by another thread when it releases them)."""
+        with self._lock:
+            for entry in self._open.values():
+                entry.evicted = True
+                if entry.users == 0:
+                    entry.close()
+            self._open.clear()
+
+    def chunk(self, entry: Shard, offset: int, length: int, image: int) -> np.ndarray:
+        """One chunk's bytes (crc included), with one pread."""
+        data = os.pread(entry.fd, length, offset)
+        if len(data) != length:
+            raise StoreError(f"{self.root}: shard {entry.key} is truncated (image {image})")
+        return np.frombuffer(data, np.uint8)
+
+    def mapped(self, entry: Shard, image: int) -> np.ndarray:
+        """The whole file as a read-only map; a file shorter than when its index was checked is refused (reading
+        a map past the end of its file would kill the process)."""
+        if entry.whole is not None:
+            return entry.whole
+        if os.fstat(entry.fd).st_size < entry.size:
+            raise StoreError(f"{self.root}: shard {entry.key} is truncated (image {image})")
+        return np.frombuffer(mmap.mmap(entry.fd, entry.size, prot=mmap.PROT_READ), np.uint8)
+
+    def _read_index(self, key: str, per_shard: int, small: bool, image: int) -> Shard:
+        """Open a shard and check its index (crc32c, every chunk inside the file)."""
+        try:
+            fd = os.open(self.root / key, os.O_RDONLY)
+        except FileNotFoundError:
+            raise StoreError(f"{self.root}: shard {key} is missing (image {image})") from None
+        try:
+            nbytes = 16 * per_shard + 4
+            size = os.fstat(fd).st_size
+            whole = np.frombuffer(os.pread(fd, size, 0), np.uint8) if small else None
+            raw = whole[size - nbytes :].tobytes() if whole is not None else os.pread(fd, nbytes, max(0, size - nbytes))
+            if len(raw) != nbytes or size < nbytes or not crc_ok(raw):
+                raise StoreError(f"{self.root}: the index of shard {key} fails its crc32c (image {image})")
+            table = np.frombuffer(raw[:-4], "<u8").reshape(per_shard, 2)
+            present = table[:, 0] != EMPTY
+            if (table[present, 0] + table[present, 1] > size - nbytes).any():
+                raise StoreError(f"{self.root}: shard {key} is truncated (image {image})")
+        except BaseException:
+            os.close(fd)
+            raise
+        if whole is not None:
+            os.close(fd)
+            fd = -1
+        return Shard(key, fd, size, table[:, 0].tolist(), table[:, 1].tolist(), whole)
