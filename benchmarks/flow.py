@@ -142,11 +142,12 @@ def workload(args, tmp: Path) -> Workload:
 
 
 def interleaved(args, w: Workload, tmp: Path) -> tuple[dict, dict, dict]:
-    """(seconds per method per round, images per method, peak RSS per worker) on one warm local cluster (the
-    flow's own: one single-threaded worker per core, its malloc settings)."""
+    """(seconds per method per round, images per method, peak RSS per worker) on one warm cluster of processes
+    apart (one single-threaded worker per core, the flow's malloc settings), so that this process's CPU time is
+    the flow's own."""
     from distributed import Client
 
-    from flows.cluster import local_cluster
+    from benchmarks.cluster import dask_cluster
     from flows.preprocess import run_in_process
 
     n = len(w.sources)
@@ -154,19 +155,20 @@ def interleaved(args, w: Workload, tmp: Path) -> tuple[dict, dict, dict]:
         [w.sources[i] for i in k] for k in np.array_split(np.arange(min(args.naive_images, n)), args.workers)
     ]
     times: dict[str, list[float]] = {"floor": [], "pipeline": [], "naive": [], "floor_once": [], "pipeline_once": []}
-    counts = {}
-    with local_cluster(workers=args.workers) as cluster, Client(cluster) as client:
+    counts: dict = {}
+    driver_s: dict[str, list[float]] = {}  # the flow process's CPU seconds, per run
+    with dask_cluster(args.workers, tmp) as (address, _), Client(address) as client:
 
         def floor(cfg=w.cfg, parts=w.parts):
             futures = client.map(_floor_part, [cfg] * len(parts), range(len(parts)), parts, pure=False)
             return sum(client.gather(futures))
 
-        stores = (tmp / f"run{r}.zarr" for r in itertools.count())
+        runs = itertools.count()
 
-        def pipeline(source=w.source):
-            address = cluster.scheduler_address
-            out = run_in_process(source=str(source), store=str(next(stores)), dask_address=address,
+        def pipeline(source=w.source, into: str = str(tmp), name: str = "pipeline"):
+            out = run_in_process(source=str(source), store=f"{into}/run{next(runs)}.zarr", dask_address=address,
                                  part_images=args.part_images, quality=False)  # fmt: skip
+            driver_s.setdefault(name, []).append(out["driver_cpu_seconds"])
             return out["n_images"]
 
         def naive():
@@ -176,17 +178,29 @@ def interleaved(args, w: Workload, tmp: Path) -> tuple[dict, dict, dict]:
         floor()
         pipeline()  # numba caches and DALI pipelines loaded in the workers
         methods = {"floor": floor, "pipeline": pipeline, "naive": naive}
-        methods |= {"floor_once": lambda: floor(w.cfg_once, w.parts_once), "pipeline_once": lambda: pipeline(w.origin)}
+        once = {"floor_once": lambda: floor(w.cfg_once, w.parts_once)}
+        methods |= once | {"pipeline_once": lambda: pipeline(w.origin, name="pipeline_once")}
         if args.layout == "tar":  # the same files, as WebDataset shards read in place
             tars = pack_tar(w.source, tmp / "tar")
             times["pipeline_tar"] = []
             methods["pipeline_tar"] = lambda: pipeline(tars)
+        if args.store_url:  # the same files into an object store: each part PUTs its own shards
+            url = f"{args.store_url.rstrip('/')}/{tmp.name}"  # this run's own prefix, removed at the end
+            times["pipeline_url"], times["pipeline_url_once"] = [], []
+            methods["pipeline_url"] = lambda: pipeline(into=url, name="pipeline_url")
+            methods["pipeline_url_once"] = lambda: pipeline(w.origin, into=url, name="pipeline_url_once")
         for _ in range(args.rounds):  # interleaved, so that machine noise hits all methods alike
             for name, fn in methods.items():
                 t0 = time.perf_counter()
                 counts[name] = fn()
                 times[name].append(time.perf_counter() - t0)
-        return times, counts, client.run(_rss_mb)
+        rss = client.run(_rss_mb)
+    if args.store_url:
+        from pipeline.common.files import remove_tree
+        from pipeline.common.storage import location
+
+        remove_tree(location(url))
+    return times, counts | {"driver_cpu_s": driver_s}, rss
 
 
 def main(argv=None) -> int:
@@ -201,6 +215,7 @@ def main(argv=None) -> int:
     p.add_argument("--part-images", type=int, help="files per Prefect task (the flow's option; default: its own)")
     p.add_argument("--layout", choices=("classes", "tar"), default="classes",
                    help="tar: also the flow on the same files packed as WebDataset shards")  # fmt: skip
+    p.add_argument("--store-url", help="also write the stores under this object store prefix (s3://...), interleaved")
     p.add_argument("--out", default="reports/benchmarks")
     args = p.parse_args(argv)
     if args.repeat < 2:
@@ -237,8 +252,12 @@ def results(args, w: Workload, times: dict, counts: dict) -> dict:
     n, n_once = len(w.sources), len(w.once)
     stats = {k: summary(v) for k, v in times.items()}
     per = {"floor": n, "pipeline": n, "naive": min(args.naive_images, n), "floor_once": n_once, "pipeline_once": n_once}
-    per["pipeline_tar"] = n
+    per["pipeline_tar"] = per["pipeline_url"] = n
+    per["pipeline_url_once"] = n_once
     rate = {k: per[k] / stats[k]["median_s"] for k in stats}
+    cpu = {k: float(np.median(v)) for k, v in counts.pop("driver_cpu_s").items()}
+    # the flow process's CPU per file as a slope (its per-run part, Prefect's start-up included, left out)
+    driver = {k: 1e3 * (cpu[k] - cpu[f"{k}_once"]) / (n - n_once) for k in ("pipeline", "pipeline_url") if k in cpu}
     med = {k: v["median_s"] for k, v in stats.items()}
     slope = {k: (med[k] - med[f"{k}_once"]) / (n - n_once) for k in ("floor", "pipeline")}
     return {
@@ -258,6 +277,10 @@ def results(args, w: Workload, times: dict, counts: dict) -> dict:
         "per_image_pipeline_over_floor": slope["pipeline"] / slope["floor"],
         "pipeline_vs_naive": rate["pipeline"] / rate["naive"],
         "tar_over_folder": rate["pipeline_tar"] / rate["pipeline"] if "pipeline_tar" in rate else None,
+        "url_over_local": rate["pipeline_url"] / rate["pipeline"] if "pipeline_url" in rate else None,
+        "store_url": args.store_url,
+        "driver_cpu_ms_per_file": driver,
+        "driver_cpu_s": cpu,
     }
 
 
@@ -294,6 +317,17 @@ def _markdown(d: dict) -> str:
         f"- peak RSS of a worker: {d['worker_peak_rss_mb']:.0f} MB (target <= 2 GB)",
         "",
     ]
+    names = {"pipeline": "to local disk", "pipeline_url": "into the object store"}
+    lines[-1:-1] = [
+        "- the flow process's own CPU per file (target <= 0.05 ms; the slope between the runs on "
+        f"{d['files_once']} and {d['files']} files, medians; the Dask scheduler runs in a process apart, as on a "
+        "cluster): " + ", ".join(f"{names[k]} {v:.3f} ms" for k, v in d["driver_cpu_ms_per_file"].items())
+    ]
+    if d["url_over_local"]:
+        lines[-1:-1] = [
+            f"- into an object store ({d['store_url']}), the same files: {m['pipeline_url']['median_s']:.2f} s = "
+            f"**{r['pipeline_url']:.0f} images/s**, {d['url_over_local']:.2f}x the rate to local disk"
+        ]
     if d["tar_over_folder"]:
         lines[-1:-1] = [
             f"- the same files as WebDataset tar shards, read in place: {m['pipeline_tar']['median_s']:.2f} s = "

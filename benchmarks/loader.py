@@ -71,16 +71,17 @@ def decode_bound(store: str, images: int = 512, seed: int = 0) -> float:
 
 def zarr_rate(store: str, batch: int, batches: int, seed: int) -> float:
     """images/s of random batches read with zarr-python (sorted indices, one `oindex` call per array)."""
-    from pipeline.store.format import open_store
+    from pipeline.store.format import image_slots, open_store
 
     group = open_store(store)
-    n = int(group.attrs["n_images"])
+    slots = image_slots(group)
+    n = len(slots)
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     for _ in range(batches):
         idx = np.sort(rng.choice(n, batch, replace=False))
         for name in ("L", "bins", "label"):
-            np.asarray(group[name].oindex[idx])
+            np.asarray(group[name].oindex[slots[idx]])
     return batches * batch / (time.perf_counter() - t0)
 
 

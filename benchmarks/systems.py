@@ -85,11 +85,12 @@ def evaluate_one(args, model, cfg, idx: np.ndarray) -> dict:
 
 
 def grid_row_images(args, model, cfg, idx: np.ndarray) -> list[np.ndarray]:
-    from pipeline.store.format import open_store
+    from pipeline.store.format import image_slots, open_store
     from training.evaluate import predict_ab
     from training.metrics import lab_to_rgb8
 
-    L8 = torch.from_numpy(np.asarray(open_store(args.eval_store)["L"].oindex[idx]))
+    group = open_store(args.eval_store)
+    L8 = torch.from_numpy(np.asarray(group["L"].oindex[image_slots(group)[idx]]))
     ab = predict_ab(model, L8, cfg.size, cfg.head, cfg.recovery)
     return list(lab_to_rgb8(L8.to(ab.device).double() * (100.0 / 255.0), ab).cpu().numpy())
 
@@ -181,12 +182,12 @@ def main(argv=None) -> int:
 
 
 def _gray_and_truth(store: str, idx: np.ndarray) -> tuple[list, list]:
-    from pipeline.store.format import open_store
+    from pipeline.store.format import image_slots, open_store
     from training.evaluate import ground_truth
     from training.metrics import gray_rgb8
 
     group = open_store(store)
-    L = torch.from_numpy(np.asarray(group["L"].oindex[idx])).double() * (100.0 / 255.0)
+    L = torch.from_numpy(np.asarray(group["L"].oindex[image_slots(group)[idx]])).double() * (100.0 / 255.0)
     gray = list(gray_rgb8(L).numpy())
     truth = [t if t is not None else g for t, g in zip(ground_truth(group, idx), gray, strict=True)]
     return gray, truth

@@ -63,8 +63,9 @@ def _announce(cluster, dashboard: bool):
     return cluster
 
 
-def dask_runner(address: str | None, workers: int | None, gpus: int = 0, dashboard: bool = False):
-    """A DaskTaskRunner on `address`, or on a `local_cluster` of `workers` processes or `gpus` GPUs."""
+def dask_runner(address: str | None, workers: int | None, gpus: int = 0, dashboard: bool = False, security=None):
+    """A DaskTaskRunner on `address` (its client with `security`, a `distributed.Security`), or on a
+    `local_cluster` of `workers` processes or `gpus` GPUs."""
     from prefect.client.orchestration import get_client
     from prefect_dask import DaskTaskRunner
 
@@ -72,16 +73,35 @@ def dask_runner(address: str | None, workers: int | None, gpus: int = 0, dashboa
     # local worker process would start a temporary Prefect server of its own.
     os.environ.setdefault("PREFECT_API_URL", str(get_client().api_url).rstrip("/"))
     if address:
-        return DaskTaskRunner(address=address)
+        return DaskTaskRunner(address=address, client_kwargs={"security": security} if security else {})
     kwargs = {"workers": workers or 0, "gpus": gpus, "dashboard": dashboard}
     return DaskTaskRunner(cluster_class=local_cluster, cluster_kwargs=kwargs)
 
 
-def check_dask_address(address: str, timeout: float = 10.0) -> None:
-    """Raise ConnectionError with one line unless a Dask scheduler answers at `address`."""
+def security_of(spec: str):
+    """The `distributed.Security` of `--dask-security`: `ca=FILE,cert=FILE,key=FILE` (the CA that signed the
+    cluster's certificates, and the flow's own certificate and key; encryption required), or `config` (Dask's
+    `distributed.comm.tls` settings). ValueError naming what is wrong."""
+    from distributed import Security
+
+    if spec == "config":
+        return Security()
+    fields = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
+    if set(fields) != {"ca", "cert", "key"} or len(spec.split(",")) != 3:
+        raise ValueError(f"--dask-security {spec!r}: expected ca=FILE,cert=FILE,key=FILE or config")
+    for name, path in fields.items():
+        if not os.path.isfile(path):
+            raise ValueError(f"--dask-security: no {name} file {path}")
+    return Security(tls_ca_file=fields["ca"], tls_client_cert=fields["cert"], tls_client_key=fields["key"],
+                    require_encryption=True)  # fmt: skip
+
+
+def check_dask_address(address: str, security=None, timeout: float = 10.0) -> None:
+    """Raise ConnectionError with one line unless a Dask scheduler answers at `address` and accepts `security`."""
     from distributed import Client
 
     try:
-        Client(address, timeout=f"{timeout}s").close()
+        Client(address, timeout=f"{timeout}s", security=security).close()
     except Exception as e:  # noqa: BLE001 - reported as one line by the caller
-        raise ConnectionError(f"no Dask scheduler answers at {address}: {type(e).__name__}") from e
+        why = " ".join(str(e).split())[:160]
+        raise ConnectionError(f"no Dask scheduler accepts this client at {address}: {type(e).__name__}: {why}") from e

@@ -32,7 +32,8 @@ def _built_otherwise(source: Path, split: str, store: Path) -> bool:
     data of this job, so the job rebuilds it, and says so."""
     from pipeline.build import resolve
     from pipeline.config import PreprocessConfig
-    from pipeline.store.format import StoreError, check_target
+    from pipeline.store.format import StoreError
+    from pipeline.store.lifecycle import check_target
 
     try:
         check_target(store, resolve(PreprocessConfig(source=str(source), split=split))[0])

@@ -15,7 +15,6 @@ import dataclasses
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -27,13 +26,15 @@ from prefect.settings import (
 )
 
 from flows.artifacts import Progress, publish_summary, quality_check
-from flows.cluster import check_dask_address, dask_runner
+from flows.cluster import check_dask_address, dask_runner, security_of
 from pipeline.build import build_store, stage_part
 from pipeline.common.cli import ArgumentParser, command, make_dir
+from pipeline.common.files import check_writable, has_files
 from pipeline.common.settings import add_flags, given, setting, signature
+from pipeline.common.storage import configure, is_remote, location, parse_options
 from pipeline.config import PreprocessConfig
 from pipeline.layouts import detect
-from pipeline.store.format import check_safe
+from pipeline.store.lifecycle import check_safe
 
 FLOW_NAME = "preprocess-imagenet"
 # A flow run in this process: no telemetry (machines without a network wait on it), and time for the temporary
@@ -60,8 +61,15 @@ class RunOptions:
     quality: bool = setting(True, "run the data-quality check on the store, as a task of the flow")
     quality_out: str = setting("", "where the quality check writes its json, md and png (default: beside the store)")
     zhang_prior: str | None = setting(None, "Zhang et al.'s prior_probs.npy, for the quality check's KL")
+    dask_security: str | None = setting(
+        None, "TLS for --dask-address: ca=FILE,cert=FILE,key=FILE (the flow's client certificate), or config"
+    )
+    storage_option: tuple[str, ...] = setting((), "KEY=VALUE for the object store (repeatable); no credentials")
 
     def __post_init__(self):
+        parse_options(self.storage_option)  # refused here when a credential is among them
+        if self.dask_security:
+            security_of(self.dask_security)
         if self.workers is not None and self.workers < 1:
             raise ValueError("--workers must be >= 1")
         if self.gpus < 0 or (self.gpus and (self.dask_address or self.workers not in (None, self.gpus))):
@@ -75,6 +83,7 @@ def _preprocess(**params) -> dict:
     """Preprocess `source/split` into the store `store` (Sec. 3.2, 4.1, 4.2 of Wang et al.)."""
     run = RunOptions(**{k: v for k, v in params.items() if k in RUN_FIELDS})
     cfg = PreprocessConfig(**{k: v for k, v in params.items() if k not in RUN_FIELDS})
+    configure(parse_options(run.storage_option))
     workers = run.gpus or run.workers or os.cpu_count() or 1
     with contextlib.ExitStack() as stack:
         runner = None
@@ -82,13 +91,16 @@ def _preprocess(**params) -> dict:
         def submit(kwargs: dict):  # the cluster starts with the first part: not for a finished store
             nonlocal runner
             if runner is None:
-                runner = stack.enter_context(dask_runner(run.dask_address, run.workers, run.gpus, run.dashboard))
+                security = security_of(run.dask_security) if run.dask_security else None
+                cluster = dask_runner(run.dask_address, run.workers, run.gpus, run.dashboard, security)
+                runner = stack.enter_context(cluster)
             return runner.submit(stage_task, parameters=kwargs)
 
         result = build_store(cfg, run.store, submit, workers, run.overwrite, get_run_logger(), Progress(run.store))
     publish_summary(result)
     if run.quality:
-        out = run.quality_out or str(Path(result["store"]).parent)
+        store = location(result["store"])
+        out = run.quality_out or ("reports/quality" if is_remote(store) else str(store.parent))
         result |= quality_check(result["store"], out, run.zhang_prior)
         if result["quality"] == "FAIL":
             raise QualityFailed(f"{result['store']} fails its data-quality check: {', '.join(result['failed'])}")
@@ -122,18 +134,21 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     settings, options = given(args, PreprocessConfig), given(args, RunOptions)
     cfg, run = PreprocessConfig(**settings), RunOptions(**options)  # validated here, before Prefect starts
-    root, split = Path(cfg.source), Path(cfg.source) / cfg.split
+    configure(parse_options(run.storage_option))
+    root = location(cfg.source)
+    split = root / cfg.split
     if not cfg.list and not split.is_dir() and not any(root.glob("*.tar")):
         raise FileNotFoundError(f"no split folder {split}")
     layout = detect(root, cfg.split, cfg.layout, cfg.list)  # says what it found when nothing fits
-    if layout in ("classes", "flat") and not any(f[0] != "." for _, _, fs in os.walk(split) for f in fs):
+    if layout in ("classes", "flat") and not has_files(split):
         raise ValueError(f"no files under {split}")  # the flow discovers them, once
-    check_safe(Path(run.store), cfg, run.overwrite)  # refuses what it must not touch, before anything is written
-    make_dir(run.store, "STORE", keep=False)
+    store = location(run.store)
+    check_safe(store, cfg, run.overwrite)  # refuses what it must not touch, before anything is written
+    check_writable(store, "STORE")
     if run.quality_out:
         make_dir(run.quality_out, "--quality-out", keep=False)
     if run.dask_address:
-        check_dask_address(run.dask_address)
+        check_dask_address(run.dask_address, security_of(run.dask_security) if run.dask_security else None)
     try:
         print(run_in_process(**settings, **options))
     except QualityFailed as e:

@@ -20,7 +20,9 @@ import numpy as np
 
 from kernels.gamut import CENTERS, Q
 from pipeline.common.cli import ArgumentParser, Refused, command, make_dir, non_negative_int
-from pipeline.store.format import MANIFEST, StoreError, missing_shards, open_store, outcome_counts
+from pipeline.common.storage import add_storage_option, configure, location, parse_options
+from pipeline.store.format import MANIFEST, StoreError, image_slots, missing_shards, open_store
+from pipeline.store.lifecycle import outcome_counts
 
 
 class Report:
@@ -38,33 +40,39 @@ class Report:
 
 
 def _expected(group) -> dict:
-    s = int(group.attrs["S"])
-    h = s // 4
-    out = {"L": ((s, s), np.uint8), "bins": ((h, h), np.int16), "label": ((), np.int16), "path": ((), None)}
+    """Each array's (shape, dtype): the per-slot arrays over the store's slots, the per-image ones over N."""
+    s, n = int(group.attrs["S"]), int(group.attrs["n_images"])
+    slots, h = int(group.attrs.get("n_slots", n)), s // 4
+    out = {"L": ((slots, s, s), np.uint8), "bins": ((slots, h, h), np.int16), "label": ((slots,), np.int16)}
+    out |= {"path": ((n,), None)} | ({"slots": ((n,), np.int64)} if "n_slots" in group.attrs else {})
     if group.attrs["config"].get("full_bins"):
-        out["bins_full"] = ((s, s), np.int16)
+        out["bins_full"] = ((slots, s, s), np.int16)
     return out
 
 
-def _scan(group, rep: Report, n: int) -> np.ndarray | None:
-    """Read every array shard by shard: decodable, and the bins histogram. None if a read failed."""
+def _scan(group, rep: Report, slots: np.ndarray) -> np.ndarray | None:
+    """Read every array shard by shard: decodable, and the bins histogram of the stored images (an empty slot
+    reads as zeros, and counts for nothing). None if a read failed."""
     import hashlib
 
     counts = np.zeros(Q, np.int64)
     ok = True
     digests = {}
+    n_slots = group["label"].shape[0]
+    present = np.zeros(n_slots, bool)
+    present[slots] = True
     for name in ("L", "bins", "bins_full", "label"):
         if name not in group:
             continue
         arr = group[name]
         digest = hashlib.sha256()
         step = arr.shards[0] if arr.shards else arr.chunks[0]
-        for lo in range(0, n, step):
+        for lo in range(0, n_slots, step):
             try:
-                block = arr[lo : min(n, lo + step)]
+                block = arr[lo : min(n_slots, lo + step)][present[lo : lo + step]]
             except Exception as e:  # noqa: BLE001 - any decode failure names its shard
                 shard = f"{name}/c/{lo // step}"
-                ok = rep.check(f"{shard} decodes", False, f"images {lo}..{lo + step - 1}: {type(e).__name__}: {e}")
+                ok = rep.check(f"{shard} decodes", False, f"slots {lo}..{lo + step - 1}: {type(e).__name__}: {e}")
                 continue
             digest.update(np.ascontiguousarray(block).tobytes())
             if name == "bins":
@@ -73,12 +81,13 @@ def _scan(group, rep: Report, n: int) -> np.ndarray | None:
                 else:
                     counts += np.bincount(block.ravel(), minlength=Q)
         digests[name] = digest.hexdigest()
-    rep.facts["sha256"] = digests  # of each array's decoded bytes: equal stores have equal digests
+    rep.facts["sha256"] = digests  # of each array's stored images, decoded: equal stores have equal digests
     rep.check("every chunk decodes (crc32c verified)", ok)
     return counts if ok else None
 
 
-def _manifest(store: Path, group, rep: Report, n: int) -> list[dict]:
+def _manifest(store, group, rep: Report, slots: np.ndarray) -> list[dict]:
+    n = len(slots)
     try:
         records = [json.loads(line) for line in (store / MANIFEST).read_text().splitlines() if line.strip()]
     except (OSError, json.JSONDecodeError) as e:
@@ -88,6 +97,8 @@ def _manifest(store: Path, group, rep: Report, n: int) -> list[dict]:
     skipped = [r for r in records if r["outcome"] != "stored"]
     rep.check("stored count = N", len(stored) == n, f"{len(stored)} stored records, N = {n}")
     rep.check("stored indices 0..N-1 in order", [r.get("index") for r in stored] == list(range(len(stored))))
+    if "slots" in group:
+        rep.check("slots array = stored records' slots", [r.get("slot") for r in stored] == slots.tolist())
     rep.check("every skip has a reason", all(r.get("reason") for r in skipped), f"{len(skipped)} skipped")
     paths = [str(p) for p in group["path"][:]] if "path" in group else []
     rep.check("path array = stored sources", paths == [r["path"] for r in stored])
@@ -95,7 +106,7 @@ def _manifest(store: Path, group, rep: Report, n: int) -> list[dict]:
     rep.check("counts attribute = manifest", outcomes == dict(group.attrs["counts"]), json.dumps(outcomes))
     rep.facts["outcomes"] = outcomes
     cfg = group.attrs["config"]
-    if Path(cfg["source"]).is_dir():
+    if location(cfg["source"]).is_dir():
         from pipeline.config import PreprocessConfig
         from pipeline.layouts import find
 
@@ -116,13 +127,13 @@ def _manifest(store: Path, group, rep: Report, n: int) -> list[dict]:
     return records
 
 
-def _resample(group, records: list[dict], rep: Report, k: int, seed: int) -> None:
+def _resample(group, records: list[dict], rep: Report, k: int, seed: int, slots: np.ndarray) -> None:
     from kernels import image_targets
     from pipeline.decode import cropper
     from pipeline.discover import read_path
 
     cfg = group.attrs["config"]
-    src = Path(cfg["source"])
+    src = location(cfg["source"])
     stored = [r for r in records if r["outcome"] == "stored"]
     if not stored or not src.is_dir():
         return
@@ -138,8 +149,9 @@ def _resample(group, records: list[dict], rep: Report, k: int, seed: int) -> Non
             bad.append(f"{r['path']}: no longer decodes")
             continue
         L, bins, _ = image_targets(rgb[None])
-        dl = int(np.abs(L[0].astype(np.int16) - group["L"][r["index"]]).max())
-        db = int((bins[0] != group["bins"][r["index"]]).sum())
+        slot = int(slots[r["index"]])
+        dl = int(np.abs(L[0].astype(np.int16) - group["L"][slot]).max())
+        db = int((bins[0] != group["bins"][slot]).sum())
         if dl or db:
             bad.append(f"{r['path']} (index {r['index']}): max |dL| {dl}, {db} bins differ")
     rep.check(f"{len(pick)} random images re-decoded equal", not bad, "; ".join(bad[:3]))
@@ -203,8 +215,9 @@ def prior_png(path: Path, panels: list[tuple[str, np.ndarray]], cell: int = 12) 
     img.save(path)
 
 
-def run(store: Path, sample: int = 16, seed: int = 0, zhang_prior: Path | None = None) -> tuple[Report, object]:
+def run(store, sample: int = 16, seed: int = 0, zhang_prior=None) -> tuple[Report, object]:
     rep = Report()
+    store = location(store)
     try:
         group = open_store(store, check_shards=False)
     except StoreError as e:
@@ -213,29 +226,32 @@ def run(store: Path, sample: int = 16, seed: int = 0, zhang_prior: Path | None =
     rep.check("store opens and is complete", True)
     gone = missing_shards(group, store)
     rep.check("every shard file present", not gone, ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else ""))
-    n = int(group.attrs["n_images"])
     shapes_ok = True
-    for name, (tail, dtype) in _expected(group).items():
+    for name, (shape, dtype) in _expected(group).items():
         if name not in group:
             shapes_ok = rep.check(f"array {name} present", False)
             continue
         arr = group[name]
-        good = arr.shape == (n, *tail) and (dtype is None or arr.dtype == dtype)
+        good = arr.shape == shape and (dtype is None or arr.dtype == dtype)
         shapes_ok &= rep.check(f"{name} shape and dtype", good, f"{arr.shape} {arr.dtype}")
     for name, dtype in (("prior", np.float64), ("weights", np.float32)):
         good = name in group and group[name].shape == (Q,) and group[name].dtype == dtype
         shapes_ok &= rep.check(f"{name} shape and dtype", good)
     if not shapes_ok:
         return rep, group
-    counts = _scan(group, rep, n)
-    records = _manifest(Path(store), group, rep, n)
-    labels = group["label"][:]
+    slots = image_slots(group)
+    n = len(slots)
+    rep.check("slots increase within [0, slots)", n == 0 or (bool((np.diff(slots) > 0).all()) and
+              0 <= slots[0] and slots[-1] < group["label"].shape[0]))  # fmt: skip
+    counts = _scan(group, rep, slots)
+    records = _manifest(store, group, rep, slots)
+    labels = group["label"].oindex[slots] if n else np.zeros(0, np.int16)
     n_classes = len(group.attrs.get("classes", []))
     rep.check("labels in [-1, classes)", n == 0 or (labels.min() >= -1 and labels.max() < n_classes))
     rep.facts["unknown_labels"] = int((labels == -1).sum())
     priors = _priors(group, counts, rep, zhang_prior)
     rep.facts["priors"] = priors
-    _resample(group, records, rep, sample, seed)
+    _resample(group, records, rep, sample, seed, slots)
     rep.facts["n_images"] = n
     return rep, group
 
@@ -265,10 +281,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--out", default="reports/quality")
     p.add_argument("--zhang-prior", help="Zhang et al.'s ImageNet prior (prior_probs.npy): report the KL against it")
+    add_storage_option(p)
     args = p.parse_args(argv)
-    store = Path(args.store)
+    configure(parse_options(args.storage_option))
+    store = location(args.store)
     if not (store / "zarr.json").is_file():  # not a store at all: bad input, not a failed check
-        what = "no such folder" if not store.exists() else "a file" if not store.is_dir() else "no zarr.json in it"
+        what = "a file" if store.is_file() else "no zarr.json in it" if store.is_dir() else "nothing there"
         raise Refused(f"{store} is not a store ({what})")
     zhang = Path(args.zhang_prior) if args.zhang_prior else None
     if zhang is not None:
@@ -277,7 +295,7 @@ def main(argv=None) -> int:
             raise Refused(f"--zhang-prior {zhang}: expected {Q} non-negative floats, found {z.dtype} {z.shape}")
     out = make_dir(args.out)
     rep, _ = run(store, args.sample, args.seed, zhang)
-    stem = out / f"{store.resolve().name}.quality"
+    stem = out / f"{store.resolve().name}.quality"  # a URL's last name, as a folder's
     priors = rep.facts.pop("priors", None)
     if priors is not None:
         prior, zhang = priors

@@ -9,10 +9,12 @@ folder whose wnid is missing from synsets.txt gets label -1 (unknown). Symbolic 
 are not followed (no loops); links to files are.
 """
 
-import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+
+from pipeline.common.files import files_below
+from pipeline.common.storage import ObjectPath, is_remote, location
 
 
 @dataclass(frozen=True)
@@ -27,28 +29,52 @@ class Source:
     size: int = -1
 
 
-def read_source(root: Path, src: Source) -> bytes:
-    """The bytes of a source: a file, or a tar member read in place."""
+def read_source(root, src: Source) -> bytes:
+    """The bytes of a source: a file, or a tar member read in place (a ranged read in an object store)."""
+    root = location(root)
     if src.offset >= 0:
         from pipeline.tars import read_member
 
         shard = src.path[: src.path.index(".tar/") + 4]
-        return read_member(Path(root) / shard, src.offset, src.size)
-    return (Path(root) / src.path).read_bytes()
+        return read_member(root / shard, src.offset, src.size)
+    return (root / src.path).read_bytes()
 
 
-def read_path(root: Path, path: str) -> bytes:
+def read_sources(root, sources: list[Source], pool=None) -> list[tuple[bytes | None, str]]:
+    """(bytes, "") or (None, why it could not be read) per source, in order; with a thread pool, fetched at once
+    (for object stores, whose answers take tens of ms each)."""
+
+    def one(src: Source) -> tuple[bytes | None, str]:
+        try:
+            return read_source(root, src), ""
+        except OSError as e:
+            return None, f"unreadable file: {type(e).__name__}: {e.strerror or e}"
+
+    return list(pool.map(one, sources)) if pool is not None else [one(s) for s in sources]
+
+
+def read_path(root, path: str) -> bytes:
     """The bytes of a source named as a store records it: a file, or `<shard>.tar/<member>`."""
+    root = location(root)
     if ".tar/" in path:
         from pipeline.tars import member_location
 
         shard, member = path.split(".tar/", 1)
-        offset, size = member_location(Path(root) / f"{shard}.tar", member)
+        offset, size = member_location(root / f"{shard}.tar", member)
         return read_source(root, Source(path, "", -1, offset, size))
-    return (Path(root) / path).read_bytes()
+    return (root / path).read_bytes()
 
 
-def read_synsets(path: Path) -> list[str]:
+def subfolders(folder) -> list[str]:
+    """The names of the non-hidden folders directly in `folder` (one listing in an object store)."""
+    if isinstance(folder, ObjectPath):
+        names = folder.subfolders()
+    else:
+        names = [p.name for p in folder.iterdir() if p.is_dir()]
+    return sorted(n for n in names if not n.startswith("."))
+
+
+def read_synsets(path) -> list[str]:
     """The wnids of a `wnid name` file, in order."""
     wnids = []
     for line in path.read_text().splitlines():
@@ -63,8 +89,8 @@ def read_classes(spec: str | None) -> tuple[str, ...] | None:
     """A class subset from a comma-separated list of wnids or a file of them (one per line, `wnid ...`)."""
     if not spec:
         return None
-    path = Path(spec)
-    if path.is_file():
+    path = location(spec) if "," not in spec else None
+    if path is not None and path.is_file():
         names = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
     else:
         names = [s.strip() for s in spec.split(",") if s.strip()]
@@ -73,30 +99,19 @@ def read_classes(spec: str | None) -> tuple[str, ...] | None:
     return tuple(names)
 
 
-def walk(folder: Path) -> list[Path]:
-    """Every regular, non-hidden file below folder, sorted (hidden folders are passed over)."""
-    files = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False, onerror=None):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if not name.startswith("."):
-                files.append(Path(dirpath) / name)
-    return sorted(files)
-
-
 def discover(
-    root: Path, split: str, classes: tuple[str, ...] | None = None, per_class: int | None = None, seed: int = 0
+    root, split: str, classes: tuple[str, ...] | None = None, per_class: int | None = None, seed: int = 0
 ) -> tuple[list[Source], list[str]]:
     """The sources of `root/split`, sorted by class then path, and the class list that gave the labels.
 
     `classes` keeps only those wnids (all must exist); `per_class` keeps at most that many files of each
     class, drawn with `seed` and the wnid (so a subset does not change the draw), kept in path order.
     """
-    root = Path(root)
+    root = location(root)
     base = root / split
     if not base.is_dir():
         raise FileNotFoundError(f"no split folder {base}")
-    folders = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = subfolders(base)
     synsets = root / "synsets.txt"
     class_list = read_synsets(synsets) if synsets.is_file() else folders
     index = {w: i for i, w in enumerate(class_list)}
@@ -105,12 +120,13 @@ def discover(
         if missing:
             raise ValueError(f"classes not found under {base}: {', '.join(missing[:5])}")
         folders = [f for f in folders if f in set(classes)]
+    with ThreadPoolExecutor(16 if is_remote(base) else 1) as pool:  # a listing per class, at once when remote
+        listed = list(pool.map(lambda wnid: files_below(base / wnid), folders))
     sources = []
-    for wnid in folders:
-        files = walk(base / wnid)
+    for wnid, files in zip(folders, listed, strict=True):
         if per_class is not None and len(files) > per_class:
             keep = set(random.Random(f"{seed}:{wnid}").sample(range(len(files)), per_class))
             files = [f for i, f in enumerate(files) if i in keep]
         label = index.get(wnid, -1)
-        sources += [Source(f.relative_to(root).as_posix(), wnid, label) for f in files]
+        sources += [Source(f"{split}/{wnid}/{rel}", wnid, label) for rel in files]
     return sources, class_list

@@ -13,10 +13,13 @@ recorded as a skip, each with its own path (a tar member's name used twice gets 
 """
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePosixPath
 
-from pipeline.discover import Source, discover, read_synsets, walk
+from pipeline.common.files import files_below
+from pipeline.common.storage import ObjectPath, is_remote, location
+from pipeline.discover import Source, discover, read_synsets
 
 LAYOUTS = ("auto", "classes", "flat", "list", "tar")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
@@ -33,32 +36,47 @@ class Found:
     skipped: list[dict] = field(default_factory=list)
 
 
-def _split_dir(root: Path, split: str) -> Path:
+def _split_dir(root, split: str):
     return root / split if (root / split).is_dir() else root
 
 
-def describe(base: Path) -> str:
+def entries(folder) -> tuple[list[str], list[str]]:
+    """(folder names, other names) directly in `folder`, non-hidden folders only; one listing in an object store.
+    Anything that is not a folder (a file, a FIFO, ...) is among the others, for the layouts to record."""
+    if isinstance(folder, ObjectPath):
+        folders, others = folder.subfolders(), [p.name for p in folder.iterfiles()]
+    elif folder.is_dir():
+        listed = list(folder.iterdir())
+        folders, others = [p.name for p in listed if p.is_dir()], [p.name for p in listed if not p.is_dir()]
+    else:
+        return [], []
+    return sorted(f for f in folders if not f.startswith(".")), sorted(others)
+
+
+def describe(base) -> str:
     """What a folder holds, for error messages: loose image files, class folders, tar shards."""
     if not base.is_dir():
         return f"no folder {base}"
-    images = sum(1 for p in base.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    folders = sum(1 for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
-    tars = sum(1 for p in base.glob("*.tar"))
-    return f"{images} image files directly under {base.name}/, {folders} folders, {tars} tar shards"
+    folders, files = entries(base)
+    images = sum(1 for f in files if PurePosixPath(f).suffix.lower() in IMAGE_SUFFIXES)
+    tars = sum(1 for f in files + folders if f.endswith(".tar"))
+    return f"{images} image files directly under {base.name}/, {len(folders)} folders, {tars} tar shards"
 
 
-def detect(root: Path, split: str, layout: str, list_file: str | None) -> str:
+def detect(root, split: str, layout: str, list_file: str | None) -> str:
     """The layout to read: `layout` unless auto; a ValueError naming what was found when it does not fit."""
     if layout == "list" or (layout == "auto" and list_file):
         if not list_file:
             raise ValueError("--layout list needs --list FILE")
         return "list"
+    root = location(root)
     base = _split_dir(root, split) if layout in ("auto", "tar") else root / split
     found = describe(base)
+    folders, files = entries(base)
     has = {
-        "tar": any(base.glob("*.tar")) if base.is_dir() else False,
-        "classes": base.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in base.iterdir()),
-        "flat": base.is_dir() and any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in base.iterdir()),
+        "tar": any(f.endswith(".tar") for f in files + folders),
+        "classes": bool(folders),
+        "flat": any(PurePosixPath(f).suffix.lower() in IMAGE_SUFFIXES for f in files),
     }
     if layout == "auto":
         if has["classes"] and has["flat"]:
@@ -75,7 +93,7 @@ def detect(root: Path, split: str, layout: str, list_file: str | None) -> str:
 
 def find(cfg) -> Found:
     """The sources of cfg.source/cfg.split in cfg.layout (detected when auto), filtered by classes / per_class."""
-    root = Path(cfg.source)
+    root = location(cfg.source)
     layout = detect(root, cfg.split, cfg.layout, cfg.list)
     if layout == "classes":
         sources, classes = discover(root, cfg.split, cfg.classes, cfg.per_class, cfg.seed)
@@ -92,23 +110,27 @@ def _skip(path: str, kind: str, reason: str) -> dict:
     return {"path": path, "wnid": "", "label": -1, "outcome": "skipped", "kind": kind, "reason": reason}
 
 
-def _tars(root: Path, split: str) -> tuple[list, list]:
-    """Entries and skip records of the shards. A `cls` index must name a class of synsets.txt when present."""
+def _tars(root, split: str) -> tuple[list, list]:
+    """Entries and skip records of the shards. A `cls` index must name a class of synsets.txt when present.
+    Shards in an object store are listed at once, each header by header with ranged reads."""
     from pipeline.tars import samples
 
     synsets = root / "synsets.txt"
     n_classes = len(read_synsets(synsets)) if synsets.is_file() else None
-    entries, skipped = [], []
-    for shard in sorted(_split_dir(root, split).glob("*.tar")):
+    base = _split_dir(root, split)
+    shards = [base / f for f in sorted(sum(entries(base), [])) if f.endswith(".tar")]  # a folder too: recorded
+    with ThreadPoolExecutor(16 if is_remote(root) else 1) as pool:
+        listed = list(pool.map(lambda shard: samples(shard, n_classes), shards))
+    entries_, skipped = [], []
+    for shard, (found, bad) in zip(shards, listed, strict=True):
         rel = shard.relative_to(root).as_posix()
-        found, bad = samples(shard, n_classes)
         paths = [f"{rel}/{s.image.name}" for s in found]  # unique: a name used twice is read once
-        entries += [(p, s.label, s.image.offset, s.image.size) for p, s in zip(paths, found, strict=True)]
+        entries_ += [(p, s.label, s.image.offset, s.image.size) for p, s in zip(paths, found, strict=True)]
         taken = set(paths)
         for s in bad:  # the manifest and the quality check tell records apart by path
             path = rel if s.name is None else _unique(f"{rel}/{_printable(s.name)}", taken)
             skipped.append(_skip(path, s.kind, s.reason))
-    return entries, skipped
+    return entries_, skipped
 
 
 def _unique(path: str, taken: set[str]) -> str:
@@ -125,18 +147,17 @@ def _printable(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _flat(root: Path, cfg) -> tuple[list, list]:
+def _flat(root, cfg) -> tuple[list, list]:
     base = root / cfg.split
-    labels = read_labels(Path(cfg.labels) if cfg.labels else root / "LOC_val_solution.csv")
-    entries = []
-    for f in walk(base):
-        name = f.relative_to(base).as_posix()
-        wnid = labels.get(name, labels.get(Path(name).stem)) if labels else None
-        entries.append((f.relative_to(root).as_posix(), wnid, -1, -1))
-    return entries, []
+    labels = read_labels(location(cfg.labels) if cfg.labels else root / "LOC_val_solution.csv")
+    entries_ = []
+    for name in files_below(base):
+        wnid = labels.get(name, labels.get(PurePosixPath(name).stem)) if labels else None
+        entries_.append((f"{cfg.split}/{name}", wnid, -1, -1))
+    return entries_, []
 
 
-def read_labels(path: Path) -> dict[str, str]:
+def read_labels(path) -> dict[str, str]:
     """{file name or stem: wnid} from LOC_val_solution.csv (ImageNet's) or lines of `filename wnid`; {} if the
     default file is absent. A file given but unreadable raises."""
     if not path.is_file():
@@ -158,35 +179,39 @@ def read_labels(path: Path) -> dict[str, str]:
     return out
 
 
-def _listed(root: Path, list_file: str) -> tuple[list, list]:
+def _listed(root, list_file: str) -> tuple[list, list]:
     """Entries of a list file: `path [wnid]` per line (blank lines and # comments passed over). A file listed
-    twice is read once; its later lines are recorded as `duplicate_line` skips, each record under its own path."""
-    entries, skips, stored = [], [], set()
+    twice is read once; its later lines are recorded as `duplicate_line` skips, each record under its own path.
+    In an object store the listed objects are looked up at once."""
+    lines = []
     top = root.resolve()
-    for n, line in enumerate(Path(list_file).read_text().splitlines(), 1):
+    for n, line in enumerate(location(list_file).read_text().splitlines(), 1):
         words = line.split()
-        if not words or words[0].startswith("#"):
-            continue
-        path = (root / words[0]).resolve()
-        inside = path.is_relative_to(top)
+        if words and not words[0].startswith("#"):
+            path = (root / words[0]).resolve()
+            lines.append((n, words, path, path.is_relative_to(top)))
+    with ThreadPoolExecutor(32 if is_remote(root) else 1) as pool:
+        there = list(pool.map(lambda x: x[3] and len(x[1]) <= 2 and x[2].is_file(), lines))
+    entries_, skips, stored = [], [], set()
+    for (n, words, path, inside), is_file in zip(lines, there, strict=True):
         rel = path.relative_to(top).as_posix() if inside else words[0]
         where = f"line {n} of {list_file}"
         if len(words) > 2:
             skips.append((rel, "bad_line", f"{where}: more than a path and a wnid"))
         elif not inside:
             skips.append((rel, "bad_line", f"{where}: outside {root}"))
-        elif not path.is_file():
+        elif not is_file:
             skips.append((rel, "missing", f"{where}: no such file"))
         elif rel in stored:
             skips.append((rel, "duplicate_line", f"{where}: listed before"))
         else:
             stored.add(rel)
-            entries.append((rel, words[1] if len(words) > 1 else None, -1, -1))
+            entries_.append((rel, words[1] if len(words) > 1 else None, -1, -1))
     taken = set(stored)  # a record's path names one record: skips sharing one get `#2`, `#3`, ...
-    return entries, [_skip(_unique(rel, taken), kind, reason) for rel, kind, reason in skips]
+    return entries_, [_skip(_unique(rel, taken), kind, reason) for rel, kind, reason in skips]
 
 
-def _labelled(root: Path, entries: list) -> tuple[list[Source], list[str]]:
+def _labelled(root, entries: list) -> tuple[list[Source], list[str]]:
     """Sources from (path, wnid | class index | None, offset, size) and the class list that labels them:
     synsets.txt when present, else the indices found (named "0" to "K-1"), then the other wnids found."""
     synsets = root / "synsets.txt"

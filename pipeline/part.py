@@ -1,25 +1,31 @@
-"""Stage 3, staging: one part of the source list -> staged L, bins, labels and a 313-bin histogram.
+"""Stage 3, staging: one part of the source list -> its shards in the store, its records and a 313-bin histogram.
 
-This is the work of one task (`pipeline.build.stage_part`): read the files, probe them, decode, resize
-and crop in DALI (`pipeline.decode`), compute the targets in one Numba pass (`kernels.image_targets`),
-count categories for the prior (Eq. 9), encode each image's chunks as the store holds them (`pipeline.store.chunks`)
-and stage them (`pipeline.store.staging.save_part`). Every source ends as one record: stored, or skipped with a
-`kind` and a human-readable `reason`.
+This is the work of one task (`pipeline.build.stage_part`): read the files, probe them, decode, resize and crop in
+DALI (`pipeline.decode`), compute the targets in one Numba pass (`kernels.image_targets`), count categories for
+the prior (Eq. 9), encode each image's chunks as the store holds them (`pipeline.store.chunks`), and write the
+part's shards straight into the store (`pipeline.store.shards`), local or remote. The part owns the slots
+`first_slot ...` of its sources, whole shards of them; a skipped source leaves its slot empty. Every source
+ends as one record: stored (with its slot), or skipped with a `kind` and a human-readable `reason`. The summary
+is staged last (`pipeline.store.staging.save_part`): it marks the part done.
 """
 
+import contextlib
 import os
 import time
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from kernels.gamut import Q
+from pipeline.common.storage import is_remote, location
 from pipeline.config import PreprocessConfig
 from pipeline.decode import cropper, probe
-from pipeline.discover import Source, read_source
+from pipeline.discover import Source, read_sources
 
 DALI_BATCH = 64  # images per DALI run: the decoded full-size images of one batch are held at once
 GRAY_CHROMA = 2.0  # mean chroma of the 4x4 block means below which a colour-mode photo counts as grayscale
+REMOTE_READS = 16  # sources of a remote batch fetched at once: object stores answer in tens of ms each
+REMOTE_WRITES = 4  # shards of a batch uploaded at once, while the next batch decodes
 
 
 def cut_parts(sources: list[Source], part_images: int) -> list[list[Source]]:
@@ -27,16 +33,14 @@ def cut_parts(sources: list[Source], part_images: int) -> list[list[Source]]:
     return [sources[i : i + part_images] for i in range(0, len(sources), part_images)]
 
 
+def batch_size(shard_images: int) -> int:
+    """Sources decoded per DALI run: at least DALI_BATCH, whole shards (so that a batch writes its shards)."""
+    return shard_images * -(-DALI_BATCH // shard_images)
+
+
 def part_cropper(cfg: PreprocessConfig, device: str):
-    """The (per-thread cached) DALI cropper a part is decoded with: batches of at most DALI_BATCH images."""
-    return cropper(cfg.size, min(cfg.part_images or DALI_BATCH, DALI_BATCH), device)
-
-
-def _read(root: Path, src: Source) -> tuple[bytes | None, str]:
-    try:
-        return read_source(root, src), ""
-    except OSError as e:
-        return None, f"unreadable file: {type(e).__name__}: {e.strerror or e}"
+    """The (per-thread cached) DALI cropper a part is decoded with."""
+    return cropper(cfg.size, min(cfg.part_images or DALI_BATCH, batch_size(cfg.shard_images)), device)
 
 
 def _skip(src: Source, kind: str, reason: str) -> dict:
@@ -44,41 +48,65 @@ def _skip(src: Source, kind: str, reason: str) -> dict:
     return rec | {"kind": kind, "reason": reason}
 
 
-def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Source], device: str) -> dict:
-    """Decode and encode one part, stage it, and return its summary (records and category counts).
+def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Source], device: str,
+                 first_slot: int) -> dict:  # fmt: skip
+    """Decode and encode one part, write its shards, stage its summary, and return the summary.
 
-    The part is worked through in batches of DALI_BATCH files, each encoded to its chunks' bytes before the
-    next is read, so that a worker holds one batch of pixels whatever the part size.
+    The part is worked through in batches of whole shards, each written before the next is decoded, so that a
+    worker holds one batch of pixels whatever the part size; a remote batch is fetched while the one before
+    decodes, and into a remote store a batch's shards upload while the next one decodes. The summary is staged
+    only once every shard is written: it marks the part done.
     """
+    from pipeline.store.shards import slot_shards, write_shard
     from pipeline.store.staging import save_part
 
     t0 = time.perf_counter()
     records: list[dict | None] = [None] * len(sources)
-    names = ["L", "bins", "label"] + (["bins_full"] if cfg.full_bins else [])
-    encoded: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {name: [] for name in names}
     counts = np.zeros(Q, dtype=np.int64)
-    cropper = part_cropper(cfg, device)
-    for lo in range(0, len(sources), DALI_BATCH):
-        batch = range(lo, min(len(sources), lo + DALI_BATCH))
-        for name, chunks in _process_batch(cfg, sources, batch, cropper, records, counts).items():
-            encoded[name].append(chunks)
-    chunks = {name: tuple(np.concatenate([c[k] for c in parts]) for k in (0, 1)) for name, parts in encoded.items()}
-    save_part(Path(store), part, chunks, counts, records)
-    stored = len(chunks["label"][1])
+    crop = part_cropper(cfg, device)
+    root, step, per = location(cfg.source), batch_size(cfg.shard_images), cfg.shard_images
+    batches = [range(lo, min(len(sources), lo + step)) for lo in range(0, len(sources), step)]
+    reads = ThreadPoolExecutor(REMOTE_READS) if is_remote(root) else None  # a batch's objects, fetched at once
+    uploads = ThreadPoolExecutor(REMOTE_WRITES) if is_remote(store) else None
+    written: list = []  # the uploads of the batch before, waited for before the next batch's start
+    with ThreadPoolExecutor(1) as pool, reads or contextlib.nullcontext(), uploads or contextlib.nullcontext():
+        fetch = lambda b: pool.submit(read_sources, root, [sources[i] for i in b], reads)  # noqa: E731
+        ahead = fetch(batches[0]) if batches else None
+        for k, batch in enumerate(batches):
+            got, ahead = ahead.result(), (fetch(batches[k + 1]) if k + 1 < len(batches) else None)
+            chunks = _process_batch(cfg, sources, batch, got, crop, records, counts)
+            for future in written:
+                future.result()
+            written = []
+            for shard in slot_shards(first_slot + batch.start, len(batch), per):
+                lo = shard * per - first_slot  # the shard's first slot, as a position in the part
+                positions = range(lo, min(lo + per, len(sources)))
+                args = (store, shard, per, {name: [c.get(i) for i in positions] for name, c in chunks.items()})
+                if uploads:
+                    written.append(uploads.submit(write_shard, *args))
+                else:
+                    write_shard(*args)
+        for future in written:
+            future.result()
+    for i, rec in enumerate(records):
+        if rec["outcome"] == "stored":
+            rec["slot"] = first_slot + i
+    save_part(store, part, counts, records)
+    stored = sum(r["outcome"] == "stored" for r in records)
     summary = {"part": part, "stored": stored, "counts": counts, "records": records, "pid": os.getpid()}
     return summary | {"seconds": time.perf_counter() - t0}
 
 
-def _process_batch(cfg: PreprocessConfig, sources, batch: range, cropper, records: list, counts: np.ndarray) -> dict:
-    """The files `batch` of sources: fill their records, add their bins to counts; the encoded chunks of those kept."""
+def _process_batch(cfg: PreprocessConfig, sources, batch: range, got: list, crop, records: list,
+                   counts: np.ndarray) -> dict[str, dict[int, bytes]]:  # fmt: skip
+    """The files `batch` of sources, read as `got` ((bytes or None, error) each): fill their records, add their bins
+    to counts; the encoded chunk of each kept one, by array and position."""
     from kernels import encode_bins, image_targets
-    from pipeline.store.chunks import array_codecs, encode_images
+    from pipeline.store.chunks import array_codecs
 
-    root = Path(cfg.source)
     blobs, todo = [], []
-    for i in batch:
+    for i, (data, err) in zip(batch, got, strict=True):
         src = sources[i]
-        data, err = _read(root, src)
         if data is None:
             records[i] = _skip(src, "unreadable", err)
             continue
@@ -90,7 +118,7 @@ def _process_batch(cfg: PreprocessConfig, sources, batch: range, cropper, record
         else:
             blobs.append(data)
             todo.append(i)
-    crops = cropper.crops(blobs) if blobs else []
+    crops = crop.crops(blobs) if blobs else []
     kept, rgbs = [], []
     for i, (rgb, decoder, err) in zip(todo, crops, strict=True):
         src = sources[i]
@@ -106,13 +134,10 @@ def _process_batch(cfg: PreprocessConfig, sources, batch: range, cropper, record
         records[i] = rec
         kept.append(i)
         rgbs.append(rgb)
-    size, h = cfg.size, cfg.size // 4
-    if rgbs:
-        rgb = np.stack(rgbs)  # (B, S, S, 3)
-        L, bins, chroma = image_targets(rgb)
-    else:
-        rgb = np.zeros((0, size, size, 3), np.uint8)
-        L, bins, chroma = np.zeros((0, size, size), np.uint8), np.zeros((0, h, h), np.int16), np.zeros(0)
+    if not rgbs:
+        return {name: {} for name in _names(cfg)}
+    rgb = np.stack(rgbs)  # (B, S, S, 3)
+    L, bins, chroma = image_targets(rgb)
     keep = np.ones(len(kept), dtype=bool)
     if cfg.grayscale == "exclude":
         for k, i in enumerate(kept):
@@ -121,11 +146,17 @@ def _process_batch(cfg: PreprocessConfig, sources, batch: range, cropper, record
                 records[i] = _skip(
                     sources[i], "grayscale", f"grayscale content (mean chroma {chroma[k]:.2f} < {GRAY_CHROMA})"
                 )
-    labels = np.array([sources[i].label for i in kept], dtype=np.int16)[keep]
-    arrays = {"L": L[keep], "bins": bins[keep], "label": labels}
+    kept = [i for k, i in enumerate(kept) if keep[k]]
+    arrays = {"L": L[keep], "bins": bins[keep], "label": np.array([sources[i].label for i in kept], dtype=np.int16)}
     if cfg.full_bins:
-        arrays["bins_full"] = encode_bins(rgb[keep]) if keep.any() else np.zeros((0, size, size), np.int16)
+        arrays["bins_full"] = encode_bins(rgb[keep]) if keep.any() else np.zeros((0, *L.shape[1:]), np.int16)
     counts += np.bincount(arrays["bins"].ravel(), minlength=Q)
-    return {
-        name: encode_images(array_codecs(name, a.dtype, cfg.zstd_level, cfg.l_codec), a) for name, a in arrays.items()
-    }
+    out = {}
+    for name, a in arrays.items():
+        codecs = array_codecs(name, a.dtype, cfg.zstd_level, cfg.l_codec)
+        out[name] = {i: codecs.encode(a[k]) for k, i in enumerate(kept)}
+    return out
+
+
+def _names(cfg: PreprocessConfig) -> list[str]:
+    return ["L", "bins", "label"] + (["bins_full"] if cfg.full_bins else [])

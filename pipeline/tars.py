@@ -20,7 +20,8 @@ place), `bad_name` (a name that is not UTF-8), `duplicate_member` (a name used a
 is read, as tar extracts it), `no_image` (a member whose key has no image), `unused_member` (a key's second
 image or label, or a member neither image nor label), `bad_label`, `truncated_member` (an image that the end
 of the file cuts short). A shard whose listing ends early is recorded itself, its samples before the break
-kept: `truncated_archive` (the file ends inside a member or header), `damaged_archive` (tarfile stopped at an
+kept: `truncated_archive` (the file ends inside a member or header, or lacks the end-of-archive
+blocks), `damaged_archive` (tarfile stopped at an
 unreadable header with data after it: it ends such a listing silently, so the bytes left are checked),
 `unreadable` or `not_a_file` (the shard cannot be opened as a file).
 """
@@ -32,7 +33,8 @@ import re
 import stat
 import tarfile
 from dataclasses import dataclass, replace
-from pathlib import Path
+
+from pipeline.common.storage import ObjectPath
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 LABEL_EXTS = ("cls", "txt", "json")
@@ -47,6 +49,7 @@ class Member:
     name: str
     offset: int  # of its data in the file
     size: int
+    data: bytes | None = None  # a label's bytes, read while the listing passed them (no second read remotely)
 
 
 @dataclass(frozen=True)
@@ -78,16 +81,22 @@ class BadLabel(ValueError):
     pass
 
 
-def index_tar(path: Path) -> Listing:
-    """List a shard's members, and check where the listing stopped against the file's end."""
+def index_tar(path) -> Listing:
+    """List a shard's members, and check where the listing stopped against the file's end. A shard in an object
+    store is read through a RangeFile: header by header with ranged reads, never downloaded whole."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open
-            return Listing([], [], Skip(None, "not_a_file", "the shard is not a regular file"), 0)
-        with open(path, "rb") as f:
+        if isinstance(path, ObjectPath):
+            f = path.open("rb")
+            end = f.size
+        else:
+            if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open
+                return Listing([], [], Skip(None, "not_a_file", "the shard is not a regular file"), 0)
+            f = open(path, "rb")  # noqa: SIM115 - closed below
             end = os.fstat(f.fileno()).st_size
+        with f:
             members, others = [], []
             stop, error, last = _walk(f, members, others)
-            clean = error is None and (stop >= end or _zeros_to_end(f, stop))
+            clean = error is None and stop < end and _zeros_to_end(f, stop)
     except OSError as e:
         return Listing([], [], Skip(None, "unreadable", f"{type(e).__name__}: {e}"), 0)
     return Listing(members, others, _damage(stop, end, clean, error, last), end)
@@ -113,9 +122,18 @@ def _walk(f, members: list[Member], others: list[Skip]) -> tuple[int, str | None
                 return m.offset, f"member {_short(m.name)} declares {m.size} bytes", last
             last = m.name
             if m.isreg() and not m.issparse():
-                members.append(Member(m.name, m.offset_data, m.size))
+                members.append(Member(m.name, m.offset_data, m.size, _label_bytes(f, m)))
             else:
                 others.append(Skip(m.name, "not_a_file", f"the member is {_member_type(m)}", at=m.offset))
+
+
+def _label_bytes(f, m: tarfile.TarInfo) -> bytes | None:
+    """A label member's data, read right after its header (tarfile seeks back to its next header itself)."""
+    if split_key(m.name)[1] not in LABEL_EXTS or m.size > MAX_LABEL_BYTES:
+        return None
+    f.seek(m.offset_data)
+    data = f.read(m.size)
+    return data if len(data) == m.size else None
 
 
 def _member_type(m: tarfile.TarInfo) -> str:
@@ -155,6 +173,8 @@ def _damage(stop: int, end: int, clean: bool, error: str | None, last: str | Non
         return None
     if end == 0:
         return Skip(None, "truncated_archive", "the file is empty")
+    if stop == end and error is None:  # every tar writer ends with zero blocks: a file without them was cut
+        return Skip(None, "truncated_archive", f"the file ends at byte {end} without the end-of-archive blocks")
     unread = end - stop
     if unread < BLOCK:
         return Skip(None, "truncated_archive", f"the file ends at byte {end}, inside a header at byte {stop}")
@@ -163,13 +183,14 @@ def _damage(stop: int, end: int, clean: bool, error: str | None, last: str | Non
 
 
 @functools.lru_cache(maxsize=64)
-def _locations(path: Path, mtime: float) -> dict[str, tuple[int, int]]:
+def _locations(path, stamp: float) -> dict[str, tuple[int, int]]:
     return {m.name: (m.offset, m.size) for m in index_tar(path).members}  # the last copy of a name, as read
 
 
-def member_location(path: Path, name: str) -> tuple[int, int]:
+def member_location(path, name: str) -> tuple[int, int]:
     """(offset, size) of a member's data, from the shard's index (kept for the 64 shards last asked about)."""
-    where = _locations(Path(path), os.path.getmtime(path)).get(name)
+    stamp = path.stat().st_size if isinstance(path, ObjectPath) else os.path.getmtime(path)
+    where = _locations(path, stamp).get(name)
     if where is None:
         raise FileNotFoundError(f"no member {name!r} in {path}")
     return where
@@ -182,16 +203,19 @@ def split_key(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), ext.lower()
 
 
-def read_member(path: Path, offset: int, size: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read(size)
+def read_member(path, offset: int, size: int) -> bytes:
+    if isinstance(path, ObjectPath):
+        data = path.read_range(offset, size)
+    else:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(size)
     if len(data) != size:
         raise OSError(f"member cut short: {len(data)} of {size} bytes")
     return data
 
 
-def samples(path: Path, n_classes: int | None = None) -> tuple[list[Sample], list[Skip]]:
+def samples(path, n_classes: int | None = None) -> tuple[list[Sample], list[Skip]]:
     """The samples of one shard and the skips of its members, both in shard order, then the shard's own record
     if its listing ended early. n_classes: the length of the class list that `cls` indices must fall in."""
     listing = index_tar(path)
@@ -217,7 +241,7 @@ def samples(path: Path, n_classes: int | None = None) -> tuple[list[Sample], lis
     return out, skipped
 
 
-def _sample(path: Path, key: str, members: list[Member], end: int, bound: int) -> tuple[Sample | None, list[Skip]]:
+def _sample(path, key: str, members: list[Member], end: int, bound: int) -> tuple[Sample | None, list[Skip]]:
     """A key's sample, and the skips of its members that are not part of it."""
     exts = {m.name: split_key(m.name)[1] for m in members}
     images = sorted((m for m in members if exts[m.name] in IMAGE_EXTS), key=lambda m: IMAGE_EXTS.index(exts[m.name]))
@@ -252,11 +276,11 @@ def _unused(m: Member, image: Member, label: Member | None) -> str:
     return f"neither an image nor a label (extension {_short(ext)})"
 
 
-def _read_label(path: Path, m: Member, bound: int) -> str | int:
+def _read_label(path, m: Member, bound: int) -> str | int:
     if m.size > MAX_LABEL_BYTES:
         raise BadLabel(f"{m.size} bytes, more than a label's {MAX_LABEL_BYTES}")
     try:
-        data = read_member(path, m.offset, m.size)
+        data = m.data if m.data is not None else read_member(path, m.offset, m.size)
     except OSError as e:
         raise BadLabel(f"unreadable: {e}") from None
     return parse_label(split_key(m.name)[1], data, bound)

@@ -124,7 +124,8 @@ class Loader:
         """The store indices of the epoch in visiting order (`training.order`), kept for the epoch under way."""
         if self._sequence is None or self._sequence[0] != epoch:
             c = self.cfg
-            seq = epoch_sequence(self.data.train_idx, c.order, c.seed, epoch, self.data.reader.shard_images, c.window)
+            shards = self.data.reader.shard_of(self.data.train_idx)
+            seq = epoch_sequence(self.data.train_idx, c.order, c.seed, epoch, shards, c.window)
             self._sequence = (epoch, seq)
         return self._sequence[1]
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from pipeline.common.cli import ArgumentParser, command, make_dir, non_negative_float, non_negative_int
+from pipeline.common.storage import add_storage_option, configure, location, parse_options
 from training.loss import upsample_ab
 from training.metrics import auc, colourfulness, lab_to_rgb8, psnr, ssim
 
@@ -28,7 +29,7 @@ def ground_truth(group, idx: np.ndarray) -> list[np.ndarray | None]:
     from pipeline.discover import read_path
 
     cfg = group.attrs["config"]
-    root = Path(cfg["source"])
+    root = location(cfg["source"])
     crop = cropper(int(cfg["size"]), 1, "cpu")
     out = []
     for i in idx:
@@ -71,10 +72,11 @@ def evaluate(model, store: str, idx: np.ndarray, device, size: int, head: str, m
     `guided` > 0 also of the model guided by each image's own ground-truth histogram at that strength
     (CU-net's "+Global histogram", Wang, Chen and Tian 2022)."""
     import kernels
-    from pipeline.store.format import open_store
+    from pipeline.store.format import image_slots, open_store
     from training.guidance import Reference
 
     group = open_store(store)
+    slots = image_slots(group)
     truth = ground_truth(group, idx)
     keep = [k for k, t in enumerate(truth) if t is not None]
     if not keep:
@@ -87,7 +89,8 @@ def evaluate(model, store: str, idx: np.ndarray, device, size: int, head: str, m
     for s in range(0, len(idx), BATCH):
         part = idx[s : s + BATCH]
         gt = np.stack(truth[s : s + BATCH])  # (B, S, S, 3) uint8
-        L8 = torch.from_numpy(np.asarray(group["L"].oindex[np.sort(part)])[np.argsort(np.argsort(part))])
+        sl = slots[part]  # the images' slots in the arrays
+        L8 = torch.from_numpy(np.asarray(group["L"].oindex[np.sort(sl)])[np.argsort(np.argsort(sl))])
         preds = {"model": predict_ab(model, L8, size, head, mode)}
         preds["gray"] = torch.zeros_like(preds["model"])
         if guided:
@@ -160,7 +163,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="default: beside the checkpoint")
     guided = "also guide each image by its ground truth's histogram at this strength (CU-net's oracle)"
     p.add_argument("--guided", type=non_negative_float, default=0.0, help=guided)
+    add_storage_option(p)
     args = p.parse_args(argv)
+    configure(parse_options(args.storage_option))
     require("train", "colorize-evaluate")
     model, cfg, step = load_model(args.checkpoint, args.device)
     device = next(model.parameters()).device

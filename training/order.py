@@ -12,13 +12,13 @@ r, r + w, r + 2w, ...; the flips of a batch come from (seed, epoch, batch).
 import numpy as np
 
 
-def _random(train_idx: np.ndarray, seed: int, epoch: int, shard_images: int, window: int) -> np.ndarray:
+def _random(train_idx: np.ndarray, seed: int, epoch: int, shards: np.ndarray, window: int) -> np.ndarray:
     return train_idx[np.random.default_rng([seed, epoch]).permutation(len(train_idx))]
 
 
-def _quasi(train_idx: np.ndarray, seed: int, epoch: int, shard_images: int, window: int) -> np.ndarray:
+def _quasi(train_idx: np.ndarray, seed: int, epoch: int, shards: np.ndarray, window: int) -> np.ndarray:
     rng = np.random.default_rng([seed, epoch, 2])
-    shard = train_idx // shard_images  # train_idx is sorted: each shard's images are one run
+    shard = shards  # train_idx is sorted, so each shard's images are one run
     starts = np.flatnonzero(np.r_[True, shard[1:] != shard[:-1]]) if len(train_idx) else np.zeros(0, np.int64)
     ends = np.r_[starts[1:], len(train_idx)]
     shards = rng.permutation(len(starts))
@@ -32,9 +32,10 @@ def _quasi(train_idx: np.ndarray, seed: int, epoch: int, shard_images: int, wind
 ORDERS = {"random": _random, "quasi": _quasi}  # the orders there are; `DataConfig` checks a run's against it
 
 
-def epoch_sequence(train_idx: np.ndarray, order: str, seed: int, epoch: int, shard_images: int, window: int):
-    """int64 (len(train_idx),): the store indices of the training images in the order epoch `epoch` visits them."""
-    return ORDERS[order](train_idx, seed, epoch, shard_images, window)
+def epoch_sequence(train_idx: np.ndarray, order: str, seed: int, epoch: int, shards: np.ndarray, window: int):
+    """int64 (len(train_idx),): the store indices of the training images in the order epoch `epoch` visits them.
+    shards: the shard each of train_idx lies in (`ShardReader.shard_of`)."""
+    return ORDERS[order](train_idx, seed, epoch, shards, window)
 
 
 def batch_positions(n: int, batch_size: int, global_batch: int) -> np.ndarray:

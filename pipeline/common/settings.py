@@ -41,6 +41,8 @@ def add_flags(parser: argparse.ArgumentParser, settings, positional: tuple[str, 
             parser.add_argument(f.name, type=kind, help=helptext)
         elif kind is bool:
             parser.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction, help=helptext)
+        elif typing.get_origin(f.type) is tuple:  # a repeatable flag
+            parser.add_argument("--" + f.name.replace("_", "-"), action="append", metavar="VALUE", help=helptext)
         else:
             default = "" if f.default is dataclasses.MISSING else f" (default: {f.default})"
             parse = finite_float if kind is float else kind  # nan and inf are no setting's value

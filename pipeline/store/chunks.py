@@ -86,7 +86,8 @@ def encode_images(codecs: ArrayCodecs, images: np.ndarray) -> tuple[np.ndarray, 
 
 
 def shard_file(chunks: list, chunks_per_shard: int) -> bytes:
-    """A whole shard file: chunks (bytes-like, the shard's first len(chunks) chunks in order), then the index.
+    """A whole shard file: the shard's chunks in order (bytes-like, or None for an absent chunk; at most
+    chunks_per_shard of them, the rest absent), then the index.
 
     The index (sharding codec, `index_location` end): one (offset, length) uint64 pair per chunk in C order,
     (2^64 - 1, 2^64 - 1) for an absent chunk, little endian, followed by its own crc32c.
@@ -94,8 +95,9 @@ def shard_file(chunks: list, chunks_per_shard: int) -> bytes:
     if len(chunks) > chunks_per_shard:
         raise ValueError(f"{len(chunks)} chunks do not fit a shard of {chunks_per_shard}")
     index = np.full((chunks_per_shard, 2), EMPTY, dtype="<u8")
-    sizes = np.array([len(c) for c in chunks], dtype=np.uint64)
-    index[: len(chunks), 1] = sizes
-    index[: len(chunks), 0] = np.cumsum(sizes) - sizes
+    present = [k for k, c in enumerate(chunks) if c is not None]
+    sizes = np.array([len(chunks[k]) for k in present], dtype=np.uint64)
+    index[present, 1] = sizes
+    index[present, 0] = np.cumsum(sizes) - sizes
     raw = index.tobytes()
-    return b"".join([*chunks, raw, crc32c(raw)])
+    return b"".join([*(chunks[k] for k in present), raw, crc32c(raw)])

@@ -4,42 +4,44 @@ Two ways to get the encoded chunks of some images, both through `pipeline.store.
 opened once, its index checked, kept open): `fetch` reads scattered images chunk by chunk, with a `pread` each;
 `fetch_shards` maps the shards that images fill whole (as the quasi-random order visits them), one read-only map
 per shard and no copies. `decode` then verifies every chunk's crc32c and decodes it into the caller's buffer.
-zarr-python instead runs its codec pipeline per chunk, an overhead that dominates random batches. Chains this
-module does not know (L in format version 2) are read through zarr-python.
+zarr-python instead runs its codec pipeline per chunk, an overhead that dominates random batches. Image i lies at
+slot `slots[i]` of the arrays (format 4; format 3's image i at index i).
 """
 
 import json
 import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import zstandard
 
 from kernels import lossless
-from pipeline.store.format import StoreError, open_store, shard_key
-from pipeline.store.shardfiles import EMPTY, LocalShards, crc_ok
+from pipeline.common.storage import ObjectPath, location
+from pipeline.store.format import StoreError, image_slots, open_store, shard_key
+from pipeline.store.remote import shards_of
+from pipeline.store.shardfiles import ShardRequest, crc_ok
 
 CHAINS = {("colorize.med_rans", "crc32c"): "image", ("bytes", "zstd", "crc32c"): "zstd"}
 
 
 @dataclass(frozen=True)
 class ArrayLayout:
-    """What the reader needs of one per-image array: its item shape and dtype, shard size and codec chain."""
+    """What the reader needs of one per-slot array: its item shape and dtype, shard size and codec chain."""
 
     name: str
     tail: tuple[int, ...]
     dtype: np.dtype
     per_shard: int
-    chain: str  # "image" (L of format 3), "zstd" (every other array), "zarr" (read through zarr-python)
+    chain: str  # "image" (L's `colorize.med_rans`) or "zstd" (every other array, and L with --l-codec zstd)
 
     @classmethod
-    def of(cls, name: str, meta: dict) -> "ArrayLayout":
-        """The layout of an array from its zarr.json; chain "zarr" unless the reader knows every part of it."""
+    def of(cls, name: str, meta: dict, where) -> "ArrayLayout":
+        """The layout of an array from its zarr.json; StoreError for a layout the stores of this project never
+        have (zarr-python reads such arrays, one chunk at a time)."""
         tail = tuple(meta["shape"][1:])
         per_shard = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
-        chain = "zarr"
+        chain = None
         if len(meta["codecs"]) == 1 and meta["codecs"][0]["name"] == "sharding_indexed":
             conf = meta["codecs"][0]["configuration"]
             names = tuple(c["name"] for c in conf["codecs"])
@@ -48,7 +50,9 @@ class ArrayLayout:
             one_image = list(conf["chunk_shape"]) == [1, *tail]
             slash = meta.get("chunk_key_encoding", {}).get("configuration", {}).get("separator", "/") == "/"
             if index and one_image and slash and little and sys.byteorder == "little":
-                chain = CHAINS.get(names, "zarr")
+                chain = CHAINS.get(names)
+        if chain is None:
+            raise StoreError(f"{where}: array {name} has a codec chain or layout this reader does not read")
         return cls(name, tail, np.dtype(meta["data_type"]), per_shard, chain)
 
 
@@ -64,14 +68,25 @@ class Fetched:
 class ShardReader:
     """Reads images of the per-image arrays `names` of a finished store by global index; safe across threads."""
 
-    def __init__(self, path, names=("L", "bins", "label"), cache: int = 16384):
-        self.path = Path(path)
-        self.group = open_store(path)
+    def __init__(self, path, names=("L", "bins", "label"), cache: int = 16384, shard_cache=None):
+        """cache: open shard files kept; shard_cache: a `pipeline.store.cache.ShardCache` for a store in an object
+        store (whole shards on a local disk)."""
+        self.path = location(path)
+        self.group = open_store(self.path)
         self.n = int(self.group.attrs["n_images"])
-        self.layouts = {k: ArrayLayout.of(k, json.loads((self.path / k / "zarr.json").read_text())) for k in names}
+        self.slots = image_slots(self.group)  # image i lies at slot slots[i]
+        metas = {k: json.loads((self.path / k / "zarr.json").read_text()) for k in names}
+        self.layouts = {k: ArrayLayout.of(k, meta, self.path) for k, meta in metas.items()}
         self.shard_images = next(iter(self.layouts.values())).per_shard
-        self.files = LocalShards(self.path, cache)
+        if shard_cache is not None and isinstance(self.path, ObjectPath):
+            sizes = self.path.sizes()  # whether every shard fits the cache decides how random reads use it
+            shard_cache.store_bytes = sum(v for k, v in sizes.items() if k.split("/")[0] in self.layouts)
+        self.files = shards_of(self.path, cache, shard_cache)
         self._local = threading.local()
+
+    def shard_of(self, idx: np.ndarray) -> np.ndarray:
+        """The shard each image lies in (the unit the quasi-random order reads whole)."""
+        return self.slots[np.asarray(idx, dtype=np.int64)] // self.shard_images
 
     def close(self) -> None:
         self.files.close()
@@ -90,56 +105,42 @@ class ShardReader:
         return out
 
     def fetch(self, idx: np.ndarray) -> Fetched:
-        """The encoded chunks of images idx, every array, read chunk by chunk."""
-        return self._collect(idx, lambda entry, image: None)
+        """The encoded chunks of images idx, every array, read chunk by chunk (ranged reads, coalesced per shard,
+        from an object store)."""
+        return self._collect(idx, whole=False)
 
     def fetch_shards(self, idx: np.ndarray) -> Fetched:
-        """The encoded chunks of images idx, every array, as views of a memory map of each shard they lie in (for
-        images that fill whole shards; the maps go with the result)."""
-        return self._collect(idx, self.files.mapped)
+        """The encoded chunks of images idx, every array, as views of each whole shard they lie in (a memory map
+        locally; for images that fill whole shards, as the quasi order visits them)."""
+        return self._collect(idx, whole=True)
 
-    def _collect(self, idx: np.ndarray, whole_of) -> Fetched:
-        """Fetched chunks of images idx; whole_of(shard, image) gives a shard's bytes to take views of, or None to
-        read each chunk."""
+    def _collect(self, idx: np.ndarray, whole: bool) -> Fetched:
         idx = np.asarray(idx, dtype=np.int64)
         if len(idx) and (idx.min() < 0 or idx.max() >= self.n):
             raise IndexError(f"image indices must be in [0, {self.n}), got {idx.min()}..{idx.max()}")
-        images = idx.tolist()
+        images, slots = idx.tolist(), self.slots[idx].tolist()
         by_shard: dict[int, list[int]] = {}  # plain Python: a random batch touches one image per shard
-        for k, i in enumerate(images):
-            by_shard.setdefault(i // self.shard_images, []).append(k)
-        chunks, where = {}, {}
+        for k, s in enumerate(slots):
+            by_shard.setdefault(s // self.shard_images, []).append(k)
+        requests, targets = [], []
         for name, lay in self.layouts.items():
-            if lay.chain == "zarr":
-                continue
-            chunks[name], where[name] = [None] * len(images), [None] * len(images)
             for shard, members in by_shard.items():
-                key = shard_key(name, shard)
-                entry = self.files.acquire(key, lay.per_shard, lay.tail == (), images[members[0]])
-                try:
-                    whole = whole_of(entry, images[members[0]])
-                    for m in members:
-                        slot = images[m] - shard * self.shard_images
-                        offset, length = entry.offsets[slot], entry.lengths[slot]
-                        if offset == EMPTY:
-                            raise StoreError(f"{self.path}: shard {key} holds no chunk for image {images[m]}")
-                        got = whole if whole is not None else entry.whole
-                        if got is not None:  # a view, no read
-                            chunks[name][m] = got[offset : offset + length]
-                        else:
-                            chunks[name][m] = self.files.chunk(entry, offset, length, images[m])
-                        where[name][m] = key
-                finally:
-                    self.files.release(entry)
+                at = [slots[m] - shard * self.shard_images for m in members]
+                request = ShardRequest(shard_key(name, shard), lay.per_shard, lay.tail == (), at,
+                                       [images[m] for m in members])  # fmt: skip
+                requests.append(request)
+                targets.append((name, members))
+        chunks = {name: [None] * len(images) for name in self.layouts}
+        where = {name: [None] * len(images) for name in self.layouts}
+        for (name, members), request, got in zip(targets, requests, self.files.gather(requests, whole), strict=True):
+            for m, chunk in zip(members, got, strict=True):
+                chunks[name][m], where[name][m] = chunk, request.key
         return Fetched(idx, chunks, where)
 
     def decode(self, fetched: Fetched, rows: np.ndarray, out: dict[str, np.ndarray], at: int = 0) -> None:
         """Decode the fetched images at positions `rows` into out[name][at + k] (crc verified first)."""
         for name, lay in self.layouts.items():
-            if lay.chain == "zarr":
-                out[name][at : at + len(rows)] = self._zarr_read(name, fetched.idx[rows])
-            else:
-                self._decode(lay, fetched.chunks[name], fetched.where[name], fetched.idx, rows, out[name][at:])
+            self._decode(lay, fetched.chunks[name], fetched.where[name], fetched.idx, rows, out[name][at:])
 
     def _decode(self, lay: ArrayLayout, chunks: list, files: list, images, rows, dst: np.ndarray) -> None:
         shape = (int(np.prod(lay.tail[:-1])), lay.tail[-1]) if lay.chain == "image" else None
@@ -165,13 +166,3 @@ class ShardReader:
         if not hasattr(self._local, "zstd"):
             self._local.zstd = zstandard.ZstdDecompressor()
         return self._local.zstd
-
-    def _zarr_read(self, name: str, idx: np.ndarray) -> np.ndarray:
-        order = np.argsort(idx, kind="stable")
-        try:
-            values = np.asarray(self.group[name].oindex[idx[order]])
-        except Exception as e:  # noqa: BLE001 - a damaged shard is reported by name
-            raise StoreError(f"{self.path}: cannot read images {idx[:3].tolist()}... of {name}: {e}") from e
-        out = np.empty_like(values)
-        out[order] = values
-        return out

@@ -11,6 +11,7 @@ import mmap
 import os
 import resource
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import google_crc32c
@@ -24,6 +25,17 @@ EMPTY = 2**64 - 1  # offset and length of an absent chunk in a sharding index
 def crc_ok(data) -> bool:
     """Whether bytes (or a uint8 array) end with the crc32c of what precedes them, as zarr's crc32c codec writes."""
     return int(google_crc32c.value(data[:-4])) == int.from_bytes(data[-4:], "little")
+
+
+@dataclass(frozen=True)
+class ShardRequest:
+    """The chunks wanted of one shard file: their places in it (slot - first slot), and the images they are."""
+
+    key: str
+    per_shard: int
+    small: bool  # one value per image: a shard of a few kB, read whole
+    at: list[int]
+    images: list[int]
 
 
 class Shard:
@@ -85,6 +97,27 @@ class LocalShards:
                 if entry.users == 0:
                     entry.close()
             self._open.clear()
+
+    def gather(self, requests: list[ShardRequest], whole: bool = False) -> list[list]:
+        """The chunks of each request, in its order: views of the whole shard (mapped) or read one by one."""
+        out = []
+        for r in requests:
+            entry = self.acquire(r.key, r.per_shard, r.small, r.images[0])
+            try:
+                data = self.mapped(entry, r.images[0]) if whole else entry.whole
+                got = []
+                for at, image in zip(r.at, r.images, strict=True):
+                    offset, length = entry.offsets[at], entry.lengths[at]
+                    if offset == EMPTY:
+                        raise StoreError(f"{self.root}: shard {r.key} holds no chunk for image {image}")
+                    if data is not None:  # a view, no read
+                        got.append(data[offset : offset + length])
+                    else:
+                        got.append(self.chunk(entry, offset, length, image))
+                out.append(got)
+            finally:
+                self.release(entry)
+        return out
 
     def chunk(self, entry: Shard, offset: int, length: int, image: int) -> np.ndarray:
         """One chunk's bytes (crc included), with one pread."""

@@ -53,7 +53,8 @@ def test_every_file_stored_or_skipped_with_its_reason(mixed_source, clean_store)
     grey_photos = [r for r in photos if r["outcome"] != "stored"]
     assert all(r["kind"] == "grayscale" for r in grey_photos)  # a real photo is lost only for being gray
     n = sum(r["outcome"] == "stored" for r in records.values())
-    assert result["n_images"] == n == open_store(store)["L"].shape[0]
+    group = open_store(store)
+    assert result["n_images"] == n == group["slots"].shape[0] and group["L"].shape[0] == group.attrs["n_slots"]
 
 
 def test_quality_check_passes(clean_store, tmp_path):
@@ -72,11 +73,12 @@ def test_quality_check_passes(clean_store, tmp_path):
 def test_store_layout(clean_store):
     store, _ = clean_store
     g = open_store(store)
-    n = g.attrs["n_images"]
-    assert g["L"].shape == (n, 224, 224) and g["L"].dtype == np.uint8
+    n, slots = g.attrs["n_images"], g.attrs["n_slots"]
+    assert g["slots"].shape == (n,) and g["slots"].dtype == np.int64 and slots > n  # skipped sources leave slots
+    assert g["L"].shape == (slots, 224, 224) and g["L"].dtype == np.uint8
     assert g["L"].chunks == (1, 224, 224) and g["L"].shards == (4, 224, 224)
-    assert g["bins"].shape == (n, 56, 56) and g["bins"].dtype == np.int16
-    assert g["label"].dtype == np.int16 and set(g["label"][:].tolist()) <= {0, 1, 2, 3}
+    assert g["bins"].shape == (slots, 56, 56) and g["bins"].dtype == np.int16
+    assert g["label"].dtype == np.int16 and set(g["label"].oindex[g["slots"][:]].tolist()) <= {0, 1, 2, 3}
     assert abs(g["prior"][:].sum() - 1) < 1e-12
     assert abs((g["prior"][:] * g["weights"][:]).sum() - 1) < 1e-5
     assert g.attrs["complete"] and g.attrs["S"] == 224 and g.attrs["lambda"] == 0.5
@@ -119,4 +121,4 @@ def test_killed_run_resumes_to_the_same_store(mixed_source, clean_store, tmp_pat
 def test_auto_part_images_depends_on_the_source_count_only():
     from pipeline.build import auto_part_images
 
-    assert [auto_part_images(n) for n in (1, 100, 512, 3200, 1_281_167)] == [64, 64, 128, 800, 2041]
+    assert [auto_part_images(n) for n in (1, 100, 512, 3200, 1_281_167)] == [64, 64, 128, 832, 2048]

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.store.format import StoreError, open_store
+from pipeline.store.format import StoreError, image_slots, open_store
 from training.config import TrainConfig
 from training.data import DataConfig, Loader, StoreData, default_threads, device_batch, holdout_mask, on_device
 from training.order import epoch_sequence
@@ -14,10 +14,11 @@ from training.order import epoch_sequence
 def zarr_batch(path, idx: np.ndarray, flips: np.ndarray, size: int = 0) -> dict:
     """The batch as the loader built it before it read shards itself: zarr-python reads, flips, resize."""
     group = open_store(path)
-    order = np.argsort(idx)
+    slots = image_slots(group)[idx]
+    order = np.argsort(slots)
     inv = np.empty_like(order)
     inv[order] = np.arange(len(idx))
-    L, q, label = (np.asarray(group[k].oindex[idx[order]])[inv] for k in ("L", "bins", "label"))
+    L, q, label = (np.asarray(group[k].oindex[slots[order]])[inv] for k in ("L", "bins", "label"))
     L_t = torch.from_numpy(L).unsqueeze(1).float().div_(255.0)
     q_t = torch.from_numpy(q.astype(np.int64))
     f = torch.from_numpy(flips)
@@ -110,7 +111,7 @@ def test_ranks_split_the_batches(tiny_store, order):
 def test_quasi_order_visits_each_shard_within_one_window():
     train = np.flatnonzero(~holdout_mask(1000, 0.1))
     for window in (1, 3, 8):
-        seq = epoch_sequence(train, "quasi", seed=5, epoch=2, shard_images=16, window=window)
+        seq = epoch_sequence(train, "quasi", seed=5, epoch=2, shards=train // 16, window=window)
         assert sorted(seq.tolist()) == train.tolist()  # a permutation of the training images
         shard_order = list(dict.fromkeys((seq // 16).tolist()))  # shards by first visit
         pos = 0
@@ -122,7 +123,7 @@ def test_quasi_order_visits_each_shard_within_one_window():
             pos += len(expect)
         assert pos == len(seq)
     assert shard_order != sorted(shard_order)
-    assert not np.array_equal(seq, epoch_sequence(train, "quasi", seed=5, epoch=3, shard_images=16, window=8))
+    assert not np.array_equal(seq, epoch_sequence(train, "quasi", seed=5, epoch=3, shards=train // 16, window=8))
 
 
 @pytest.mark.parametrize("order", ["random", "quasi"])
@@ -149,23 +150,22 @@ def test_a_damaged_shard_raises_naming_shard_and_image(tiny_store, tmp_path, dam
         list(loader.epoch(0))
 
 
-def test_an_unknown_codec_chain_is_read_through_zarr(tiny_store, tmp_path):
-    """A store whose L is coded by a chain the reader does not know (as in format versions 1 and 2) still reads."""
+def test_a_codec_chain_the_reader_does_not_know_is_refused_by_name(tiny_store, tmp_path):
+    """A store whose L is coded by another chain (as earlier formats were) is refused, naming the array, rather
+    than read slowly or wrongly; zarr-python still reads it."""
     import zarr
 
     path, _ = tiny_store
-    store = tmp_path / "legacy.zarr"
+    store = tmp_path / "other.zarr"
     shutil.copytree(path, store)
     L = np.asarray(zarr.open_group(path, mode="r")["L"][:])
     group = zarr.open_group(store, mode="r+")
     del group["L"]
     group.create_array("L", shape=L.shape, dtype=L.dtype, chunks=(1, *L.shape[1:]), shards=(4, *L.shape[1:]))
     group["L"][:] = L
-    data = StoreData(str(store), cache_bytes=0)
-    assert data.reader.layouts["L"].chain == "zarr" and data.reader.layouts["bins"].chain == "zstd"
-    loader = Loader(data, DataConfig(batch_size=5))
-    for b, batch in loader.epoch(0):
-        assert equal(device_batch(batch, torch.device("cpu")), zarr_batch(path, *loader.plan(0, b)))
+    with pytest.raises(StoreError, match="array L has a codec chain"):
+        StoreData(str(store), cache_bytes=0)
+    np.testing.assert_array_equal(zarr.open_group(store, mode="r")["L"][:], L)
 
 
 def test_settings_are_checked(tmp_path):

@@ -100,3 +100,23 @@ def test_plain_zarr_reads_L_through_the_entry_point(photos, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "back.npy"), images)
     meta = (tmp_path / "s.zarr" / "L" / "zarr.json").read_text()
     assert '"colorize.med_rans"' in meta
+
+
+@pytest.mark.parametrize("name", ["L", "label"])
+def test_shard_files_with_empty_slots_equal_zarrs_own(name, photos, tmp_path):
+    """A skipped source leaves its slot empty: the same bytes as zarr-python writes when that chunk is never set."""
+    images = images_of(name, 8, photos)
+    present = [0, 2, 3, 6]
+    theirs, ours = tmp_path / "zarr.zarr", tmp_path / "ours.zarr"
+    arr = zarr_array(theirs, name, images)
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        for i in present:
+            arr[i] = images[i]
+    zarr_array(ours, name, images)
+    codecs = array_codecs(name, images.dtype, 1)
+    chunks = [codecs.encode(images[i]) if i in present else None for i in range(8)]
+    for k in range(2):
+        path = ours / shard_key(name, k)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(shard_file(chunks[k * SHARD : (k + 1) * SHARD], SHARD))
+        assert path.read_bytes() == (theirs / shard_key(name, k)).read_bytes()

@@ -1,82 +1,76 @@
-"""Staged parts: a summary and a chunks file; the chunks go once every shard over them is written, never before."""
+"""A part's work in the store: its shards written whole with empty slots for skipped sources, its summary staged
+last, and plain zarr-python reading every slot (an empty one as the fill value)."""
+
+import json
 
 import numpy as np
 import pytest
 import zarr
 
-from pipeline.store.chunks import array_codecs, encode_images
-from pipeline.store.format import StoreError, staging_dir
-from pipeline.store.shards import create_arrays, write_shard
-from pipeline.store.staging import load_part, part_chunks_path, part_done, part_path, save_part
+from pipeline.build import build_store
+from pipeline.config import PreprocessConfig
+from pipeline.store.chunks import array_codecs, shard_file
+from pipeline.store.format import image_slots, open_store, shard_key, staging_dir
+from pipeline.store.shards import create_arrays, slot_shards, write_shard
+from pipeline.store.staging import load_part, part_done, save_part, staged_summary
 
 SHARD = 4
-SIZE = 96
 
 
-def stage(store, part: int, L: np.ndarray, labels: np.ndarray) -> None:
-    bins = (L[:, ::4, ::4].astype(np.int16) % 313).astype(np.int16)
-    arrays = {"L": L, "bins": bins, "label": labels}
-    chunks = {name: encode_images(array_codecs(name, a.dtype, 1), a) for name, a in arrays.items()}
-    counts = np.bincount(bins.ravel(), minlength=313)
-    records = [{"path": f"p{part}/{i}.jpg", "outcome": "stored"} for i in range(len(L))]
-    save_part(store, part, chunks, counts, records)
-
-
-@pytest.fixture
-def staged(photos, tmp_path):
-    """Three parts of 3, 6 and 3 images over shards of 4: part 1 spans shards 0, 1 and 2."""
+def test_a_staged_summary_reads_back_and_marks_the_part_done(tmp_path):
     store = tmp_path / "s.zarr"
     staging_dir(store).mkdir(parents=True)
-    L = np.concatenate([photos[..., 1], photos[..., 2]])[:12]  # (12, 96, 96): green, then blue channels
-    labels = np.arange(12, dtype=np.int16)
-    layout, first = [], 0
-    for part, n in enumerate((3, 6, 3)):
-        stage(store, part, L[first : first + n], labels[first : first + n])
-        layout.append((part, first, n))
-        first += n
-    create_arrays(store, 12, SIZE, False, SHARD, 1)
-    return store, layout, L, labels
+    records = [{"path": "a.jpg", "outcome": "stored", "slot": 8}, {"path": "b.jpg", "outcome": "skipped"}]
+    assert not part_done(store, 2)
+    save_part(store, 2, np.arange(313), records)
+    assert part_done(store, 2)
+    part = load_part(store, 2)
+    assert part.stored == 1 and part.records == records and (part.counts == np.arange(313)).all()
+    assert staged_summary(str(store), 2)["stored"] == 1
+    assert json.loads((store / "_staging" / "part-000002.json").read_text())["records"] == records  # plain JSON
 
 
-def test_a_part_reads_back_with_and_without_its_chunks(staged):
-    store, _, L, _ = staged
-    part = load_part(store, 1)
-    assert part.stored == 6 and part.names == ["L", "bins", "label"]
-    assert [r["path"] for r in part.records] == [f"p1/{i}.jpg" for i in range(6)]
-    want = encode_images(array_codecs("L", np.uint8, 1), L[3:9])
-    assert b"".join(bytes(part.chunk("L", i)) for i in range(6)) == want[0].tobytes()
-    summary = load_part(store, 1, chunks=False)
-    assert summary.blobs is None and summary.stored == 6 and (summary.counts == part.counts).all()
-
-
-def test_chunks_are_freed_only_when_every_shard_over_them_is_written(staged):
-    store, layout, L, labels = staged
-    loaded: dict = {}
-    write_shard(store, 0, SHARD, layout, loaded)  # images 0-3: part 0 is done with, part 1 is not
-    assert not part_chunks_path(store, 0).exists() and part_chunks_path(store, 1).exists()
-    assert sorted(loaded) == [1]
-    write_shard(store, 1, SHARD, layout, loaded)  # images 4-7: part 1 still has image 8 in shard 2
-    assert part_chunks_path(store, 1).exists() and part_chunks_path(store, 2).exists()
-    write_shard(store, 2, SHARD, layout, loaded)
-    assert not any(part_chunks_path(store, k).exists() for k in range(3)) and not loaded
-    assert all(part_done(store, k) and part_path(store, k).exists() for k in range(3))  # summaries stay
+def test_shards_with_empty_slots_read_as_the_fill_value(photos, tmp_path):
+    store = tmp_path / "s.zarr"
+    staging_dir(store).mkdir(parents=True)  # where a run keeps its temp files
+    create_arrays(store, 10, 96, False, SHARD, 1)
+    L, present = photos[..., 1], [0, 2, 3, 5, 9]  # slots 1, 4, 6, 7, 8 are empty
+    codecs = {"L": array_codecs("L", np.uint8, 1), "label": array_codecs("label", np.int16, 1)}
+    for shard in slot_shards(0, 10, SHARD):
+        slots = range(shard * SHARD, min(10, (shard + 1) * SHARD))
+        chunks = {name: [c.encode(L[s % 8] if name == "L" else np.int16(s)) if s in present else None for s in slots]
+                  for name, c in codecs.items()}  # fmt: skip
+        write_shard(store, shard, SHARD, chunks)
     group = zarr.open_group(store, mode="r")
-    np.testing.assert_array_equal(group["L"][:], L)
-    np.testing.assert_array_equal(group["label"][:], labels)
+    for s in range(10):
+        want_L = L[s % 8] if s in present else np.zeros_like(L[0])
+        np.testing.assert_array_equal(group["L"][s], want_L)
+        assert group["label"][s] == (s if s in present else -1)
+    assert (store / shard_key("L", 1)).read_bytes() == shard_file([None, codecs["L"].encode(L[5]), None, None], SHARD)
 
 
-def test_a_resumed_writer_reads_the_chunks_it_still_needs(staged):
-    store, layout, L, _ = staged
-    write_shard(store, 0, SHARD, layout, {})  # a run killed after shard 0: a new run starts with nothing loaded
-    loaded: dict = {}
-    write_shard(store, 1, SHARD, layout, loaded)
-    write_shard(store, 2, SHARD, layout, loaded)
-    np.testing.assert_array_equal(zarr.open_group(store, mode="r")["L"][:], L)
+@pytest.fixture(scope="module")
+def built(mixed_source, tmp_path_factory):
+    """The mixed source (real photos and a file of every awkward kind) built in parts of two shards."""
+    source, _ = mixed_source
+    store = tmp_path_factory.mktemp("built") / "s.zarr"
+    build_store(PreprocessConfig(source=str(source), part_images=8, shard_images=SHARD), store)
+    return store
 
 
-def test_a_shard_over_freed_chunks_is_refused_not_written_empty(staged):
-    store, layout, _, _ = staged
-    write_shard(store, 0, SHARD, layout, {})
-    (staging_dir(store) / "shard-000000.done").unlink()  # as if the marker were lost after the chunks went
-    with pytest.raises(StoreError, match="no chunks left"):
-        write_shard(store, 0, SHARD, layout, {})
+def test_images_lie_at_their_slots_and_skips_leave_them_empty(built):
+    group = open_store(built)
+    records = [json.loads(line) for line in (built / "sources.jsonl").read_text().splitlines()]
+    stored = [r for r in records if r["outcome"] == "stored"]
+    slots = image_slots(group)
+    assert slots.tolist() == [r["slot"] for r in stored] and (np.diff(slots) > 0).all()
+    assert group.attrs["n_slots"] == group["L"].shape[0] > len(slots)  # some sources were skipped
+    empty = np.setdiff1d(np.arange(group.attrs["n_slots"]), slots)
+    assert (group["label"].oindex[empty] == -1).all() and not group["L"].oindex[empty].any()
+    assert (group["L"].oindex[slots].reshape(len(slots), -1).max(1) > 0).all()  # every stored image has pixels
+
+
+def test_every_part_owns_whole_shards(built):
+    cfg = open_store(built).attrs["config"]
+    assert cfg["part_images"] % cfg["shard_images"] == 0
+    assert PreprocessConfig(source=".", part_images=5, shard_images=4).part_images == 5  # rounded when resolved

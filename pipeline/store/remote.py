@@ -1,0 +1,162 @@
+"""The shard files of a store in an object store, as the reader uses them (`LocalShards`' twin).
+
+Each shard's index is fetched once, with a suffix read of its last bytes, checked (crc32c, every chunk inside the
+object) and kept. The chunks of a random batch are fetched with ranged reads, the chunks of one shard coalesced
+into one request where they are close, and many shards in flight at once. Whole shards (the quasi order, and the
+small shards of one value per image) are fetched in one read each. With a `ShardCache`, whole shards go to a
+local disk and are read from there like local shard files; without one, nothing is written to disk and memory
+holds only what the batches in flight need. obstore retries a failed request with backoff (`retry_timeout`,
+`max_retries` storage options); a request that still fails raises StoreError naming the shard and the image.
+"""
+
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from pipeline.common.storage import ObjectPath
+from pipeline.store.format import StoreError
+from pipeline.store.shardfiles import EMPTY, LocalShards, ShardRequest, crc_ok
+
+IO_THREADS = 32  # requests in flight: an object store answers in tens of ms, and bandwidth comes from many
+INDEXES = 65536  # shard indexes kept (16 B per image each): 4 M images' worth
+
+
+class RemoteShards:
+    """The shard files under an object store prefix; safe across threads."""
+
+    def __init__(self, root: ObjectPath, cache=None):
+        self.root, self.cache = root, cache
+        self.local = LocalShards(cache.root, 4096) if cache is not None else None
+        self._index: OrderedDict[str, tuple[int, np.ndarray, np.ndarray]] = OrderedDict()
+        self._small: OrderedDict[str, np.ndarray] = OrderedDict()  # whole shards of one value per image
+        self._filling: dict[str, Future] = {}  # shards being fetched into the cache
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="shard-io")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.local is not None:
+            self.local.close()
+
+    def gather(self, requests: list[ShardRequest], whole: bool = False) -> list[list]:
+        """The chunks of each request, in its order; all requests at once."""
+        return list(self._pool.map(lambda r: self._one(r, whole), requests))
+
+    def _one(self, r: ShardRequest, whole: bool) -> list:
+        if self.cache is not None and (whole or r.small or self._cache_all()):
+            cached = self._cached(r, whole)
+            if cached is not None:
+                return cached
+        if r.small or whole:
+            data = self._whole(r)
+            size, offsets, lengths = self._check(r, data, len(data))
+            return [self._view(r, data, offsets, lengths, at, image) for at, image in zip(r.at, r.images, strict=True)]
+        size, offsets, lengths = self._indexed(r)
+        starts = [int(offsets[at]) for at in r.at]
+        for at, image in zip(r.at, r.images, strict=True):
+            if offsets[at] == EMPTY:
+                raise StoreError(f"{self.root}: shard {r.key} holds no chunk for image {image}")
+        got = self._fetch(r, lambda p: p.read_ranges(starts, [int(lengths[at]) for at in r.at]))
+        return [np.frombuffer(g, np.uint8) for g in got]
+
+    def _cache_all(self) -> bool:
+        """Whether random reads should fetch and cache whole shards: when the cache can hold them all."""
+        return self.cache is not None and self.cache.limit >= self.cache.store_bytes
+
+    def _cached(self, r: ShardRequest, whole: bool) -> list | None:
+        """The chunks from the cache's copy of the shard, fetched into it first on a miss; None if it cannot be
+        cached (too big, a full disk)."""
+        for _ in (1, 2):
+            if self.cache.get(r.key) is None and not self._fill(r):
+                return None
+            try:
+                return self.local.gather([r], whole)[0]
+            except (StoreError, FileNotFoundError):  # damaged, or evicted meanwhile: fetch it again
+                self.local.close()
+                self.cache.forget(r.key)
+        return None
+
+    def _fill(self, r: ShardRequest) -> bool:
+        """Fetch a whole shard into the cache, once however many threads want it at the same time."""
+        with self._lock:
+            pending = self._filling.get(r.key)
+            if pending is None:
+                pending = self._filling[r.key] = Future()
+                mine = True
+            else:
+                mine = False
+        if not mine:
+            return pending.result()
+        try:
+            done = self.cache.put(r.key, self._whole(r)) is not None
+            pending.set_result(done)
+            return done
+        except BaseException as e:
+            pending.set_exception(e)
+            raise
+        finally:
+            with self._lock:
+                self._filling.pop(r.key, None)
+
+    def _whole(self, r: ShardRequest) -> np.ndarray:
+        with self._lock:
+            data = self._small.get(r.key)
+        if data is not None:
+            return data
+        data = np.frombuffer(self._fetch(r, lambda p: p.read_bytes()), np.uint8)
+        if r.small:
+            with self._lock:
+                self._small[r.key] = data
+                while len(self._small) > INDEXES:
+                    self._small.popitem(last=False)
+        return data
+
+    def _indexed(self, r: ShardRequest) -> tuple[int, np.ndarray, np.ndarray]:
+        with self._lock:
+            found = self._index.get(r.key)
+        if found is not None:
+            return found
+        nbytes = 16 * r.per_shard + 4
+        size, tail = self._fetch(r, lambda p: p.read_suffix(nbytes))
+        found = self._check(r, tail, size)
+        with self._lock:
+            self._index[r.key] = found
+            while len(self._index) > INDEXES:
+                self._index.popitem(last=False)
+        return found
+
+    def _check(self, r: ShardRequest, data, size: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """(size, offsets, lengths) of a shard's index (data ends with it); StoreError if it fails its checks."""
+        nbytes = 16 * r.per_shard + 4
+        raw = bytes(data[len(data) - nbytes :]) if len(data) >= nbytes else b""
+        if len(raw) != nbytes or not crc_ok(raw):
+            raise StoreError(f"{self.root}: the index of shard {r.key} fails its crc32c (image {r.images[0]})")
+        table = np.frombuffer(raw[:-4], "<u8").reshape(r.per_shard, 2)
+        present = table[:, 0] != EMPTY
+        if (table[present, 0] + table[present, 1] > size - nbytes).any():
+            raise StoreError(f"{self.root}: shard {r.key} is truncated (image {r.images[0]})")
+        return size, table[:, 0], table[:, 1]
+
+    def _view(self, r: ShardRequest, data: np.ndarray, offsets, lengths, at: int, image: int) -> np.ndarray:
+        if offsets[at] == EMPTY:
+            raise StoreError(f"{self.root}: shard {r.key} holds no chunk for image {image}")
+        return data[int(offsets[at]) : int(offsets[at] + lengths[at])]
+
+    def _fetch(self, r: ShardRequest, read):
+        """read(the shard's ObjectPath), or StoreError naming the shard and image once obstore's retries are
+        spent."""
+        try:
+            return read(self.root / r.key)
+        except FileNotFoundError:
+            raise StoreError(f"{self.root}: shard {r.key} is missing (image {r.images[0]})") from None
+        except OSError as e:
+            raise StoreError(f"{self.root}: shard {r.key} cannot be read (image {r.images[0]}): {e}") from None
+
+
+def shards_of(path, cache: int = 16384, shard_cache=None):
+    """The shard files of a store: LocalShards for a local folder, RemoteShards for an object store prefix."""
+    if isinstance(path, ObjectPath):
+        return RemoteShards(path, shard_cache)
+    return LocalShards(path, cache)
