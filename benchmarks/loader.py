@@ -11,22 +11,31 @@ In interleaved rounds, each measured in this run:
 The store is read once before the rounds so that it sits in the page cache (`page_cache` in the report says
 whether it fits); with --cold, each order also runs once after `posix_fadvise(DONTNEED)` on every file of the
 store, which drops its clean pages from the cache: the rate of a store read from the disk.
+
+With --store URL (a store in an object store), each round also runs the loader on the bucket in both orders,
+cold (an empty --cache-dir) and warm (the cache the cold random run filled), with --latency-ms added to every
+request by a proxy on 127.0.0.1 (`benchmarks.netproxy`) in front of AWS_ENDPOINT_URL; the local measurements
+above run on a copy of the store downloaded first. The report gains `remote`, `local`, `latency_ms`.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.report import machine, write
-from pipeline.common.cli import ArgumentParser
+from pipeline.common.cli import ArgumentParser, Refused
+from pipeline.common.storage import is_remote, location
 from training.order import ORDERS
 
 TARGETS = {"random": 0.75, "quasi": 0.85}  # of the decode bound
@@ -87,14 +96,21 @@ def zarr_rate(store: str, batch: int, batches: int, seed: int) -> float:
 
 def child(args) -> dict:
     """Run in a fresh process: the loader alone, its rate after --warmup batches and this process's peak RSS."""
+    from pipeline.store.cache import ShardCache
     from training.data import DataConfig, Loader, StoreData
 
     t0 = time.perf_counter()
-    data = StoreData(args.store, threads=args.threads, cache_bytes=0)  # from the shard files, whatever the size
+    cache = ShardCache(args.cache_dir, 1 << 40, args.store) if args.cache_dir else None
+    data = StoreData(args.store, threads=args.threads, cache_bytes=0, shard_cache=cache)  # from the shard files
     cfg = DataConfig(batch_size=args.batch, order=args.order, loader_threads=args.threads, seed=args.seed)
     loader = Loader(data, cfg)
     opened = time.perf_counter() - t0
     count, epoch, t_start = 0, 0, None
+    if args.warmup == 0:  # a cold start is timed from the first batch, with the L codec's kernel loaded first
+        from kernels import lossless
+
+        lossless.decode(lossless.encode(np.zeros((8, 8), np.uint8)), 8, 8)
+        t_start = time.perf_counter()
     while count < args.warmup + args.batches:
         for _ in loader.epoch(epoch):
             count += 1
@@ -108,15 +124,66 @@ def child(args) -> dict:
     return {"images_per_s": args.batches * args.batch / seconds, "peak_rss_mb": rss, "open_s": opened}
 
 
-def run_child(args, order: str, seed: int) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.loader", "--child", "--store", args.store, "--order", order]
+def run_child(args, order: str, seed: int, store: str | None = None, cache_dir: str = "", env=None,
+              warmup: int | None = None) -> dict:  # fmt: skip
+    """The loader in a fresh process; warmup 0: timed from its first batch (a cold start)."""
+    cmd = [sys.executable, "-m", "benchmarks.loader", "--child", "--store", store or args.store, "--order", order]
     cmd += ["--threads", str(args.threads), "--batch", str(args.batch), "--batches", str(args.batches)]
-    cmd += ["--warmup", str(args.warmup), "--seed", str(seed)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    cmd += ["--warmup", str(args.warmup if warmup is None else warmup), "--seed", str(seed)]
+    cmd += ["--cache-dir", cache_dir] if cache_dir else []
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise RuntimeError(f"the loader failed on {store or args.store}:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(args) -> dict:
+def download(url: str, folder: Path) -> Path:
+    """A local copy of the store at url."""
+    from pipeline.common.storage import location
+
+    root = location(url)
+    for f in root.walk_files():
+        dst = folder / f.relative_to(root)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(f.read_bytes())
+    return folder
+
+
+@contextlib.contextmanager
+def proxied(latency_ms: float):
+    """The environment of the loader's processes: AWS_ENDPOINT_URL behind a proxy that adds latency_ms."""
+    from urllib.parse import urlsplit
+
+    from benchmarks.netproxy import LatencyProxy
+
+    if not latency_ms:
+        yield dict(os.environ)
+        return
+    endpoint = urlsplit(os.environ.get("AWS_ENDPOINT_URL", ""))
+    if endpoint.scheme != "http" or not endpoint.port:
+        raise Refused("--latency-ms needs AWS_ENDPOINT_URL=http://HOST:PORT, a local S3 server to put a proxy before")
+    proxy = LatencyProxy((endpoint.hostname, endpoint.port), latency_ms)
+    try:
+        yield dict(os.environ) | {"AWS_ENDPOINT_URL": proxy.endpoint}
+    finally:
+        proxy.stop()
+
+
+def remote_round(args, r: int, env: dict, tmp: Path) -> dict:
+    """One round on the bucket: each order cold (an empty cache), then warm (the first cold run's cache)."""
+    row, warm_dir = {}, tmp / f"cache-{r}"
+    for k, order in enumerate(args.orders):
+        cold_dir = warm_dir if k == 0 else tmp / f"cache-{r}-{order}"
+        row[f"{order}_cold"] = run_child(args, order, r, args.url, str(cold_dir), env, warmup=0)
+    for order in args.orders:
+        row[f"{order}_warm"] = run_child(args, order, r, args.url, str(warm_dir), env)
+    for folder in tmp.glob(f"cache-{r}*"):
+        shutil.rmtree(folder, ignore_errors=True)
+    return row
+
+
+def measure(args, remote=None) -> dict:
+    """The local measurements; remote(r): the bucket's round r, run after the local one (interleaved)."""
     store = Path(args.store)
     from pipeline.store.format import open_store
 
@@ -130,6 +197,7 @@ def measure(args) -> dict:
         for order in args.orders:
             row[order] = run_child(args, order, seed=r)
         row["zarr_python"] = zarr_rate(args.store, args.batch, args.zarr_batches, seed=r)
+        row |= remote(r) if remote else {}
         rounds.append(row)
         print(
             f"round {r + 1}: "
@@ -145,13 +213,19 @@ def measure(args) -> dict:
     bound = med(r["bound_1_thread"] for r in rounds) * args.threads
     rates = {o: med(r[o]["images_per_s"] for r in rounds) for o in args.orders}
     zarr = med(r["zarr_python"] for r in rounds)
-    return {
+    children = [v for r in rounds for v in r.values() if isinstance(v, dict)]
+    extra = {}
+    if remote:
+        keys = [f"{o}_{w}" for w in ("cold", "warm") for o in args.orders]
+        extra = {"remote": {k: med(r[k]["images_per_s"] for r in rounds) for k in keys}, "local": rates}
+        extra |= {"latency_ms": args.latency_ms, "url": args.url}
+    return extra | {
         "images_per_s": rates,
         "decode_bound_images_per_s": bound,
         "threads": args.threads,
         "store_images": n,
         "store_bytes": nbytes,
-        "peak_rss_mb": max(r[o]["peak_rss_mb"] for r in rounds for o in args.orders),
+        "peak_rss_mb": max(c["peak_rss_mb"] for c in children),
         "zarr_python_images_per_s": zarr,
         "fraction_of_bound": {o: rates[o] / bound for o in args.orders},
         "over_zarr_python": {o: rates[o] / zarr for o in args.orders},
@@ -168,8 +242,9 @@ def _markdown(d: dict) -> str:
     lines = [
         "# Loader: images/s from the store against the decode bound",
         "",
-        f"Store {s['store']}: {d['store_images']:,} images, {d['store_bytes'] / 1e9:.2f} GB "
-        f"({'in the page cache' if d['page_cache']['fits'] else 'larger than the free memory'}). "
+        f"Store {d.get('url', s['store'])}: {d['store_images']:,} images, {d['store_bytes'] / 1e9:.2f} GB "
+        f"({'in the page cache' if d['page_cache']['fits'] else 'larger than the free memory'}"
+        f"{'; measured locally on a downloaded copy' if 'url' in d else ''}). "
         f"{d['threads']} threads, batches of {s['batch']}, {s['batches']} timed batches after {s['warmup']}; "
         f"medians of {s['rounds']} interleaved rounds. CPU: {d['machine']['cpu']}, {d['machine']['cores']} cores.",
         "",
@@ -184,11 +259,32 @@ def _markdown(d: dict) -> str:
         )
     lines.append(f"| zarr-python, random batches | {d['zarr_python_images_per_s']:.0f} | | 1.0x | |")
     lines += ["", f"- loader peak RSS: {d['peak_rss_mb']:.0f} MB (target <= {TARGET_RSS_MB:.0f} MB)"]
+    if "remote" in d:
+        lines += remote_lines(d)
     if d["cold_images_per_s"]:
         cold = ", ".join(f"`{o}` {v:.0f} images/s" for o, v in d["cold_images_per_s"].items())
         lines.append(f"- page cache dropped first (posix_fadvise DONTNEED on every file): {cold}")
     lines += ["", "## Targets", ""] + [f"- {t}" for t in targets(d)] + [""]
     return "\n".join(lines)
+
+
+REMOTE_TARGETS = {"quasi_cold": 0.85, "random_cold": 0.6, "quasi_warm": 0.95, "random_warm": 0.95}  # x local
+
+
+def remote_lines(d: dict) -> list[str]:
+    lines = ["", f"## From the bucket, {d['latency_ms']:g} ms added to every request", "",
+             "| order | cache | images/s | x local | target |", "|---|---|---|---|---|"]  # fmt: skip
+    for key, rate in d["remote"].items():
+        order, cache = key.split("_")
+        ratio = rate / d["local"][order]
+        target = REMOTE_TARGETS[key]
+        lines.append(f"| `{order}` | {cache} | **{rate:.0f}** | **{ratio:.2f}** | >= {target} "
+                     f"({'met' if ratio >= target else 'not met'}) |")  # fmt: skip
+    lines += ["", "cold: an empty --cache-dir, timed from the first batch (whole shards fetched as batches first "
+              "touch them); warm: the cache the cold random run filled, after the warm-up batches. local: the same "
+              "store on local disk, in the page cache, after the warm-up batches. A server and the proxy on the same "
+              "machine take CPU from the decode threads; docs/performance.md measures how much."]  # fmt: skip
+    return lines
 
 
 def targets(d: dict) -> list[str]:
@@ -227,17 +323,24 @@ def main(argv=None) -> int:
     p.add_argument("--cold", action="store_true", help="also measure with the store dropped from the page cache")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="reports/benchmarks")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="a store URL: add this to every request (a proxy)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--cache-dir", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads < 1 or args.batch < 1 or args.batches < 1 or args.rounds < 1:
         p.error("--threads, --batch, --batches and --rounds must be >= 1")
-    if not (Path(args.store) / "zarr.json").is_file():
+    if not (location(args.store) / "zarr.json").is_file():
         p.error(f"no store at {args.store}")
     if args.child:
         print(json.dumps(child(args)))
         return 0
     args.orders = tuple(ORDERS) if args.order == "both" else (args.order,)
-    data = measure(args)
+    if not is_remote(location(args.store)):
+        data = measure(args)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp, proxied(args.latency_ms) as env:
+            args.url, args.store = args.store, str(download(args.store, Path(tmp) / "local.zarr"))
+            data = measure(args, lambda r: remote_round(args, r, env, Path(tmp)))
     md = _markdown(data)
     write("loader", data, md, args.out)
     return 0

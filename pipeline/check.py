@@ -12,6 +12,7 @@ KL divergence of the prior against Zhang et al.'s ImageNet prior, and a PNG of b
 Writes `<out>/<store name>.quality.{json,md,png}`; exits 1 when any check fails, 2 on a bad command line.
 """
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -288,9 +289,9 @@ def main(argv=None) -> int:
     if not (store / "zarr.json").is_file():  # not a store at all: bad input, not a failed check
         what = "a file" if store.is_file() else "no zarr.json in it" if store.is_dir() else "nothing there"
         raise Refused(f"{store} is not a store ({what})")
-    zhang = Path(args.zhang_prior) if args.zhang_prior else None
+    zhang = location(args.zhang_prior) if args.zhang_prior else None
     if zhang is not None:
-        z = np.load(zhang, allow_pickle=False)
+        z = np.load(io.BytesIO(zhang.read_bytes()), allow_pickle=False)
         if z.shape != (Q,) or not np.issubdtype(z.dtype, np.floating) or not (np.isfinite(z).all() and z.min() >= 0):
             raise Refused(f"--zhang-prior {zhang}: expected {Q} non-negative floats, found {z.dtype} {z.shape}")
     out = make_dir(args.out)

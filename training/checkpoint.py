@@ -1,6 +1,8 @@
-"""Checkpoints: written atomically (temp file, fsync, rename), so a crash or a full disk while saving leaves
-the previous checkpoint intact; each holds the model, optimizer, step, RNG states and the resolved config."""
+"""Checkpoints: written whole or not at all (locally a temp file, fsync and rename; in an object store one PUT),
+so a crash, a full disk or a lost connection while saving leaves the previous checkpoint intact; each holds the
+model, optimizer, step, RNG states and the resolved config. They load from a path or a URL (s3://, gs://, az://)."""
 
+import io
 import pickle
 import warnings
 from pathlib import Path
@@ -9,11 +11,12 @@ import torch
 
 from pipeline.common.cli import Refused, one_line
 from pipeline.common.files import atomic_write
+from pipeline.common.storage import is_url, location
 from training.models import N_CLASSES, create_model
 
 
-def save(path: Path, state: dict) -> None:
-    atomic_write(path, lambda f: torch.save(state, f))
+def save(path, state: dict) -> None:
+    atomic_write(location(path), lambda f: torch.save(state, f))
 
 
 class CheckpointError(Refused):
@@ -26,18 +29,26 @@ KEYS = ("model", "config", "step")  # what every checkpoint of a run holds, besi
 def load(path: str | Path) -> dict:
     """A checkpoint's contents, loaded with weights_only: tensors, numbers, strings and lists, never objects whose
     loading runs code. Anything else is refused in one line."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}" + (" (a folder)" if path.is_dir() else ""))
+    path = location(path) if is_url(path) else Path(path)
+    try:
+        if not path.is_file():
+            raise CheckpointError(f"no checkpoint at {path}" + (" (a folder)" if path.is_dir() else ""))
+        source = io.BytesIO(path.read_bytes()) if is_url(str(path)) else path
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({one_line(e)[:200]})") from None
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
             warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "Unsupported global" in str(e):  # the safe loader met an object that would be built by running code
             raise CheckpointError(f"{path} holds objects other than tensors and plain values: refused, because "
                                   "loading them could run code") from None  # fmt: skip
         raise CheckpointError(f"{path} is not a checkpoint file (not written by torch.save, or damaged)") from None
+    except RuntimeError as e:
+        if "PytorchStreamReader" in str(e) or "zip archive" in str(e):
+            raise CheckpointError(f"{path} is not a whole checkpoint file (cut short or damaged)") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint (RuntimeError: {one_line(e)[:120]})") from None
     except Exception as e:  # noqa: BLE001 - a damaged or foreign file gets one clear message
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {one_line(e)[:200]})") from e
     if not isinstance(state, dict) or not all(k in state for k in KEYS) or not isinstance(state["config"], dict):

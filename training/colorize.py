@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from pipeline.common.cli import ArgumentParser, Refused, command, finite_float, make_dir, one_line, positive_int
+from pipeline.common.storage import location
 from pipeline.decode import DEFAULT_MAX_PIXELS
 from training.loss import upsample_ab
 
@@ -190,7 +191,10 @@ def inputs(paths: list[str]) -> list[tuple[Path, Path]]:
     """(input file, output path relative to --out): a folder's files keep their path below the folder, under the
     folder's name; a name taken twice gets a number, so that no output overwrites another."""
     out, taken = [], set()
-    for p in map(Path, paths):
+    for text in paths:
+        if "://" in text:
+            raise Refused(f"{text}: a URL; colorize reads photos from local files and folders")
+        p = Path(text)
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
             pairs = [(f, Path(p.resolve().name) / f.relative_to(p)) for f in files]
@@ -254,13 +258,14 @@ def main(argv=None) -> int:
     reference = None
     if args.reference:
         try:
-            reference = reference_of(Path(args.reference).read_bytes(), args.max_pixels)
+            reference = reference_of(location(args.reference).read_bytes(), args.max_pixels)
         except (OSError, Refused) as e:
             why = (e.strerror or one_line(e)) if isinstance(e, OSError) else str(e)
             raise Refused(f"--reference {args.reference}: {why}") from None
     files = inputs(args.inputs)
     if not files:
         raise Refused("no input images found")
+    make_dir(args.out, keep=False)  # refused before any work, and never taken for a folder named "s3:"
     new = [d for d in (Path(args.out), *Path(args.out).parents) if not d.exists()]  # the folders make_dir creates
     out, written = make_dir(args.out), 0
     for batch in batches(files, args.max_pixels):

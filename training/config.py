@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pipeline.common.cli import Refused, one_line
 from pipeline.common.settings import check_values, given, setting
+from pipeline.common.storage import location, parse_options
+from pipeline.store.cache import parse_bytes
 from training.data import DataConfig
 from training.models import check_width, spec_of
 
@@ -25,7 +27,8 @@ EMBEDDED = {
     "ckpt_every": 200,
 }
 # Settings a resumed run may change: they decide where and how it runs and reports, not what it learns.
-RUN_LOCAL = ("out", "device", "loader_threads", "prefetch", "ckpt_every", "keep", "log_every", "tensorboard",
+RUN_LOCAL = ("out", "device", "loader_threads", "prefetch", "preload", "cache_dir", "cache_limit", "storage_option",
+             "stop_at", "sample_log", "ckpt_every", "keep", "log_every", "tensorboard",
              "eval_every", "val_images", "eval_images", "eval_store", "recovery")  # fmt: skip
 
 
@@ -61,6 +64,12 @@ class TrainConfig(DataConfig):
     pretrain_steps: int = setting(0, "steps of L1 alone before the adversarial training")
     # where it runs, and how often it reports
     device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
+    preload: str = setting("2GB", "decode the store into memory when it takes less than this (0: read the shards)")
+    cache_dir: str = setting(
+        "", "a store in a bucket: keep whole shards in this local folder (shared by a node's ranks)"
+    )
+    cache_limit: str = setting("50GB", "at most this many bytes in --cache-dir (least recently used shards go first)")
+    storage_option: tuple[str, ...] = setting((), "KEY=VALUE for the object store (repeatable); no credentials")
     channels_last: bool = setting(True, "channels_last on CUDA (the CPU backward of a strided 1x1 conv crashes)")
     ckpt_every: int = setting(500, "steps between checkpoint-last.pt's")
     keep: int = setting(0, "also keep the last N step checkpoints (checkpoint-00001000.pt, ...)")
@@ -69,6 +78,8 @@ class TrainConfig(DataConfig):
     eval_every: int = setting(0, "steps between validations (loss, PSNR; checkpoint-best.pt): 0 = at the end only")
     val_images: int = setting(32, "images of the holdout or --eval-store each validation scores")
     eval_images: int = setting(64, "images evaluated at the end (0 = all)")
+    stop_at: int = setting(0, "stop at this step with a checkpoint, as a pre-empted node would (0 = run to the end)")
+    sample_log: str = setting("", "a local folder: each rank appends the images of each of its batches (an audit)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -88,7 +99,7 @@ class TrainConfig(DataConfig):
     def _check_ranges(self) -> None:
         """Numbers a run cannot use, refused before anything is written (written `not a < x` so nan fails too)."""
         at_least = {"epochs": 1, "steps": 0, "ckpt_every": 1, "log_every": 1, "keep": 0,
-                    "eval_every": 0, "val_images": 0, "eval_images": 0, "pretrain_steps": 0}  # fmt: skip
+                    "eval_every": 0, "val_images": 0, "eval_images": 0, "pretrain_steps": 0, "stop_at": 0}  # fmt: skip
         for name, low in at_least.items():
             if not getattr(self, name) >= low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
@@ -100,12 +111,14 @@ class TrainConfig(DataConfig):
                 raise ValueError(f"{name} must be a finite number {'>' if name in positive else '>='} 0, got {value}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        parse_bytes(self.cache_limit), parse_bytes(self.preload)
+        parse_options(self.storage_option)  # a credential among them is refused
 
 
 def read_config(path: str | Path) -> dict:
     """The settings of a JSON or YAML file (a run's own config.json works): a mapping of known settings of the
     right types, or Refused in one line. YAML is read with the safe loader: tags that build objects are refused."""
-    path = Path(path)
+    path = location(path)
     try:
         text = path.read_text()
     except UnicodeDecodeError:

@@ -21,7 +21,7 @@ from pipeline.common.settings import setting
 from pipeline.store.format import StoreError
 from pipeline.store.reader import ShardReader
 from training.models.registry import N_CLASSES
-from training.order import ORDERS, batch_flips, batch_positions, epoch_sequence
+from training.order import ORDERS, batch_flips, batch_span, epoch_batches, epoch_sequence, rank_span
 
 _GOLDEN = 2654435761  # Knuth's multiplicative hash: a fixed, spread-out holdout choice
 
@@ -42,7 +42,7 @@ def default_threads(local_world: int = 1) -> int:
 class DataConfig:
     """The loader's settings; `TrainConfig` inherits them, so that each is declared once."""
 
-    batch_size: int = setting(64, "images per step (over all ranks: each takes batch-size)")
+    batch_size: int = setting(64, "images per step over all ranks (each rank takes an even share)")
     seed: int = setting(0, "seed of the weights, the order and the flips")
     order: str = setting("random", "the loader's order: random or quasi (training.order)")
     window: int = setting(32, "quasi order: shards shuffled together")
@@ -61,8 +61,9 @@ class DataConfig:
 class StoreData:
     """The arrays of a finished store, and the train / holdout split."""
 
-    def __init__(self, path: str, holdout: float = 0.0, cache_bytes: int = 2 << 30, threads: int = 0):
-        self.reader = ShardReader(path)
+    def __init__(self, path: str, holdout: float = 0.0, cache_bytes: int = 2 << 30, threads: int = 0,
+                 shard_cache=None):  # fmt: skip
+        self.reader = ShardReader(path, shard_cache=shard_cache)
         self.group = self.reader.group
         self.S = int(self.group.attrs["S"])
         self.n = self.reader.n
@@ -107,9 +108,9 @@ class StoreData:
 class Loader:
     """Batches of one epoch from batch `start`, decoded `threads` at a time, `prefetch` more kept ready.
 
-    A batch is {"L": uint8 (B, S, S), "q": int16 (B, S/4, S/4), "label": int16 (B,), "flip": bool (B,)} on the
-    host, in pinned memory with `pin`; `device_batch` applies the flips. In the quasi order, the images of a
-    window's batches are read in one fetch per window.
+    A batch is {"L": uint8 (B, S, S), "q": int16 (B, S/4, S/4), "label": int16 (B,), "flip": bool (B,),
+    "index": int64 (B,)} on the host, in pinned memory with `pin`; `device_batch` applies the flips. In the quasi
+    order, the images of a window's batches are read in one fetch per window.
     """
 
     def __init__(self, data: StoreData, cfg: DataConfig, rank: int = 0, world: int = 1, pin: bool = False):
@@ -118,7 +119,13 @@ class Loader:
         self._sequence: tuple[int, np.ndarray] | None = None
 
     def batches_per_epoch(self) -> int:
-        return len(self.data.train_idx) // (self.cfg.batch_size * self.world) or 1
+        """The same for any number of ranks (`training.order`)."""
+        return epoch_batches(len(self.data.train_idx), self.cfg.batch_size)
+
+    def global_size(self, batch: int) -> int:
+        """Images in batch `batch` over all ranks."""
+        lo, hi = batch_span(len(self.data.train_idx), self.cfg.batch_size, batch)
+        return hi - lo
 
     def sequence(self, epoch: int) -> np.ndarray:
         """The store indices of the epoch in visiting order (`training.order`), kept for the epoch under way."""
@@ -130,16 +137,18 @@ class Loader:
         return self._sequence[1]
 
     def plan(self, epoch: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        """The store indices and flips of batch `batch` of epoch `epoch` for this rank."""
-        seq, b = self.sequence(epoch), self.cfg.batch_size
-        idx = seq[batch_positions(len(seq), b, batch * self.world + self.rank)]
-        return idx, batch_flips(self.cfg.seed, epoch, batch, b) if self.cfg.flip else np.zeros(b, bool)
+        """The store indices and flips of this rank's share of batch `batch` of epoch `epoch`."""
+        seq = self.sequence(epoch)
+        lo, hi = batch_span(len(seq), self.cfg.batch_size, batch)
+        a, b = rank_span(lo, hi, self.rank, self.world)
+        flips = batch_flips(self.cfg.seed, epoch, batch, hi - lo)[a - lo : b - lo] if self.cfg.flip else None
+        return seq[a:b], flips if flips is not None else np.zeros(b - a, bool)
 
     def _group_batches(self) -> int:
         """Batches per fetch: a window's worth in the quasi order, one in the random order or from memory."""
         if self.cfg.order != "quasi" or self.data.in_memory:
             return 1
-        return max(1, self.cfg.window * self.data.reader.shard_images // (self.cfg.batch_size * self.world))
+        return max(1, self.cfg.window * self.data.reader.shard_images // self.cfg.batch_size)
 
     def epoch(self, epoch: int, start: int = 0):
         """Yield (batch number, batch) for the batches start.. of `epoch`, in order."""
@@ -194,7 +203,8 @@ class Loader:
         else:
             reader.decode(reader.fetch(idx), np.arange(len(idx)), out)
         flip = torch.from_numpy(flips).pin_memory() if self.pin else torch.from_numpy(flips)
-        return {"L": tensors["L"], "q": tensors["bins"], "label": tensors["label"], "flip": flip}
+        out = {"L": tensors["L"], "q": tensors["bins"], "label": tensors["label"], "flip": flip}
+        return out | {"index": torch.from_numpy(np.asarray(idx, np.int64))}  # the store's images, for audits
 
 
 _TORCH = {"uint8": torch.uint8, "int16": torch.int16}
@@ -217,7 +227,8 @@ def device_batch(batch: dict, device: torch.device, size: int = 0, channels_last
         q = F.interpolate(q[:, None].float(), size=(size // 4, size // 4), mode="nearest")[:, 0].long()
     if channels_last:
         L = L.contiguous(memory_format=torch.channels_last)
-    return {"L": L, "q": q, "label": label}
+    out = {"L": L, "q": q, "label": label}
+    return out | ({"index": batch["index"]} if "index" in batch else {})
 
 
 def on_device(batches, device: torch.device, size: int = 0, channels_last: bool = False):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.common.cli import ArgumentParser, command, make_dir, non_negative_float, non_negative_int
+from pipeline.common.cli import ArgumentParser, command, non_negative_float, non_negative_int
 from pipeline.common.storage import add_storage_option, configure, location, parse_options
 from training.loss import upsample_ab
 from training.metrics import auc, colourfulness, lab_to_rgb8, psnr, ssim
@@ -154,6 +154,7 @@ def main(argv=None) -> int:
     from pipeline.store.format import open_store
     from training.checkpoint import add_model_arguments, load_model, recovery_of
     from training.data import holdout_mask
+    from training.runfolder import RunFolder
 
     p = ArgumentParser(prog="colorize-evaluate", description=__doc__.split("\n\n")[0])
     add_model_arguments(p)
@@ -176,13 +177,15 @@ def main(argv=None) -> int:
         idx = np.arange(n)
     if args.max_images:
         idx = idx[: args.max_images]
-    out = make_dir(args.out or Path(args.checkpoint).parent, keep=False)
+    out = RunFolder(args.out or str(location(args.checkpoint).parent), scratch=True)  # a bucket's: copied up
+    out.check()
     size = cfg["size"] or 224
     metrics = evaluate(model, args.store, idx, device, size, cfg["head"], recovery, args.guided)
-    make_dir(out)
+    out.local.mkdir(parents=True, exist_ok=True)
     meta = {"checkpoint": args.checkpoint, "store": args.store, "split": args.split, "step": step}
     meta |= {"variant": cfg["variant"], "head": cfg["head"], "recovery": recovery}
-    print(write_report(out, "evaluation", metrics, meta).read_text())
+    print(write_report(out.local, "evaluation", metrics, meta).read_text())
+    out.publish()
     return 0
 
 

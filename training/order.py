@@ -5,8 +5,11 @@ Both orders are functions of (seed, epoch) only, so a resumed run, any thread co
 - `quasi`: the shards in a random order, cut into windows of `window` shards, and the images of each window
   in a random order (FFCV's QUASI_RANDOM idea). Every shard is read in one go once per epoch; the price is that
   two images of one window tend to share batches, which a uniform permutation never favours (docs/training.md).
-Global batch j holds positions j * B ... j * B + B - 1 of the epoch's sequence; rank r of w takes global batches
-r, r + w, r + 2w, ...; the flips of a batch come from (seed, epoch, batch).
+An epoch of T images is cut into ceil(T / B) batches of B images or slightly fewer (`batch_span`): every image
+once, none dropped, none repeated. B is the batch of one step over all ranks, and each of w ranks takes an
+even share of it (`rank_span`). The flips of a batch come from (seed, epoch, batch). Nothing in the order or the
+batches depends on w, so a run checkpointed at step s on w ranks resumes on any other number of ranks with
+exactly the images of that epoch not yet seen, then the same epochs after it (MosaicML streaming's idea).
 """
 
 import numpy as np
@@ -38,13 +41,20 @@ def epoch_sequence(train_idx: np.ndarray, order: str, seed: int, epoch: int, sha
     return ORDERS[order](train_idx, seed, epoch, shards, window)
 
 
-def batch_positions(n: int, batch_size: int, global_batch: int) -> np.ndarray:
-    """Positions in the epoch's sequence of global batch `global_batch` (wrapping around the end)."""
-    lo = (global_batch * batch_size) % n
-    take = np.arange(lo, min(lo + batch_size, n))
-    if len(take) < batch_size:  # a store smaller than one batch, or the last one: wrap around
-        take = np.resize(np.arange(n), batch_size) if n < batch_size else np.r_[take, np.arange(batch_size - len(take))]
-    return take
+def epoch_batches(n: int, batch_size: int) -> int:
+    """Batches of an epoch of n images at (at most) batch_size images each."""
+    return max(1, -(-n // batch_size))
+
+
+def batch_span(n: int, batch_size: int, batch: int) -> tuple[int, int]:
+    """[lo, hi): the positions in the epoch's sequence of batch `batch` (sizes differ by at most one)."""
+    steps = epoch_batches(n, batch_size)
+    return batch * n // steps, (batch + 1) * n // steps
+
+
+def rank_span(lo: int, hi: int, rank: int, world: int) -> tuple[int, int]:
+    """[lo, hi) of rank `rank`'s share of the batch [lo, hi) over `world` ranks."""
+    return lo + (hi - lo) * rank // world, lo + (hi - lo) * (rank + 1) // world
 
 
 def batch_flips(seed: int, epoch: int, batch: int, batch_size: int) -> np.ndarray:

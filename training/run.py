@@ -24,12 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.common.cli import ArgumentParser, Refused, command, make_dir
+from pipeline.common.cli import ArgumentParser, Refused, command, one_line
 from pipeline.common.settings import add_flags
+from pipeline.common.storage import configure, location, parse_options
 from training import checkpoint
 from training.config import EMBEDDED, ROOT, TrainConfig, config_from_args
 from training.data import on_device
 from training.models import MODELS, count_parameters, describe
+from training.runfolder import RunFolder
 from training.trainer import NonFiniteLoss, Run, check_resume, restore, save_checkpoint, setup, train_step
 from training.validate import Validator
 
@@ -73,29 +75,58 @@ class MetricsLog:
             self.board.add_scalar("train/images_per_s", rate, step)
 
 
-def resume_path(cfg: TrainConfig, resume: bool | str) -> Path | None:
-    """The checkpoint to continue from: a path given, or the run's own last one (none yet: a fresh start)."""
+class SampleLog:
+    """--sample-log DIR: each rank appends one JSON line per step to DIR/rank-R.jsonl, naming the images it
+    trained on; an audit of the order across ranks and resumes (nothing is written without the flag)."""
+
+    def __init__(self, run: Run):
+        self.run, self.file = run, None
+        if run.cfg.sample_log:
+            Path(run.cfg.sample_log).mkdir(parents=True, exist_ok=True)
+            self.file = open(Path(run.cfg.sample_log) / f"rank-{run.rank}.jsonl", "a")  # noqa: SIM115 - closed below
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.file:
+            self.file.close()
+
+    def write(self, step: int, epoch: int, batch: int, index: torch.Tensor) -> None:
+        if self.file:
+            line = {"step": step, "epoch": epoch, "batch": batch, "rank": self.run.rank, "world": self.run.world}
+            self.file.write(json.dumps(line | {"images": index.tolist()}) + "\n")
+            self.file.flush()
+
+
+def resume_path(cfg: TrainConfig, resume: bool | str) -> str | None:
+    """The checkpoint to continue from: a path or URL given, or the run's own last one (none yet: a fresh
+    start)."""
     if isinstance(resume, str) and resume:
-        if not Path(resume).is_file():
+        if not (location(resume).is_file()):
             raise Refused(f"--resume: no checkpoint at {resume}")
-        return Path(resume)
+        return resume
     if resume:
-        if (Path(cfg.out) / "checkpoint-last.pt").is_file():
-            return Path(cfg.out) / "checkpoint-last.pt"
+        folder = RunFolder(cfg.out)
+        if folder.has("checkpoint-last.pt"):
+            return folder.ref("checkpoint-last.pt")
     return None
 
 
 def train(cfg: TrainConfig, resume: bool | str = False, stop_at: int | None = None) -> dict:
     """Train the run in cfg.out, or continue it (resume=True: from its own last checkpoint; a path: from that
-    checkpoint, into cfg.out); stop_at ends early with a checkpoint (pre-emption)."""
+    checkpoint, into cfg.out); stop_at (default: --stop-at) ends early with a checkpoint (pre-emption)."""
     from tqdm import tqdm
 
-    run = setup(cfg)
-    if path := resume_path(cfg, resume):
+    stop_at = stop_at or cfg.stop_at or None
+    path = resume_path(cfg, resume)
+    run = setup(cfg, resume=bool(path))
+    if path:
         restore(run, path)
     board = None
     if run.rank == 0:
         (run.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        run.folder.publish()
         print(f"training {cfg.variant} ({count_parameters(run.model) / 1e6:.1f} M parameters) on {run.device} x "
               f"{run.world}: {len(run.data.train_idx)} images, {run.loader.batches_per_epoch()} batches/epoch, "
               f"steps {run.step}..{run.total}", flush=True)  # fmt: skip
@@ -103,19 +134,21 @@ def train(cfg: TrainConfig, resume: bool | str = False, stop_at: int | None = No
             from torch.utils.tensorboard import SummaryWriter
 
             board = SummaryWriter(run.out / "tensorboard", purge_step=run.step)
+    run.board = board
     validate = Validator(run) if cfg.eval_every and run.rank == 0 else None
     bar = tqdm(total=run.total, initial=run.step, disable=run.rank != 0, unit="step", mininterval=2.0)
     run.model.train()
-    with MetricsLog(run, board) as metrics, bar:
+    with MetricsLog(run, board) as metrics, SampleLog(run) as samples, bar:
         while run.step < run.total and run.step != stop_at:
             epoch, start = divmod(run.step, run.loader.batches_per_epoch())
-            for _, batch in on_device(run.loader.epoch(epoch, start), run.device, run.size, run.channels_last):
+            for b, batch in on_device(run.loader.epoch(epoch, start), run.device, run.size, run.channels_last):
                 if run.step >= run.total or run.step == stop_at:
                     break
                 lr = run.lr
                 losses = train_step(run, batch)
+                samples.write(run.step, epoch, b, batch["index"])
                 run.step += 1
-                metrics.count(batch["L"].shape[0] * run.world)
+                metrics.count(run.loader.global_size(b))
                 bar.update(1)
                 if run.step % cfg.log_every == 0 or run.step == run.total:
                     metrics.row(run.step, epoch, lr, losses)
@@ -124,7 +157,7 @@ def train(cfg: TrainConfig, resume: bool | str = False, stop_at: int | None = No
                     validation(run, validate, board)
                 if run.step % cfg.ckpt_every == 0:
                     checkpoints(run)
-        checkpoints(run)
+        checkpoints(run, final=True)
     if board:
         board.close()
     return finish(run)
@@ -143,24 +176,37 @@ def validation(run: Run, validate, board) -> None:
         save_checkpoint(run, "checkpoint-best.pt")
 
 
-def checkpoints(run: Run) -> None:
-    """checkpoint-last.pt, and with --keep N a numbered copy of which the N newest stay."""
-    save_checkpoint(run)
-    if run.cfg.keep and run.rank == 0:
-        save_checkpoint(run, f"checkpoint-{run.step:08d}.pt")
-        for old in sorted(run.out.glob("checkpoint-[0-9]*.pt"))[: -run.cfg.keep]:
-            old.unlink()
+def checkpoints(run: Run, final: bool = False) -> None:
+    """checkpoint-last.pt, with --keep N a numbered copy of which the N newest stay, and, for --out in a bucket,
+    the local files that changed copied up. A bucket that does not answer costs a checkpoint, not the run: the
+    previous one stays whole there, and only the last checkpoint's failure ends the run (with an error)."""
+    try:
+        save_checkpoint(run)
+        if run.cfg.keep and run.rank == 0:
+            save_checkpoint(run, f"checkpoint-{run.step:08d}.pt")
+            for old in run.folder.numbered("checkpoint-[0-9]*.pt")[: -run.cfg.keep]:
+                run.folder.delete(old)
+        if run.rank == 0:
+            if run.board:
+                run.board.flush()
+            run.folder.publish()
+    except OSError as e:
+        if final or run.folder.url is None:
+            raise
+        print(f"warning: step {run.step}: checkpoint not written to {run.folder} ({one_line(e)[:200]}); the "
+              "previous one stays; training goes on", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def finish(run: Run) -> dict:
     """The loss curve and the evaluation (rank 0), and the end of the process group."""
-    result = {"step": run.step, "checkpoint": str(run.out / "checkpoint-last.pt")}
+    result = {"step": run.step, "checkpoint": run.folder.ref("checkpoint-last.pt")}
     if run.rank == 0:
         from training.plots import loss_curve
 
         with open(run.out / "metrics.csv") as f:
             loss_curve(run.out / "loss.png", loss_series(list(csv.DictReader(f)), run.cfg.lam_cls))
         result |= _evaluate(run)
+        run.folder.publish()
     if run.world > 1:
         torch.distributed.destroy_process_group()
     return result
@@ -189,7 +235,7 @@ def _evaluate(run: Run) -> dict:
         return {}
     idx = idx[: cfg.eval_images] if cfg.eval_images else idx
     metrics = evaluate(run.model, store, idx, run.device, cfg.size, cfg.head, cfg.recovery)
-    meta = {"checkpoint": str(run.out / "checkpoint-last.pt"), "store": store, "split": split}
+    meta = {"checkpoint": run.folder.ref("checkpoint-last.pt"), "store": store, "split": split}
     meta |= {"variant": cfg.variant, "head": cfg.head, "recovery": cfg.recovery, "step": "final"}
     path = write_report(run.out, "evaluation", metrics, meta)
     print(path.read_text(), flush=True)
@@ -237,6 +283,7 @@ def main(argv=None) -> int:
         return 0
     require("train", "colorize-train")
     cfg = config_from_args(args)
+    configure(parse_options(cfg.storage_option))
     embedded = cfg.store == EMBEDDED["store"]  # built below when missing
     for store in filter(None, (cfg.store, cfg.eval_store)):
         if not (embedded and store in EMBEDDED.values()):
@@ -245,7 +292,7 @@ def main(argv=None) -> int:
         check_resume(cfg, checkpoint.load(path), path)
     elif args.resume:
         print(f"--resume: no checkpoint in {cfg.out} yet, starting the run", file=sys.stderr)
-    make_dir(cfg.out)
+    RunFolder(cfg.out).check()
     if embedded:
         ensure_embedded_stores()
     try:

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import torch
 
+from pipeline.common.storage import configure, parse_options
+from pipeline.store.cache import parse_bytes
 from training import checkpoint
 from training.config import RUN_LOCAL, TrainConfig
 from training.data import Loader, StoreData
 from training.devices import resolve_device
 from training.loss import Criterion
 from training.models import ModelSpec, create_model, spec_of
+from training.runfolder import RunFolder
 
 
 class NonFiniteLoss(RuntimeError):
@@ -43,6 +46,8 @@ class Run:
     opt_d: torch.optim.Optimizer | None = None
     step: int = 0
     best_psnr: float = float("-inf")  # of the validations so far: checkpoint-best.pt holds that model
+    folder: RunFolder | None = None  # --out: a local folder or a prefix in a bucket
+    board: object = None  # TensorBoard's SummaryWriter (rank 0, --tensorboard)
 
     def __post_init__(self):
         # Eq. 21-23, lr0 (1 - step / steps)^lrPow, is torch's PolynomialLR (tests/training/test_run.py checks)
@@ -58,7 +63,8 @@ class Run:
 
     @property
     def out(self) -> Path:
-        return Path(self.cfg.out)
+        """The local folder the run writes to (copied up at checkpoints when --out is in a bucket)."""
+        return self.folder.local
 
     @property
     def channels_last(self) -> bool:
@@ -77,8 +83,15 @@ class Run:
             grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), float("inf"))
         if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
             what = {"step": self.step, "network": name, "loss": loss.item(), "grad_norm": float(grad_norm)}
-            (self.out / "nonfinite.json").write_text(json.dumps(what))
+            self.note("nonfinite.json", what)
             raise NonFiniteLoss(f"non-finite loss or gradient at step {self.step} ({what}); last good checkpoint kept")
+
+    def note(self, name: str, what: dict) -> None:
+        """Write a small JSON file into the run's folder (and up to its bucket) before the run stops."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / name).write_text(json.dumps(what))
+        with contextlib.suppress(OSError):
+            self.folder.publish()
 
 
 def optimizer(cfg: TrainConfig, spec: ModelSpec, params, lr: float) -> torch.optim.Optimizer:
@@ -87,21 +100,39 @@ def optimizer(cfg: TrainConfig, spec: ModelSpec, params, lr: float) -> torch.opt
     return torch.optim.Adam(params, lr=lr, betas=spec.betas, weight_decay=cfg.weight_decay)
 
 
-def setup(cfg: TrainConfig) -> Run:
-    """The run's data, loader, networks (initialised from the seed), loss and optimisers, on its device."""
+def setup(cfg: TrainConfig, resume: bool = False) -> Run:
+    """The run's data, loader, networks (initialised from the seed), loss and optimisers, on its device; its
+    folder ready (with its metrics.csv from the bucket when it continues there)."""
+    configure(parse_options(cfg.storage_option))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(cfg.device, local_rank)
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(cfg.out)
+    if rank == 0:
+        folder.prepare(resume)
+    folder.local.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    data = StoreData(cfg.store, cfg.holdout, threads=cfg.loader_threads)
+    data = StoreData(cfg.store, cfg.holdout, parse_bytes(cfg.preload), cfg.loader_threads, shard_cache(cfg))
     size = cfg.size if cfg.size != data.S else 0
     loader = Loader(data, cfg, rank, world, pin=device.type == "cuda")
+    smallest = len(data.train_idx) // loader.batches_per_epoch()
+    if smallest < world:
+        raise ValueError(f"batches of {smallest} images cannot be shared by {world} ranks: raise --batch-size")
     total = cfg.steps or cfg.epochs * loader.batches_per_epoch()
     nets = networks(cfg, device, data.weights, data.n_classes, _wrapper(cfg, world, local_rank, device))
-    return Run(cfg, spec_of(cfg.variant), rank, world, device, data, loader, size=size, total=total, **nets)
+    return Run(cfg, spec_of(cfg.variant), rank, world, device, data, loader, size=size, total=total, folder=folder,
+               **nets)  # fmt: skip
+
+
+def shard_cache(cfg: TrainConfig):
+    """The local cache of a store in an object store (`--cache-dir`), or None."""
+    if not cfg.cache_dir:
+        return None
+    from pipeline.store.cache import ShardCache, parse_bytes
+
+    return ShardCache(cfg.cache_dir, parse_bytes(cfg.cache_limit), cfg.store)
 
 
 def networks(cfg: TrainConfig, device: torch.device, weights, n_classes: int, wrap=None) -> dict:
@@ -159,16 +190,17 @@ def save_checkpoint(run: Run, name: str = "checkpoint-last.pt") -> None:
     saved. Loads with torch.load(weights_only=True): tensors, numbers, strings and lists only."""
     for net_name, net in _networks(run).items():
         if not all(torch.isfinite(t).all() for t in net.state_dict().values() if t.is_floating_point()):
-            (run.out / "nonfinite.json").write_text(json.dumps({"step": run.step, "weights": f"non-finite {net_name}"}))
+            run.note("nonfinite.json", {"step": run.step, "weights": f"non-finite {net_name}"})
             what = f"non-finite {net_name} weights at step {run.step}"
             raise NonFiniteLoss(f"{what}; not saved, last good checkpoint kept")
     if run.rank == 0:
         state = {"model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "step": run.step}
         state |= {"config": asdict(run.cfg), "torch_rng": torch.get_rng_state(), "n_classes": run.data.n_classes}
+        state |= {"world": run.world}  # informative: the order and the batches do not depend on it
         state |= {"schedulers": [s.state_dict() for s in run.schedulers], "best_psnr": run.best_psnr}
         if run.disc is not None:
             state |= {"discriminator": run.disc.state_dict(), "optimizer_d": run.opt_d.state_dict()}
-        checkpoint.save(run.out / name, state)
+        run.folder.save(name, lambda f: torch.save(state, f))
 
 
 def check_resume(cfg: TrainConfig, state: dict, path: Path) -> None:
@@ -192,3 +224,17 @@ def restore(run: Run, path: Path) -> None:
     for scheduler, saved in zip(run.schedulers, state.get("schedulers", []), strict=False):
         scheduler.load_state_dict(saved)
     torch.set_rng_state(state["torch_rng"])
+    if run.rank == 0:
+        print(resume_note(run, state, path), flush=True)
+
+
+def resume_note(run: Run, state: dict, path) -> str:
+    """What a resume continues and what changed: the ranks, and the run-local settings."""
+    epoch, batch = divmod(run.step, run.loader.batches_per_epoch())
+    note = f"resuming {path} at step {run.step} (epoch {epoch}, batch {batch} of {run.loader.batches_per_epoch()})"
+    saved = int(state.get("world", 0))
+    if saved and saved != run.world:
+        note += f"; saved on {saved} ranks, now {run.world}: the same batches, each shared by {run.world}"
+    was, now = state["config"], asdict(run.cfg)
+    local = sorted(k for k in RUN_LOCAL if k in was and json.dumps(was[k]) != json.dumps(now[k]))
+    return note + (f"; changed: {', '.join(local)}" if local else "")

@@ -79,6 +79,8 @@ def make_dir(path: str | Path, what: str = "--out", keep: bool = True) -> Path:
     """Create an output folder (and its parents), or refuse in one line; the folders a refused call created are
     removed again, so that a refused command leaves nothing behind. keep=False only checks that it could be made
     (a command that writes at its end checks first, then computes)."""
+    if "://" in str(path):  # never taken for a relative folder named "s3:"
+        raise Refused(f"{what} {path}: a URL; this command writes to a local folder")
     path = Path(path)
     created, probe = [], path
     while not probe.exists() and probe.parent != probe:

@@ -27,6 +27,9 @@ REMOTE_SCHEMES = ("s3", "gs", "az")
 SECRET_WORDS = ("secret", "token", "password", "access_key", "key_id", "sas", "credential", "private")
 
 
+SINGLE_PUT = 4 << 30  # bytes: larger objects go up in parts
+
+
 class StorageError(OSError):
     """An object store that cannot be used as asked: missing bucket, refused credentials, no permission."""
 
@@ -68,6 +71,12 @@ def configure(options: dict) -> None:
 def options_in_use() -> dict:
     """This process's storage options, to hand to workers: never a credential (`parse_options` refuses them)."""
     return dict(_OPTIONS)
+
+
+def retry_seconds() -> float:
+    """How long a reader keeps retrying a request that fails (`--storage-option retry_timeout=SECONDS`, default
+    120): long enough for a server restart, short enough for a run to end when its bucket is gone."""
+    return float(_OPTIONS.get("retry_timeout", 120))
 
 
 def add_storage_option(parser) -> None:
@@ -381,8 +390,8 @@ class ObjectPath:
     def write_bytes(self, data) -> None:
         import obstore
 
-        with _errors(self):
-            obstore.put(self.client, self.key, data)
+        with _errors(self):  # one PUT up to S3's limit of 5 GB; beyond, a multipart upload (atomic when completed)
+            obstore.put(self.client, self.key, data, use_multipart=len(data) > SINGLE_PUT)
 
     def write_text(self, text: str) -> None:
         self.write_bytes(text.encode())

@@ -5,20 +5,25 @@ object) and kept. The chunks of a random batch are fetched with ranged reads, th
 into one request where they are close, and many shards in flight at once. Whole shards (the quasi order, and the
 small shards of one value per image) are fetched in one read each. With a `ShardCache`, whole shards go to a
 local disk and are read from there like local shard files; without one, nothing is written to disk and memory
-holds only what the batches in flight need. obstore retries a failed request with backoff (`retry_timeout`,
-`max_retries` storage options); a request that still fails raises StoreError naming the shard and the image.
+holds only what the batches in flight need. A failed request is retried by obstore, then here with backoff for
+`retry_timeout` seconds (a storage option, default 120: a server that restarts); one that still fails raises
+StoreError naming the shard and the image.
 """
 
+import logging
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from pipeline.common.storage import ObjectPath
+from pipeline.common.cli import one_line
+from pipeline.common.storage import ObjectPath, retry_seconds
 from pipeline.store.format import StoreError
 from pipeline.store.shardfiles import EMPTY, LocalShards, ShardRequest, crc_ok
 
+log = logging.getLogger("colorize.remote")
 IO_THREADS = 32  # requests in flight: an object store answers in tens of ms, and bandwidth comes from many
 INDEXES = 65536  # shard indexes kept (16 B per image each): 4 M images' worth
 
@@ -32,6 +37,7 @@ class RemoteShards:
         self._index: OrderedDict[str, tuple[int, np.ndarray, np.ndarray]] = OrderedDict()
         self._small: OrderedDict[str, np.ndarray] = OrderedDict()  # whole shards of one value per image
         self._filling: dict[str, Future] = {}  # shards being fetched into the cache
+        self._touched: dict[str, float] = {}  # when each cached shard was last marked as used
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="shard-io")
 
@@ -41,8 +47,31 @@ class RemoteShards:
             self.local.close()
 
     def gather(self, requests: list[ShardRequest], whole: bool = False) -> list[list]:
-        """The chunks of each request, in its order; all requests at once."""
-        return list(self._pool.map(lambda r: self._one(r, whole), requests))
+        """The chunks of each request, in its order: those of shards already open in the cache read here, as from
+        a local store; the others fetched by the I/O threads, all at once."""
+        out: list = [None] * len(requests)
+        if self.cache is not None:
+            for k, r in enumerate(requests):
+                if self.local.is_open(r.key) and (whole or r.small or self._cache_all()):
+                    out[k] = self._read_cached(r, whole)
+        missing = [k for k, got in enumerate(out) if got is None]
+        for k, got in zip(missing, self._pool.map(lambda k: self._one(requests[k], whole), missing), strict=True):
+            out[k] = got
+        return out
+
+    def _read_cached(self, r: ShardRequest, whole: bool) -> list | None:
+        """The chunks from the cache's copy of a shard, each checked against its crc32c (None: damaged, or gone);
+        the copy is marked as used at most once a minute (its mtime orders the evictions)."""
+        now = time.monotonic()
+        if now - self._touched.get(r.key, -60.0) >= 60.0:
+            self._touched[r.key] = now
+            if self.cache.get(r.key) is None:
+                return None
+        try:
+            got = self.local.gather([r], whole)[0]
+        except (StoreError, FileNotFoundError):
+            return None
+        return got if all(crc_ok(chunk) for chunk in got) else None
 
     def _one(self, r: ShardRequest, whole: bool) -> list:
         if self.cache is not None and (whole or r.small or self._cache_all()):
@@ -71,11 +100,11 @@ class RemoteShards:
         for _ in (1, 2):
             if self.cache.get(r.key) is None and not self._fill(r):
                 return None
-            try:
-                return self.local.gather([r], whole)[0]
-            except (StoreError, FileNotFoundError):  # damaged, or evicted meanwhile: fetch it again
-                self.local.close()
-                self.cache.forget(r.key)
+            got = self._read_cached(r, whole)  # the cached copy is re-verified on every read
+            if got is not None:
+                return got
+            self.local.close()  # damaged, or evicted meanwhile: fetch it again
+            self.cache.forget(r.key)
         return None
 
     def _fill(self, r: ShardRequest) -> bool:
@@ -145,14 +174,20 @@ class RemoteShards:
         return data[int(offsets[at]) : int(offsets[at] + lengths[at])]
 
     def _fetch(self, r: ShardRequest, read):
-        """read(the shard's ObjectPath), or StoreError naming the shard and image once obstore's retries are
-        spent."""
-        try:
-            return read(self.root / r.key)
-        except FileNotFoundError:
-            raise StoreError(f"{self.root}: shard {r.key} is missing (image {r.images[0]})") from None
-        except OSError as e:
-            raise StoreError(f"{self.root}: shard {r.key} cannot be read (image {r.images[0]}): {e}") from None
+        """read(the shard's ObjectPath), retried with backoff (above obstore's own retries) for `retry_seconds`
+        while the store does not answer, then StoreError naming the shard and the image."""
+        deadline, wait = time.monotonic() + retry_seconds(), 0.25
+        while True:
+            try:
+                return read(self.root / r.key)
+            except FileNotFoundError:
+                raise StoreError(f"{self.root}: shard {r.key} is missing (image {r.images[0]})") from None
+            except OSError as e:
+                if time.monotonic() + wait > deadline:
+                    raise StoreError(f"{self.root}: shard {r.key} cannot be read (image {r.images[0]}): {e}") from None
+                log.warning("%s: shard %s: %s; retrying in %.1f s", self.root, r.key, one_line(e)[:200], wait)
+                time.sleep(wait)
+                wait = min(2 * wait, 8.0)
 
 
 def shards_of(path, cache: int = 16384, shard_cache=None):

@@ -83,6 +83,9 @@ class LocalShards:
                     old.close()
         return entry
 
+    def is_open(self, key: str) -> bool:
+        return key in self._open
+
     def release(self, entry: Shard) -> None:
         with self._lock:
             entry.users -= 1

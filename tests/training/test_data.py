@@ -29,13 +29,12 @@ def zarr_batch(path, idx: np.ndarray, flips: np.ndarray, size: int = 0) -> dict:
     return {"L": L_t, "q": q_t, "label": torch.from_numpy(label.astype(np.int64))}
 
 
-def old_random_plan(train_idx: np.ndarray, seed: int, epoch: int, b: int, k: int) -> np.ndarray:
-    """The random order's batch k as the loader drew it before `training.order`."""
+def random_plan(train_idx: np.ndarray, seed: int, epoch: int, b: int, k: int) -> np.ndarray:
+    """The random order's batch k, derived here: a permutation per (seed, epoch), cut into ceil(T / b) batches
+    whose sizes differ by at most one."""
     perm = np.random.default_rng([seed, epoch]).permutation(len(train_idx))
-    take = perm[(k * b) % len(train_idx) : (k * b) % len(train_idx) + b]
-    if len(take) < b:
-        take = np.resize(perm, b) if len(perm) < b else np.concatenate([take, perm[: b - len(take)]])
-    return train_idx[take]
+    steps = -(-len(train_idx) // b)
+    return train_idx[perm[k * len(perm) // steps : (k + 1) * len(perm) // steps]]
 
 
 def equal(a: dict, b: dict) -> bool:
@@ -63,9 +62,9 @@ def test_batches_equal_the_zarr_python_path(tiny_store, order, in_memory):
         idx, flips = loader.plan(1, b)
         assert equal(device_batch(batch, torch.device("cpu")), zarr_batch(path, idx, flips))
         if order == "random":
-            assert np.array_equal(idx, old_random_plan(data.train_idx, 3, 1, 3, b))
+            assert np.array_equal(idx, random_plan(data.train_idx, 3, 1, 3, b))
     seen = np.concatenate([loader.plan(1, b)[0] for b in range(loader.batches_per_epoch())])
-    assert len(set(seen.tolist())) == len(seen) and set(seen.tolist()) <= set(data.train_idx.tolist())
+    assert sorted(seen.tolist()) == data.train_idx.tolist()  # the epoch: every image once
 
 
 @pytest.mark.parametrize("order", ["random", "quasi"])
@@ -97,7 +96,7 @@ def test_resize_and_flip_on_the_device(tiny_store):
 def test_ranks_split_the_batches(tiny_store, order):
     path, _ = tiny_store
     data = StoreData(str(path))
-    cfg = DataConfig(batch_size=2, order=order, window=2)
+    cfg = DataConfig(batch_size=4, order=order, window=2)
     ranks = [Loader(data, cfg, r, 2) for r in range(2)]
     assert ranks[0].batches_per_epoch() == 3
     r0, r1 = (np.concatenate([rank.plan(0, b)[0] for b in range(3)]) for rank in ranks)
@@ -106,6 +105,27 @@ def test_ranks_split_the_batches(tiny_store, order):
     for rank, batches in zip(ranks, got, strict=True):
         for b, batch in batches:
             assert equal(device_batch(batch, torch.device("cpu")), zarr_batch(path, *rank.plan(0, b)))
+
+
+@pytest.mark.parametrize("order", ["random", "quasi"])
+@pytest.mark.parametrize("n,batch_size", [(12, 5), (97, 8), (1000, 64), (7, 7)])
+def test_the_order_and_the_batches_do_not_depend_on_the_number_of_ranks(n, batch_size, order):
+    from training.order import batch_flips, batch_span, epoch_batches, rank_span
+
+    train_idx = np.arange(0, 3 * n, 3)
+    seq = epoch_sequence(train_idx, order, 5, 2, train_idx // 16, 2)
+    steps = epoch_batches(n, batch_size)
+    spans = [batch_span(n, batch_size, k) for k in range(steps)]
+    assert spans[0][0] == 0 and spans[-1][1] == n and all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    sizes = {hi - lo for lo, hi in spans}
+    assert sizes <= {n // steps, -(-n // steps)} and max(sizes) <= batch_size
+    for world in (1, 2, 3, 4):
+        for k, (lo, hi) in enumerate(spans):  # the ranks' shares make up the batch, in order, each once
+            shares = [rank_span(lo, hi, r, world) for r in range(world)]
+            assert np.array_equal(np.concatenate([seq[a:b] for a, b in shares]), seq[lo:hi])
+            flips = batch_flips(5, 2, k, hi - lo)
+            assert np.array_equal(np.concatenate([flips[a - lo : b - lo] for a, b in shares]), flips)
+            assert max(b - a for a, b in shares) - min(b - a for a, b in shares) <= 1
 
 
 def test_quasi_order_visits_each_shard_within_one_window():

@@ -115,11 +115,11 @@ def test_ddp_with_two_cpu_processes(tiny_store, tmp_path):
     store, _ = tiny_store
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517"]
     cmd += ["-m", "training.run", "--store", str(store), "--out", str(tmp_path), "--width", "0.125", "--size", "64"]
-    cmd += ["--batch-size", "2", "--steps", "3", "--holdout", "0.25", "--eval-images", "2"]
+    cmd += ["--batch-size", "4", "--steps", "3", "--holdout", "0.25", "--eval-images", "2"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     state = checkpoint.load(tmp_path / "checkpoint-last.pt")
-    assert state["step"] == 3 and "world" not in state["config"]
+    assert state["step"] == 3 and state["world"] == 2 and "world" not in state["config"]
     assert (tmp_path / "evaluation.md").is_file()
 
 

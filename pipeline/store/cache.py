@@ -1,0 +1,142 @@
+"""A bounded local cache of whole shard files of stores in object storage (`--cache-dir DIR --cache-limit BYTES`).
+
+Each shard is one file, `DIR/<store digest>/<shard key>`, written to a temp name and renamed into place, so that a
+process killed while it writes leaves no half file under a shard's name (its temp files are removed when a cache
+opens). Reads go through the same index and crc32c checks as any shard file, so a damaged file is found,
+deleted and fetched again. The least recently used shards go first once the cache holds more than its limit.
+Several processes (the ranks of one node) may share a folder: a shard renamed into place is whole, a file
+deleted while another process reads it stays readable to that process, and each process re-counts the folder
+now and then, so that together they keep near the limit. A full disk evicts and retries once, then serves the
+shard from memory without caching it.
+"""
+
+import errno
+import hashlib
+import logging
+import os
+import threading
+from pathlib import Path
+
+log = logging.getLogger("colorize.cache")
+RECOUNT = 256  # inserts between two counts of the folder (other processes write to it too)
+
+
+def parse_bytes(text: str | int) -> int:
+    """Bytes of '10GB', '512MiB', '2e9' or an int."""
+    if isinstance(text, int):
+        return text
+    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
+             "gib": 2**30, "tib": 2**40}  # fmt: skip
+    t = str(text).strip().lower()
+    number = t.rstrip("abgikmt")
+    unit = t[len(number) :]
+    if unit not in units:
+        raise ValueError(f"not a size: {text!r} (e.g. 10GB, 512MiB)")
+    value = float(number) * units[unit]
+    if not value >= 0:
+        raise ValueError(f"not a size: {text!r}")
+    return int(value)
+
+
+class ShardCache:
+    """Whole shard files of one store, on a local disk, at most `limit` bytes."""
+
+    def __init__(self, folder: str | Path, limit: int, store: str):
+        self.root = Path(folder) / hashlib.sha256(store.encode()).hexdigest()[:16]
+        self.limit = limit
+        self.store_bytes = 0  # of the store's shards, when the reader has listed them
+        self.root.mkdir(parents=True, exist_ok=True)
+        for tmp in self.root.rglob(".*.tmp*"):  # left by a process killed while it wrote
+            tmp.unlink(missing_ok=True)
+        self._lock = threading.Lock()
+        self._bytes = self._count()
+        self._inserts = 0
+        self._warned = False
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def get(self, key: str) -> Path | None:
+        """The cached file of a shard, marked as just used, or None."""
+        path = self.path(key)
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            return None
+        return path
+
+    def forget(self, key: str) -> None:
+        """Drop a cached file that failed its checks."""
+        try:
+            size = self.path(key).stat().st_size
+            self.path(key).unlink()
+        except FileNotFoundError:
+            return
+        with self._lock:
+            self._bytes -= size
+
+    def put(self, key: str, data) -> Path | None:
+        """Cache a shard's bytes; None when it cannot be cached (too big, or the disk is full)."""
+        if len(data) > self.limit:
+            return None
+        for attempt in (1, 2):
+            try:
+                self._make_room(len(data))
+                path = self.path(key)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.parent / f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}"
+                try:
+                    with open(tmp, "wb") as f:
+                        f.write(data)
+                    os.replace(tmp, path)
+                finally:
+                    tmp.unlink(missing_ok=True)
+                with self._lock:
+                    self._bytes += len(data)
+                return path
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or attempt == 2:
+                    if not self._warned:
+                        log.warning("shard cache %s: %s; reading past it", self.root, e)
+                        self._warned = True
+                    return None
+                self._evict(self._bytes // 2)  # the disk is fuller than the limit says: give half back
+        return None
+
+    def _make_room(self, nbytes: int) -> None:
+        with self._lock:
+            self._inserts += 1
+            if self._inserts % RECOUNT == 0:
+                self._bytes = self._count()
+            over = self._bytes + nbytes - self.limit
+        if over > 0:
+            self._evict(over)
+
+    def _evict(self, nbytes: int) -> None:
+        """Delete the least recently used files, at least nbytes of them."""
+        files = []
+        for path in self.root.rglob("*"):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            if path.is_file() and not path.name.startswith("."):
+                files.append((st.st_mtime_ns, st.st_size, path))  # `get` marks a use by touching it
+        freed = 0
+        for _, size, path in sorted(files, key=lambda f: f[0]):
+            if freed >= nbytes:
+                break
+            path.unlink(missing_ok=True)
+            freed += size
+        with self._lock:
+            self._bytes = max(0, self._bytes - freed)
+
+    def _count(self) -> int:
+        total = 0
+        for path in self.root.rglob("*"):
+            try:
+                if path.is_file():
+                    total += path.stat().st_size
+            except FileNotFoundError:
+                pass
+        return total
