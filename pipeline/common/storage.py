@@ -23,6 +23,8 @@ import threading
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
+from pipeline.common import partial
+
 REMOTE_SCHEMES = ("s3", "gs", "az")
 SECRET_WORDS = ("secret", "token", "password", "access_key", "key_id", "sas", "credential", "private")
 
@@ -271,16 +273,32 @@ class ObjectPath:
 
         if length <= 0:
             return b""
-        with _errors(self):
-            return obstore.get_range(self.client, self.key, start=start, length=length).to_bytes()
+        if partial.known(self):
+            return partial.get(self, start, start + length)[1]
+        try:
+            with _errors(self):
+                return obstore.get_range(self.client, self.key, start=start, length=length).to_bytes()
+        except StorageError as e:
+            if not partial.refuses_partial(e):
+                raise
+            partial.mark(self)
+            return partial.get(self, start, start + length)[1]
 
     def read_suffix(self, length: int) -> tuple[int, bytes]:
         """(the object's size, its last `length` bytes) in one request."""
         import obstore
 
-        with _errors(self):
-            got = obstore.get(self.client, self.key, options={"range": {"suffix": length}})
-            return got.meta["size"], got.bytes().to_bytes()
+        if partial.known(self):
+            return partial.get(self, suffix=length)
+        try:
+            with _errors(self):
+                got = obstore.get(self.client, self.key, options={"range": {"suffix": length}})
+                return got.meta["size"], got.bytes().to_bytes()
+        except StorageError as e:
+            if not partial.refuses_partial(e):
+                raise
+            partial.mark(self)
+            return partial.get(self, suffix=length)
 
     def sizes(self) -> dict[str, int]:
         """{key below this prefix: size} of every object below it (one listing)."""
@@ -298,9 +316,16 @@ class ObjectPath:
 
         if not starts:
             return []
-        with _errors(self):
-            got = obstore.get_ranges(self.client, self.key, starts=starts, lengths=lengths)
-        return [g.to_bytes() for g in got]
+        if not partial.known(self):
+            try:
+                with _errors(self):
+                    got = obstore.get_ranges(self.client, self.key, starts=starts, lengths=lengths)
+                return [g.to_bytes() for g in got]
+            except StorageError as e:
+                if not partial.refuses_partial(e):
+                    raise
+                partial.mark(self)
+        return [partial.get(self, a, a + n)[1] for a, n in zip(starts, lengths, strict=True)]
 
     def stat(self):
         import obstore
@@ -421,12 +446,11 @@ class ObjectPath:
     def zarr_store(self, read_only: bool = False):
         """zarr-python's own store class for this prefix."""
         from obstore.store import from_url
-        from zarr.storage import ObjectStore
 
         client = self.client
         scoped = from_url(str(self), config=client.config, client_options=client.client_options,
                           credential_provider=client.credential_provider)  # fmt: skip
-        return ObjectStore(scoped, read_only=read_only)
+        return partial.zarr_store(scoped, self, read_only)
 
 
 class RangeFile(io.RawIOBase):
