@@ -1,6 +1,6 @@
 """Evaluation maths on the device, in float64, batch by batch: Lab -> 8-bit RGB as scikit-image's `lab2rgb`,
-PSNR and SSIM as `skimage.metrics` compute them (tests compare), colourfulness (Hasler and Suesstrunk) and
-Zhang et al.'s raw accuracy (AuC). Images are (B, H, W, 3) tensors."""
+PSNR and SSIM as `skimage.metrics` compute them (tests compare), colourfulness (Hasler and Suesstrunk),
+Zhang et al.'s raw accuracy (AuC) and colour overflow. Images are (B, H, W, 3) tensors."""
 
 import torch
 import torch.nn.functional as F
@@ -8,6 +8,10 @@ import torch.nn.functional as F
 from kernels.lab import WHITE_D65, XYZ_FROM_RGB
 
 AUC_MAX = 150  # thresholds 0..150 on the (a, b) error
+# Colour overflow: a truth pixel of chroma C*ab below NEUTRAL is near-neutral (white, gray, black, a pale tint);
+# the prediction overflows onto it when its chroma exceeds the truth's by more than OVERFLOW, about nine times
+# the usual just-noticeable difference of 2.3 units of Delta E*ab: a colour no viewer misses on a gray wall.
+NEUTRAL, OVERFLOW = 10.0, 20.0
 
 
 def lab_to_rgb8(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
@@ -72,3 +76,13 @@ def auc(ab: torch.Tensor, ab_true: torch.Tensor, weights: torch.Tensor | None = 
     t = torch.arange(AUC_MAX + 1, dtype=torch.float64, device=err.device)
     within = (err[:, None, :] <= t[None, :, None]).double()  # (B, 151, N)
     return ((within * w[:, None, :]).sum(-1) / w.sum(-1, keepdim=True)).mean(1)
+
+
+def overflow_counts(ab: torch.Tensor, ab_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) each: the truth's near-neutral pixels the prediction paints with a colour (chroma above the truth's by
+    more than OVERFLOW), and the truth's near-neutral pixels (chroma below NEUTRAL). Their ratio, pooled over
+    images, is the colour overflow that Wang et al. say the AFF module prevents."""
+    c_true, c_pred = ab_true.double().norm(dim=-1), ab.double().norm(dim=-1)
+    neutral = c_true < NEUTRAL
+    painted = neutral & (c_pred - c_true > OVERFLOW)
+    return painted.flatten(1).sum(1).double(), neutral.flatten(1).sum(1).double()

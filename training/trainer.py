@@ -50,7 +50,8 @@ class Run:
     board: object = None  # TensorBoard's SummaryWriter (rank 0, --tensorboard)
 
     def __post_init__(self):
-        # Eq. 21-23, lr0 (1 - step / steps)^lrPow, is torch's PolynomialLR (tests/training/test_run.py checks)
+        # lr0 (1 - step / steps)^lrPow, torch's PolynomialLR: a reading of Eq. 21-23, whose printed form rises
+        # (docs/training.md); tests/training/test_run.py checks the formula
         self.schedulers = [
             torch.optim.lr_scheduler.PolynomialLR(o, total_iters=self.total, power=self.cfg.lr_pow)
             for o in (self.opt, self.opt_d)

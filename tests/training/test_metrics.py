@@ -36,3 +36,21 @@ def test_colourfulness_of_gray_and_of_a_colour():
     red = torch.zeros((1, 8, 8, 3), dtype=torch.uint8)
     red[..., 0] = 200  # rg = 200, yb = 100 everywhere: 0.3 * hypot(200, 100)
     assert np.isclose(metrics.colourfulness(red).item(), 0.3 * np.hypot(200, 100))
+
+
+def test_colour_overflow_counts_colours_painted_on_near_neutral_truth():
+    from training.metrics import NEUTRAL, OVERFLOW, overflow_counts
+
+    truth = torch.zeros((2, 4, 4, 2), dtype=torch.float64)
+    truth[1, :2] = torch.tensor([30.0, 30.0])  # image 1: half of it colourful (chroma 42), half neutral
+    pred = truth.clone()
+    assert overflow_counts(pred, truth)[0].tolist() == [0, 0]  # the truth itself paints nothing
+    assert overflow_counts(torch.zeros_like(truth), truth)[0].tolist() == [0, 0]  # nor does gray
+    painted, neutral = overflow_counts(pred + torch.tensor([OVERFLOW + 1.0, 0.0]), truth)
+    assert neutral.tolist() == [16, 8] and painted.tolist() == [16, 8]  # colourful pixels are not counted
+    barely = truth.clone()
+    barely[0, 0, 0] = torch.tensor([OVERFLOW - 0.5, 0.0])  # within the threshold: not overflow
+    barely[0, 0, 1] = torch.tensor([0.0, -(OVERFLOW + 0.5)])  # beyond it, in any hue
+    assert overflow_counts(barely, truth)[0].tolist() == [1, 0]
+    tint = torch.full((1, 1, 1, 2), NEUTRAL / 2**0.5 + 0.01, dtype=torch.float64)  # chroma just above NEUTRAL
+    assert overflow_counts(tint + 50, tint)[1].tolist() == [0]

@@ -105,6 +105,8 @@ def test_evaluate_cli(tiny_store, tmp_path):
     )
     report = json.loads((tmp_path / "evaluation.json").read_text())
     assert report["images"] == 12 and report["gray"]["colourfulness"] < 1 and 5 < report["gray"]["psnr"] < 60
+    assert report["gray"]["overflow"] == 0 and 0 <= report["model"]["overflow"] <= 1 and 0 < report["neutral_share"] < 1
+    assert "| overflow |" in (tmp_path / "evaluation.md").read_text()
 
 
 @pytest.mark.slow
