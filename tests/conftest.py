@@ -215,7 +215,7 @@ def s3_server():
 
 @pytest.fixture
 def s3(s3_server, monkeypatch):
-    """The session's S3 server, with its credentials and endpoint in this test's environment."""
+    """The test run's S3 server, with its credentials and endpoint in this test's environment."""
     for key, value in s3_server.env.items():
         monkeypatch.setenv(key, value)
     return s3_server
