@@ -35,7 +35,7 @@ PAPERS = {  # (PSNR, SSIM) as their papers report them, on their data
     "cunet": (23.43, None, "Wang, Chen and Tian 2022, Table 10, automatic (27.73 with a global histogram)"),
     "pix2pix": (24.7595, 0.9260, "the U-Net + PatchGAN study, Table 1, COCO subset"),
 }
-METRICS = ("psnr", "ssim", "colourfulness", "auc", "auc_rebalanced", "overflow")
+METRICS = ("psnr", "ssim", "mae", "colourfulness", "auc", "auc_rebalanced", "overflow")
 
 
 def recipe(name: str, steps: int) -> dict:
@@ -202,9 +202,9 @@ def _markdown(d: dict) -> str:
         f"{s['batch']}), {s['seeds']} seed(s); evaluated on {s['images']} images of {s['eval_store']}, never seen. "
         f"Mean +- spread (sample standard deviation over the seeds). CPU: {d['machine']['cpu']}.",
         "",
-        "| system | recovery | PSNR | SSIM | colourfulness | AuC | AuC rebal. | overflow | params (paper / here) "
+        "| system | recovery | PSNR | SSIM | MAE | colourfulness | AuC | AuC rebal. | overflow | params (paper / here) "
         "| GFLOPs 224 | train img/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in systems.items():
         info = r["describe"]
@@ -220,9 +220,9 @@ def _markdown(d: dict) -> str:
             )
     g = d["gray"]
     lines += [
-        f"| gray baseline (a = b = 0) | | {g['psnr']:.3f} | {g['ssim']:.3f} | {g['colourfulness']:.1f} "
-        f"| {g['auc']:.3f} | {g['auc_rebalanced']:.3f} | {g['overflow']:.3f} | | | |",
-        f"| ground truth | | | | {d['ground_truth_colourfulness']:.1f} | | | | | | |",
+        f"| gray baseline (a = b = 0) | | {g['psnr']:.3f} | {g['ssim']:.3f} | {g['mae']:.2f} "
+        f"| {g['colourfulness']:.1f} | {g['auc']:.3f} | {g['auc_rebalanced']:.3f} | {g['overflow']:.3f} | | | |",
+        f"| ground truth | | | | | {d['ground_truth_colourfulness']:.1f} | | | | | | |",
         "",
         "PSNR differences (own recovery) larger than the two systems' spreads added: "
         + ("; ".join(d["separated_by_more_than_the_spread"]) or "none")

@@ -62,6 +62,7 @@ class TrainConfig(DataConfig):
     lam_l1: float = setting(100.0, "weight of the L1 loss beside the GAN loss (pix2pix's lambda)")
     lr_d: float = setting(0.0, "the discriminator's learning rate (0 = --lr)")
     pretrain_steps: int = setting(0, "steps of L1 alone before the adversarial training")
+    label_smoothing: float = setting(0.0, "D's target for real pairs is 1 - this (one-sided; Nazeri et al. 0.1)")
     # where it runs, and how often it reports
     device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
     preload: str = setting("2GB", "decode the store into memory when it takes less than this (0: read the shards)")
@@ -109,6 +110,8 @@ class TrainConfig(DataConfig):
             value = getattr(self, name)
             if not (math.isfinite(value) and (value > 0 if name in positive else value >= 0)):
                 raise ValueError(f"{name} must be a finite number {'>' if name in positive else '>='} 0, got {value}")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         parse_bytes(self.cache_limit), parse_bytes(self.preload)

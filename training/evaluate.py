@@ -18,7 +18,7 @@ import torch
 from pipeline.common.cli import ArgumentParser, command, non_negative_float, non_negative_int
 from pipeline.common.storage import add_storage_option, configure, location, parse_options
 from training.loss import upsample_ab
-from training.metrics import NEUTRAL, OVERFLOW, auc, colourfulness, lab_to_rgb8, overflow_counts, psnr, ssim
+from training.metrics import NEUTRAL, OVERFLOW, auc, colourfulness, lab_to_rgb8, mae, overflow_counts, psnr, ssim
 
 BATCH = 16
 
@@ -60,10 +60,10 @@ def predict_ab(model, L8: torch.Tensor, size: int, head: str, mode: str = "argma
 
 def _scores(truth: torch.Tensor, L: torch.Tensor, ab: torch.Tensor, ab_true, weights) -> tuple[torch.Tensor, list]:
     """The RGB of (L, ab) and, per image, (PSNR, SSIM, colourfulness, AuC, rebalanced AuC, overflowing pixels,
-    near-neutral pixels)."""
+    near-neutral pixels, MAE)."""
     rgb = lab_to_rgb8(L, ab)
     values = [psnr(truth, rgb), ssim(truth, rgb), colourfulness(rgb)]
-    values += [auc(ab, ab_true), auc(ab, ab_true, weights), *overflow_counts(ab, ab_true)]
+    values += [auc(ab, ab_true), auc(ab, ab_true, weights), *overflow_counts(ab, ab_true), mae(truth, rgb)]
     return rgb, torch.stack(values, 1).cpu().tolist()
 
 
@@ -114,6 +114,7 @@ def evaluate(model, store: str, idx: np.ndarray, device, size: int, head: str, m
     for name, vals in scores.items():  # pooled over the images: the share of near-neutral pixels painted
         neutral = sum(v[6] for v in vals)
         metrics[name]["overflow"] = float(sum(v[5] for v in vals) / neutral) if neutral else 0.0
+        metrics[name]["mae"] = float(np.mean([v[7] for v in vals]))
     metrics["neutral_share"] = float(sum(v[6] for v in scores["gray"]) / (len(idx) * truth[0].shape[0] ** 2))
     metrics["ground_truth_colourfulness"] = float(colourfulness(torch.from_numpy(np.stack(truth))).mean())
     metrics["images"] = len(idx)
@@ -135,17 +136,18 @@ def write_report(out: Path, name: str, metrics: dict, meta: dict) -> Path:
         f"{metrics['images']} images of {meta.get('store')} ({meta.get('split')}); variant {meta.get('variant')}, "
         f"head {meta.get('head')}, recovery {meta.get('recovery')}, step {meta.get('step')}.",
         "",
-        "| | PSNR (dB) | SSIM | colourfulness | AuC | AuC, rebalanced | overflow |",
-        "|---|---|---|---|---|---|---|",
+        "| | PSNR (dB) | SSIM | MAE | colourfulness | AuC | AuC, rebalanced | overflow |",
+        "|---|---|---|---|---|---|---|---|",
         *(
-            f"| {label} | {m['psnr']:.3f} | {m['ssim']:.4f} | {m['colourfulness']:.2f} | {m['auc']:.4f} "
-            f"| {m['auc_rebalanced']:.4f} | {m['overflow']:.4f} |"
+            f"| {label} | {m['psnr']:.3f} | {m['ssim']:.4f} | {m['mae']:.2f} | {m['colourfulness']:.2f} "
+            f"| {m['auc']:.4f} | {m['auc_rebalanced']:.4f} | {m['overflow']:.4f} |"
             for key, label in labels.items()
             if (m := metrics.get(key))
         ),
-        f"| ground truth | | | {metrics['ground_truth_colourfulness']:.2f} | | | |",
+        f"| ground truth | | | | {metrics['ground_truth_colourfulness']:.2f} | | | |",
         "",
-        "AuC: share of pixels with an (a, b) error within t, over t = 0..150 (Zhang et al.); rebalanced: each pixel "
+        "MAE: mean absolute error of the 8-bit RGB values (Nazeri et al.). AuC: share of pixels with an (a, b) "
+        "error within t, over t = 0..150 (Zhang et al.); rebalanced: each pixel "
         "weighted by the inverse prior of its true category. Overflow: the share of the truth's near-neutral "
         f"pixels (chroma below {NEUTRAL:g}; {100 * metrics['neutral_share']:.0f}% of these images) that the "
         f"prediction paints with a colour (chroma above the truth's by more than {OVERFLOW:g}).",

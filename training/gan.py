@@ -21,8 +21,8 @@ def real_ab(q: torch.Tensor, size: tuple[int, int], seed: int, step: int) -> tor
     return F.interpolate((centers + noise) / AB_SCALE, size=size, mode="bilinear", align_corners=False)
 
 
-def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits.float(), float(real)))
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits.float(), target))
 
 
 def adversarial_step(run, batch: dict, autocast) -> dict:
@@ -39,13 +39,15 @@ def adversarial_step(run, batch: dict, autocast) -> dict:
     if adversarial:
         real = real_ab(q, L.shape[-2:], cfg.seed, run.step).to(fake.dtype)
         with autocast:
-            loss_d = 0.5 * (_bce(run.net_d(L, real), True) + _bce(run.net_d(L, fake.detach()), False))
+            # one-sided label smoothing: D's target for real pairs only (Nazeri, Ng and Ebrahimi 2018)
+            real_target = 1.0 - cfg.label_smoothing
+            loss_d = 0.5 * (_bce(run.net_d(L, real), real_target) + _bce(run.net_d(L, fake.detach()), 0.0))
         run.opt_d.zero_grad(set_to_none=True)
         run.backward(loss_d, run.disc, "discriminator")
         run.opt_d.step()
         run.disc.requires_grad_(False)  # G's GAN loss flows through D without touching it
         with autocast:
-            loss_gan = _bce(run.net_d(L, fake), True)
+            loss_gan = _bce(run.net_d(L, fake), 1.0)
         run.disc.requires_grad_(True)
     loss_g = loss_gan + cfg.lam_l1 * l1 if adversarial else l1
     run.opt.zero_grad(set_to_none=True)

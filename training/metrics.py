@@ -33,6 +33,11 @@ def gray_rgb8(L: torch.Tensor) -> torch.Tensor:
     return lab_to_rgb8(L, torch.zeros((*L.shape, 2), dtype=torch.float64, device=L.device))
 
 
+def mae(truth: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
+    """(B,): mean absolute error of 8-bit RGB images, in levels of 255 (the metric Nazeri et al. report)."""
+    return (truth.double() - test.double()).abs().flatten(1).mean(1)
+
+
 def psnr(truth: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
     """(B,): peak signal-to-noise ratio of 8-bit images, data range 255."""
     mse = (truth.double() - test.double()).square().flatten(1).mean(1)

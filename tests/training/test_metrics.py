@@ -54,3 +54,10 @@ def test_colour_overflow_counts_colours_painted_on_near_neutral_truth():
     assert overflow_counts(barely, truth)[0].tolist() == [1, 0]
     tint = torch.full((1, 1, 1, 2), NEUTRAL / 2**0.5 + 0.01, dtype=torch.float64)  # chroma just above NEUTRAL
     assert overflow_counts(tint + 50, tint)[1].tolist() == [0]
+
+
+def test_mae_is_the_mean_absolute_error_of_8_bit_rgb():
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 256, (3, 5, 7, 3), dtype=np.uint8) for _ in range(2))
+    expected = np.abs(a.astype(float) - b.astype(float)).reshape(3, -1).mean(1)
+    np.testing.assert_allclose(metrics.mae(torch.from_numpy(a), torch.from_numpy(b)).numpy(), expected)

@@ -95,3 +95,20 @@ def test_unknown_names_heads_and_recoveries_are_refused():
         TrainConfig(store="x", variant="pix2pix", recovery="argmax")
     c = TrainConfig(store="x", variant="zhang16")
     assert (c.head, c.recovery, c.optimizer) == ("soft", "annealed", "adam")  # resolved, and saved so
+
+
+def test_one_sided_label_smoothing_moves_only_the_discriminators_real_target(tiny_store, tmp_path):
+    from training.gan import _bce
+
+    logits = torch.zeros(2, 1, 4, 4)
+    assert torch.isclose(_bce(logits, 0.9), _bce(logits, 1.0))  # at p = 0.5 the cross-entropy is log 2 for any target
+    logits = torch.full((2, 1, 4, 4), 5.0)  # D sure of "real": smoothing keeps a loss, the hard target hardly any
+    assert _bce(logits, 0.9) > 0.4 > 0.01 > _bce(logits, 1.0)
+    store, _ = tiny_store
+    runs = {s: train(cfg(store, tmp_path / str(s), "pix2pix", label_smoothing=s)) for s in (0.0, 0.1)}
+    rows = {s: (tmp_path / str(s) / "metrics.csv").read_text().splitlines() for s in runs}
+    disc = {s: [float(r.split(",")[8]) for r in rows[s][1:]] for s in rows}
+    l1 = {s: [float(r.split(",")[4]) for r in rows[s][1:]] for s in rows}
+    assert disc[0.0][0] != disc[0.1][0] and l1[0.0][0] == l1[0.1][0]  # the same generator at the first step
+    with pytest.raises(ValueError, match="label_smoothing"):
+        cfg(store, tmp_path, "pix2pix", label_smoothing=0.6)
