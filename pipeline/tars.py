@@ -96,7 +96,7 @@ def index_tar(path) -> Listing:
         with f:
             members, others = [], []
             stop, error, last = _walk(f, members, others)
-            clean = error is None and stop < end and _zeros_to_end(f, stop)
+            clean = error is None and end - stop >= BLOCK and _zeros_to_end(f, stop)  # one whole zero block at least
     except OSError as e:
         return Listing([], [], Skip(None, "unreadable", f"{type(e).__name__}: {e}"), 0)
     return Listing(members, others, _damage(stop, end, clean, error, last), end)

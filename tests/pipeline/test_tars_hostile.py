@@ -311,6 +311,19 @@ def test_a_member_cut_short_is_recorded():
         assert "cut short: 1 of 2 bytes" in skips[0].reason
 
 
+@pytest.mark.parametrize("keep,broken", [(0, True), (1, True), (511, True), (512, False), (1024, False)])
+def test_a_tar_is_whole_only_with_an_end_of_archive_block(keep, broken):
+    """Cut at a member boundary, or inside the zero blocks every tar writer ends with, a shard may have lost
+    members: its samples are kept and the cut recorded; one whole zero block or more is a clean end."""
+    with tempfile.TemporaryDirectory() as tmp:
+        shard = shard_in(tmp, [("a.jpg", b"x" * 700), ("a.cls", b"0")], tarfile.USTAR_FORMAT)
+        raw = shard.read_bytes()
+        shard.write_bytes(raw[: header_offsets(raw)["a.cls"][1] + 512 + keep])  # after a.cls's padded data
+        out, skips = samples(shard)
+        assert [(s.image.name, s.label) for s in out] == [("a.jpg", 0)]
+        assert [k.kind for k in skips] == (["truncated_archive"] if broken else [])
+
+
 @st.composite
 def damaged_shards(draw):
     """(original bytes, [(image, label) members in order], the damaged bytes, the cut or None)."""
