@@ -21,7 +21,7 @@ import numpy as np
 from pipeline.common.cli import one_line
 from pipeline.common.storage import ObjectPath, retry_seconds
 from pipeline.store.format import StoreError
-from pipeline.store.shardfiles import EMPTY, LocalShards, ShardRequest, crc_ok
+from pipeline.store.shardfiles import EMPTY, LocalShards, ShardRequest, check_index, crc_ok
 
 log = logging.getLogger("colorize.remote")
 IO_THREADS = 32  # requests in flight: an object store answers in tens of ms, and bandwidth comes from many
@@ -160,13 +160,7 @@ class RemoteShards:
         """(size, offsets, lengths) of a shard's index (data ends with it); StoreError if it fails its checks."""
         nbytes = 16 * r.per_shard + 4
         raw = bytes(data[len(data) - nbytes :]) if len(data) >= nbytes else b""
-        if len(raw) != nbytes or not crc_ok(raw):
-            raise StoreError(f"{self.root}: the index of shard {r.key} fails its crc32c (image {r.images[0]})")
-        table = np.frombuffer(raw[:-4], "<u8").reshape(r.per_shard, 2)
-        present = table[:, 0] != EMPTY
-        if (table[present, 0] + table[present, 1] > size - nbytes).any():
-            raise StoreError(f"{self.root}: shard {r.key} is truncated (image {r.images[0]})")
-        return size, table[:, 0], table[:, 1]
+        return size, *check_index(raw, size, r.per_shard, self.root, r.key, r.images[0])
 
     def _view(self, r: ShardRequest, data: np.ndarray, offsets, lengths, at: int, image: int) -> np.ndarray:
         if offsets[at] == EMPTY:

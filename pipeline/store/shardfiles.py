@@ -27,6 +27,19 @@ def crc_ok(data) -> bool:
     return int(google_crc32c.value(data[:-4])) == int.from_bytes(data[-4:], "little")
 
 
+def check_index(raw: bytes, size: int, per_shard: int, where, key: str, image: int) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, lengths) of a shard file's index, `raw` being its last 16 * per_shard + 4 bytes and `size` its
+    size; StoreError, naming the shard and an image of it, if the crc32c fails or a chunk lies past the index."""
+    nbytes = 16 * per_shard + 4
+    if len(raw) != nbytes or size < nbytes or not crc_ok(raw):
+        raise StoreError(f"{where}: the index of shard {key} fails its crc32c (image {image})")
+    table = np.frombuffer(raw[:-4], "<u8").reshape(per_shard, 2)
+    present = table[:, 0] != EMPTY
+    if (table[present, 0] + table[present, 1] > size - nbytes).any():
+        raise StoreError(f"{where}: shard {key} is truncated (image {image})")
+    return table[:, 0], table[:, 1]
+
+
 @dataclass(frozen=True)
 class ShardRequest:
     """The chunks wanted of one shard file: their places in it (slot - first slot), and the images they are."""
@@ -149,16 +162,11 @@ class LocalShards:
             size = os.fstat(fd).st_size
             whole = np.frombuffer(os.pread(fd, size, 0), np.uint8) if small else None
             raw = whole[size - nbytes :].tobytes() if whole is not None else os.pread(fd, nbytes, max(0, size - nbytes))
-            if len(raw) != nbytes or size < nbytes or not crc_ok(raw):
-                raise StoreError(f"{self.root}: the index of shard {key} fails its crc32c (image {image})")
-            table = np.frombuffer(raw[:-4], "<u8").reshape(per_shard, 2)
-            present = table[:, 0] != EMPTY
-            if (table[present, 0] + table[present, 1] > size - nbytes).any():
-                raise StoreError(f"{self.root}: shard {key} is truncated (image {image})")
+            offsets, lengths = check_index(raw, size, per_shard, self.root, key, image)
         except BaseException:
             os.close(fd)
             raise
         if whole is not None:
             os.close(fd)
             fd = -1
-        return Shard(key, fd, size, table[:, 0].tolist(), table[:, 1].tolist(), whole)
+        return Shard(key, fd, size, offsets.tolist(), lengths.tolist(), whole)
