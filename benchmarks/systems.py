@@ -26,6 +26,7 @@ RECIPES = {  # a short budget wants larger steps than the papers' long schedules
     "adam": {"lr": 1e-3},  # zhang16, cunet
     "pix2pix": {"lr": 2e-4, "lr_d": 2e-4},  # pix2pix's own, with the first half of the steps L1 only
 }
+PAPER_WIDTH = ("cheng15",)  # a small per-pixel network: cheap at its paper's width, which the table keeps
 PAPERS = {  # (PSNR, SSIM) as their papers report them, on their data
     "unet": (23.1783, 0.8921, "Wang et al. Table 3, ImageNet val"),
     "unet+cls": (24.1615, 0.9119, "Wang et al. Table 3, ImageNet val"),
@@ -34,27 +35,33 @@ PAPERS = {  # (PSNR, SSIM) as their papers report them, on their data
     "zhang16": (21.7910, 0.8915, "Wang et al. Table 2, ImageNet val"),
     "cunet": (23.43, None, "Wang, Chen and Tian 2022, Table 10, automatic (27.73 with a global histogram)"),
     "pix2pix": (24.7595, 0.9260, "the U-Net + PatchGAN study, Table 1, COCO subset"),
+    "zhang16-liu": (26.663, 0.959, "Liu, Gao and Li, Table 1, mean of 3 good test images (MSE baseline 21.325)"),
 }
 METRICS = ("psnr", "ssim", "mae", "colourfulness", "auc", "auc_rebalanced", "overflow")
 
 
-def recipe(name: str, steps: int) -> dict:
+def recipe(name: str) -> dict:
     from training.models import spec_of
 
     spec = spec_of(name)
-    if spec.discriminator:
-        return RECIPES["pix2pix"] | {"pretrain_steps": steps // 2}
-    return RECIPES[spec.optimizer]
+    own = RECIPES["pix2pix"] if spec.discriminator else RECIPES[spec.optimizer]  # pix2pix: its own L1-first share
+    return own | ({"width": 1.0} if name in PAPER_WIDTH else {})
+
+
+def config(args, name: str, seed: int, out: Path, steps: int, **overrides):
+    """The TrainConfig of one benchmark run: the shared budget, the system's recipe, then `overrides`."""
+    from training.run import TrainConfig
+
+    budget = {"width": args.width, "size": args.size, "batch_size": args.batch, "steps": steps, "seed": seed}
+    logging = {"holdout": 0.0, "ckpt_every": steps, "log_every": max(1, steps // 20), "tensorboard": False}
+    return TrainConfig(store=args.store, out=str(out), variant=name, **(budget | logging | recipe(name) | overrides))
 
 
 def train_one(args, name: str, seed: int, work: Path):
     """(the trained model, its config, its training images/s)."""
-    from training.run import TrainConfig, train
+    from training.run import train
 
-    budget = {"width": args.width, "size": args.size, "batch_size": args.batch, "steps": args.steps, "seed": seed}
-    logging = {"holdout": 0.0, "ckpt_every": args.steps, "log_every": max(1, args.steps // 20)}
-    cfg = TrainConfig(store=args.store, out=str(work / f"{name}-{seed}"), variant=name, **budget, **logging,
-                      **recipe(name, args.steps))  # fmt: skip
+    cfg = config(args, name, seed, work / f"{name}-{seed}", args.steps)
     train(cfg)
     with open(Path(cfg.out) / "metrics.csv") as f:
         rates = [float(r["images_per_s"]) for r in csv.DictReader(f)][1:]
@@ -64,7 +71,7 @@ def train_one(args, name: str, seed: int, work: Path):
     return model, cfg, statistics.median(rates) if rates else float("nan")
 
 
-def evaluate_one(args, model, cfg, idx: np.ndarray) -> dict:
+def evaluate_one(args, model, cfg, idx: np.ndarray, guided: bool = True) -> dict:
     """Metrics per recovery (the system's own first), and its own recovery guided by the ground truth."""
     from training.evaluate import evaluate
     from training.models import spec_of
@@ -72,10 +79,11 @@ def evaluate_one(args, model, cfg, idx: np.ndarray) -> dict:
     device = next(model.parameters()).device
     out = {}
     for k, recovery in enumerate(spec_of(cfg.variant).recoveries):
-        m = evaluate(model, args.eval_store, idx, device, cfg.size, cfg.head, recovery, guided=1.0 if k == 0 else 0)
+        strength = 1.0 if k == 0 and guided else 0
+        m = evaluate(model, args.eval_store, idx, device, cfg.size, cfg.head, recovery, guided=strength)
         m.pop("_grid")
         out[recovery] = m["model"]
-        if k == 0:
+        if strength:
             out["guided"], out["gray"], out["gt_colourfulness"] = (
                 m["guided"],
                 m["gray"],
@@ -138,6 +146,11 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated registered names (default: all)")
     p.add_argument("--max-images", type=int, default=64, help="images of --eval-store evaluated (0 = all)")
     p.add_argument("--grid-images", type=int, default=6)
+    p.add_argument("--curve", default="", help="budgets, e.g. 500,1000,2000,4000: --curve-models trained once each, "
+                   "evaluated at every budget")  # fmt: skip
+    p.add_argument("--curve-models", default="full,unet,unet+aff,zhang16")
+    p.add_argument("--causes", action="store_true", help="the overflow's causes, one at a time on full (--steps)")
+    p.add_argument("--zhang-prior", help="Zhang's prior_probs.npy: also the cause run weighted by it")
     p.add_argument("--out", default="reports/benchmarks")
     args = p.parse_args(argv)
     names = [n for n in args.models.split(",") if n]
@@ -155,11 +168,12 @@ def main(argv=None) -> int:
             if seed == 0:
                 columns.append(grid_row_images(args, model, cfg, idx[: args.grid_images]))
             print(f"seed {seed} {name}: {runs[name][-1]['metrics'][cfg.recovery]}", flush=True)
+    studies = _studies(args, names, runs, idx, work)
     systems = summarise(runs)
     own = {n: spec_of(n).recoveries[0] for n in names}
     for n in names:
         with torch.device("meta"):
-            small = count_parameters(create_model(n, args.width))
+            small = count_parameters(create_model(n, recipe(n).get("width", args.width)))
         systems[n] |= {"describe": describe(n), "params_at_width": small, "paper": PAPERS.get(n)}
     first = runs[names[0]][0]["metrics"]
     data = {
@@ -169,16 +183,43 @@ def main(argv=None) -> int:
         "ground_truth_colourfulness": first["gt_colourfulness"],
         "separated_by_more_than_the_spread": separated(systems, own),
         "settings": {k: getattr(args, k) for k in ("store", "eval_store", "steps", "width", "size", "batch", "seeds")}
-        | {"images": len(idx), "recipes": {n: recipe(n, args.steps) for n in names}},
+        | {"images": len(idx), "recipes": {n: recipe(n) for n in names}},
         "machine": machine(),
-    }
+    } | studies
     Path(args.out).mkdir(parents=True, exist_ok=True)
     grid_path = Path(args.out) / "quality.grid.png"
     gray_rgb, truth = _gray_and_truth(args.eval_store, idx[: args.grid_images])
     rows = [[gray_rgb[k], *(col[k] for col in columns), truth[k]] for k in range(len(truth))]
     grid(grid_path, rows, ["input", *names, "ground truth"])
+    if studies.get("curve"):
+        from benchmarks.curves import plot
+
+        plot(Path(args.out) / "quality.curve.png", studies["curve"])
     write("quality", data, _markdown(data), args.out)
     return 0
+
+
+def _studies(args, names: list[str], runs: dict, idx: np.ndarray, work: Path) -> dict:
+    """The curve and the cause runs (benchmarks.curves), when asked for."""
+    from benchmarks import curves
+    from training.models import spec_of
+
+    out = {}
+    if args.curve:
+        budgets = sorted({int(b) for b in args.curve.split(",") if b})
+        models = [n for n in args.curve_models.split(",") if n]
+        for n in models:
+            spec_of(n)
+        curve = {n: [curves.curve_run(args, n, seed, work, idx, budgets) for seed in range(args.seeds)] for n in models}
+        out["curve"] = curves.summarise_curve(curve, {n: spec_of(n).recoveries[0] for n in models})
+        out["table3_order"] = curves.table3_order(out["curve"])
+    if args.causes:
+        base = [r["metrics"] for r in runs["full"]] if "full" in runs else [
+            curves.cause_run(args, {}, seed, work, idx) for seed in range(args.seeds)]  # fmt: skip
+        changed = {c: [curves.cause_run(args, o, seed, work, idx) for seed in range(args.seeds)]
+                   for c, o in curves.causes(args.zhang_prior).items()}  # fmt: skip
+        out["causes"] = curves.summarise_causes(base, changed)
+    return out
 
 
 def _gray_and_truth(store: str, idx: np.ndarray) -> tuple[list, list]:
@@ -215,7 +256,7 @@ def _markdown(d: dict) -> str:
                 f"{m[k]:.3f} +- {m[k + '_spread']:.3f}" if k != "colourfulness" else f"{m[k]:.1f}" for k in METRICS
             ]
             lines.append(
-                f"| {name} | {label} | " + " | ".join(cells) + f" | {info['params'] / 1e6:.1f} M / "
+                f"| {name} | {label} | " + " | ".join(cells) + f" | {info['params'] / 1e6:.2f} M / "
                 f"{r['params_at_width'] / 1e6:.2f} M | {info['gflops']:.1f} | {r['train_images_per_s']:.0f} |"
             )
     g = d["gray"]
@@ -246,7 +287,9 @@ def _markdown(d: dict) -> str:
         if r["paper"]:
             psnr, ssim, where = r["paper"]
             lines.append(f"| {name} | {psnr} | {ssim if ssim is not None else ''} | {where} |")
-    return "\n".join(lines) + "\n"
+    from benchmarks.curves import markdown
+
+    return "\n".join(lines + markdown(d)) + "\n"
 
 
 if __name__ == "__main__":

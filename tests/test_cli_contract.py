@@ -98,6 +98,10 @@ SCRIPTS = {
         "resume missing": lambda p: ["--store", p["store"], "--resume", p["missing"]],
         "resume list": lambda p: ["--store", p["store"], "--resume", p["list.pt"]],
         "resume code": lambda p: ["--store", p["store"], "--resume", p["code.pt"]],
+        "bad prior": lambda p: ["--store", p["store"], "--prior", p["garbage.pt"]],
+        "missing prior": lambda p: ["--store", p["store"], "--prior", p["missing"]],
+        "out of range 3": lambda p: ["--store", p["store"], "--balance-lambda", "2"],
+        "not a choice": lambda p: ["--store", p["store"], "--schedule", "cosine"],
         **{f"config {name}": (lambda p, name=name: ["--store", p["store"], "--config", p[name]])
            for name in ("tag.yaml", "syntax.yaml", "string.yaml", "fast.yaml", "unknown.yaml", "list.yaml",
                         "nan.json", "bad.json")},

@@ -2,10 +2,13 @@
 embedded default's CPU-sized preset."""
 
 import argparse
+import io
 import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from pipeline.common.cli import Refused, one_line
 from pipeline.common.settings import check_values, given, setting
@@ -48,6 +51,12 @@ class TrainConfig(DataConfig):
     recovery: str = setting("", "argmax (Eq. 15-16), annealed (Zhang's mean) or regression; default: the model's")
     lam_col: float = setting(1.0, "weight of the colour loss (Eq. 20)")
     lam_cls: float = setting(0.003, "weight of the class loss (Eq. 20)")
+    prior: str = setting(
+        "",
+        "a .npy of 313 category probabilities (e.g. Zhang's ImageNet prior_probs.npy) to "
+        "rebalance by instead of the store's prior",
+    )
+    balance_lambda: float = setting(-1.0, "lambda of the balance weights (Eq. 9-10) in [0, 1]; -1: the store's")
     # the optimiser and its schedule
     optimizer: str = setting("", "sgd or adam (default: the model's own: SGD for the AFF nets, Adam for the others)")
     size: int = setting(224, "training size, a multiple of 32")
@@ -58,10 +67,16 @@ class TrainConfig(DataConfig):
     momentum: float = setting(0.9, "SGD momentum")
     weight_decay: float = setting(1e-4, "weight decay")
     lr_pow: float = setting(0.9, "power of the poly schedule")
+    schedule: str = setting(
+        "", "poly (Eq. 21-23 as read) or step (the rate / 10 after each --lr-step of the run); default: the model's own"
+    )
+    lr_step: float = setting(1 / 6, "step schedule: the share of the steps between two divisions by 10")
     # GAN models only
     lam_l1: float = setting(100.0, "weight of the L1 loss beside the GAN loss (pix2pix's lambda)")
     lr_d: float = setting(0.0, "the discriminator's learning rate (0 = --lr)")
-    pretrain_steps: int = setting(0, "steps of L1 alone before the adversarial training")
+    pretrain_steps: int = setting(
+        -1, "steps of L1 alone before the adversarial training (-1: the model's own share of the run, half for pix2pix)"
+    )
     label_smoothing: float = setting(0.0, "D's target for real pairs is 1 - this (one-sided; Nazeri et al. 0.1)")
     # where it runs, and how often it reports
     device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
@@ -87,8 +102,10 @@ class TrainConfig(DataConfig):
         spec = spec_of(self.variant)
         choices = {"head": ("heads", spec.heads), "recovery": ("recoveries", spec.recoveries)}
         choices["optimizer"] = ("optimizers", ("sgd", "adam"))
+        choices["schedule"] = ("schedules", ("poly", "step"))
+        own = {"optimizer": spec.optimizer, "schedule": spec.schedule}
         for name, (plural, allowed) in choices.items():
-            value = getattr(self, name) or (spec.optimizer if name == "optimizer" else allowed[0])
+            value = getattr(self, name) or own.get(name, allowed[0])
             if value not in allowed:
                 raise ValueError(f"{self.variant} takes the {plural} {', '.join(allowed)}, not {value!r}")
             object.__setattr__(self, name, value)  # the resolved settings are the ones saved
@@ -100,7 +117,7 @@ class TrainConfig(DataConfig):
     def _check_ranges(self) -> None:
         """Numbers a run cannot use, refused before anything is written (written `not a < x` so nan fails too)."""
         at_least = {"epochs": 1, "steps": 0, "ckpt_every": 1, "log_every": 1, "keep": 0,
-                    "eval_every": 0, "val_images": 0, "eval_images": 0, "pretrain_steps": 0, "stop_at": 0}  # fmt: skip
+                    "eval_every": 0, "val_images": 0, "eval_images": 0, "pretrain_steps": -1, "stop_at": 0}  # fmt: skip
         for name, low in at_least.items():
             if not getattr(self, name) >= low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
@@ -110,12 +127,33 @@ class TrainConfig(DataConfig):
             value = getattr(self, name)
             if not (math.isfinite(value) and (value > 0 if name in positive else value >= 0)):
                 raise ValueError(f"{name} must be a finite number {'>' if name in positive else '>='} 0, got {value}")
+        if not (self.balance_lambda == -1 or 0 <= self.balance_lambda <= 1):
+            raise ValueError(f"balance_lambda must be in [0, 1] (or -1, the store's), got {self.balance_lambda}")
+        if self.prior:
+            read_prior(self.prior)
+        if not 0 < self.lr_step <= 1:
+            raise ValueError(f"lr_step must be in (0, 1], got {self.lr_step}")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         parse_bytes(self.cache_limit), parse_bytes(self.preload)
         parse_options(self.storage_option)  # a credential among them is refused
+
+
+def read_prior(path: str) -> np.ndarray:
+    """A prior of the 313 categories from a .npy file (no pickles), or ValueError naming what is wrong."""
+    from kernels.gamut import Q
+
+    try:
+        p = np.load(io.BytesIO(location(path).read_bytes()), allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"prior {path}: not a readable .npy array ({one_line(e)})") from None
+    if p.shape != (Q,) or not np.issubdtype(p.dtype, np.floating) or not np.isfinite(p).all() or (p < 0).any():
+        raise ValueError(f"prior {path}: expected {Q} finite non-negative floats, found {p.dtype} {p.shape}")
+    if p.sum() <= 0:
+        raise ValueError(f"prior {path}: all zero")
+    return p
 
 
 def read_config(path: str | Path) -> dict:

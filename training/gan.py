@@ -34,7 +34,7 @@ def adversarial_step(run, batch: dict, autocast) -> dict:
     with autocast:
         fake, _ = run.net(L)  # (B, 2, H, W): (a, b) / AB_SCALE
         l1 = run.criterion.colour(fake, q)
-    adversarial = run.step >= cfg.pretrain_steps
+    adversarial = run.step >= run.pretrain_steps
     loss_d, loss_gan = zero, zero
     if adversarial:
         real = real_ab(q, L.shape[-2:], cfg.seed, run.step).to(fake.dtype)

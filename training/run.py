@@ -247,9 +247,8 @@ def models_table() -> str:
     rows = ["| name | parameters | GFLOPs at 224 | loss | recovery | from |", "|---|---|---|---|---|---|"]
     for name in MODELS:
         d = describe(name)
-        params = f"{d['params'] / 1e6:.1f} M" + (
-            f" + D {d['discriminator_params'] / 1e6:.2f} M" if d["discriminator_params"] else ""
-        )
+        size = f"{d['params'] / 1e6:.1f} M" if d["params"] >= 1e5 else f"{d['params'] / 1e3:.0f} k"
+        params = size + (f" + D {d['discriminator_params'] / 1e6:.2f} M" if d["discriminator_params"] else "")
         rows.append(f"| {name} | {params} | {d['gflops']:.1f} | {d['loss']} | {d['recovery']} | {d['paper']} |")
     return "\n".join(rows)
 

@@ -12,7 +12,7 @@ import torch
 from pipeline.common.storage import configure, parse_options
 from pipeline.store.cache import parse_bytes
 from training import checkpoint
-from training.config import RUN_LOCAL, TrainConfig
+from training.config import RUN_LOCAL, TrainConfig, read_prior
 from training.data import Loader, StoreData
 from training.devices import resolve_device
 from training.loss import Criterion
@@ -50,13 +50,13 @@ class Run:
     board: object = None  # TensorBoard's SummaryWriter (rank 0, --tensorboard)
 
     def __post_init__(self):
-        # lr0 (1 - step / steps)^lrPow, torch's PolynomialLR: a reading of Eq. 21-23, whose printed form rises
-        # (docs/training.md); tests/training/test_run.py checks the formula
-        self.schedulers = [
-            torch.optim.lr_scheduler.PolynomialLR(o, total_iters=self.total, power=self.cfg.lr_pow)
-            for o in (self.opt, self.opt_d)
-            if o is not None
-        ]
+        self.schedulers = [schedule(self.cfg, o, self.total) for o in (self.opt, self.opt_d) if o is not None]
+
+    @property
+    def pretrain_steps(self) -> int:
+        """Steps of the reconstruction loss alone (GANs): as given, or the model's own share of the run."""
+        given = self.cfg.pretrain_steps
+        return given if given >= 0 else round(self.spec.pretrain * self.total)
 
     @property
     def lr(self) -> float:
@@ -95,6 +95,14 @@ class Run:
             self.folder.publish()
 
 
+def schedule(cfg: TrainConfig, opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """poly: lr0 (1 - step / steps)^lrPow, torch's PolynomialLR, a reading of Eq. 21-23, whose printed form rises
+    (docs/training.md; tests/training/test_run.py checks the formula). step: lr0 / 10 after each lr_step share."""
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, round(cfg.lr_step * total)), gamma=0.1)
+    return torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=total, power=cfg.lr_pow)
+
+
 def optimizer(cfg: TrainConfig, spec: ModelSpec, params, lr: float) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -122,9 +130,20 @@ def setup(cfg: TrainConfig, resume: bool = False) -> Run:
     if smallest < world:
         raise ValueError(f"batches of {smallest} images cannot be shared by {world} ranks: raise --batch-size")
     total = cfg.steps or cfg.epochs * loader.batches_per_epoch()
-    nets = networks(cfg, device, data.weights, data.n_classes, _wrapper(cfg, world, local_rank, device))
+    nets = networks(cfg, device, balance(cfg, data), data.n_classes, _wrapper(cfg, world, local_rank, device))
     return Run(cfg, spec_of(cfg.variant), rank, world, device, data, loader, size=size, total=total, folder=folder,
                **nets)  # fmt: skip
+
+
+def balance(cfg: TrainConfig, data: StoreData):
+    """The balance weights of Eq. 19: the store's, or Eq. 9-10 again over --prior and/or with --balance-lambda."""
+    if not cfg.prior and cfg.balance_lambda < 0:
+        return data.weights
+    from pipeline.priors import balance_weights
+
+    prior = read_prior(cfg.prior) if cfg.prior else data.prior
+    lam = cfg.balance_lambda if cfg.balance_lambda >= 0 else float(data.group.attrs.get("lambda", 0.5))
+    return balance_weights(prior, lam)
 
 
 def shard_cache(cfg: TrainConfig):

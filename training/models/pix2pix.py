@@ -14,6 +14,8 @@ Readings where the text leaves a choice open:
 - The store keeps categories: the real (a, b) given to D is each 4 x 4 block's category center plus uniform
   noise within its 10 x 10 cell (so that D cannot tell real from fake by the grid), upsampled bilinearly; the
   L1 loss compares every pixel with the centers upsampled bilinearly. Weights drawn from N(0, 0.02), as pix2pix.
+- Schedule (Sec. IV.A): the generator trains with L1 alone first (50 epochs there), then adversarially for a
+  length the study does not give: the first half of the run is L1 alone (`--pretrain-steps` sets another).
 """
 
 import torch
@@ -117,5 +119,6 @@ register(
         betas=(0.5, 0.999),
         paper="U-Net + PatchGAN colorization study (after Isola et al. 2017, pix2pix)",
         discriminator=PatchDiscriminator,
+        pretrain=0.5,  # 50 epochs of L1 first, then adversarial fine-tuning of a length the study does not give
     )
 )

@@ -18,7 +18,8 @@ REGRESSION_HEADS = ("l1", "l2")
 @dataclass(frozen=True)
 class ModelSpec:
     """A registered system: its builder, the losses and recoveries it takes (the first is its own), its
-    optimiser, the paper it comes from, and for GANs the discriminator."""
+    optimiser and rate schedule, the paper it comes from, and for GANs the discriminator and the fraction of
+    the run that trains the generator alone first."""
 
     name: str
     build: Callable[[float, int, str], nn.Module]  # (width, n_classes, head) -> model
@@ -28,6 +29,8 @@ class ModelSpec:
     paper: str  # the paper it comes from, by authors, year and title
     betas: tuple[float, float] = (0.9, 0.999)
     discriminator: Callable[[float], nn.Module] | None = None  # width -> D, for adversarial training
+    schedule: str = "poly"  # "poly" (a reading of Wang et al.'s Eq. 21-23) or "step" (divided by 10 in steps)
+    pretrain: float = 0.0  # GANs: the share of the steps with the reconstruction loss alone
 
     def loss(self, head: str) -> str:
         return {

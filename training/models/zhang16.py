@@ -1,17 +1,25 @@
-"""`zhang16`: the network of Zhang, Isola and Efros, "Colorful Image Colorization" (ECCV 2016), as the main
-paper's Tables 1-2 baseline, and Liu, Gao and Li's *Implement of Colorful Image Colorization* re-implements it.
+"""`zhang16`: the network of Zhang, Isola and Efros 2016, *Colorful Image Colorization* (ECCV), the main paper's
+Tables 1-2 baseline; `zhang16-liu`: the smaller re-implementation of Liu, Gao and Li, *Implement of Colorful Image
+Colorization* (their Fig. 2), with its own recipe.
 
-Eight convolution blocks, each closed by BatchNorm: conv1-2 (64, 128 channels) and conv3 (256) end with a
-stride-2 convolution (H/8 after conv3); conv4 (512); conv5-6 (512, dilation 2, the receptive field without
-pooling); conv7 (512); conv8 a 4 x 4 transposed convolution (stride 2, to H/4) and two 3 x 3 (256); a 1 x 1
-convolution to 313 logits at H/4 (56 x 56 for 224). ReLU after every convolution. About 32 M parameters.
-Trained with his soft-encoded targets (Eq. 1: 5 nearest centers, sigma 5) of the stored categories' centers and
-class rebalancing (lambda 0.5, the store's weights); colour by the annealed mean with T = 0.38.
-The input is L - 50 (his centring); `width` multiplies the channels.
+`zhang16`: eight convolution blocks, each closed by BatchNorm: conv1-2 (64, 128 channels) and conv3 (256) end
+with a stride-2 convolution (H/8 after conv3); conv4 (512); conv5-6 (512, dilation 2, the receptive field
+without pooling); conv7 (512); conv8 a 4 x 4 transposed convolution (stride 2, to H/4) and two 3 x 3 (256); a
+1 x 1 convolution to 313 logits at H/4. ReLU after every convolution. Trained with his soft-encoded targets
+(Eq. 1: 5 nearest centers, sigma 5) of the stored categories' centers and class rebalancing (lambda 0.5, the
+store's weights); colour by the annealed mean with T = 0.38. The input is L - 50 (his centring).
+
+`zhang16-liu`: the same eight blocks as Fig. 2 lists them, narrower at the end: conv7 has 256 channels and
+conv8 deconvolves to 128 (two 3 x 3 at 128 follow); Fig. 2 shows no dilation, so conv5-6 have none. Its recipe
+(Sec. 4): the same soft-encoded, rebalanced cross-entropy (their Eq. 1), T = 0.38, batch 32, the rate 1e-3
+divided by 10 every 5 of 30 epochs (`--schedule step`, each sixth of the run); the optimiser is not named:
+Adam as Zhang's. Their baseline is the same net trained with MSE: `--head l2` (2 outputs, tanh, ab / 128 at H/4).
+`width` multiplies the channels of both.
 """
 
 from torch import nn
 
+from training.loss import AB_SCALE
 from training.models.registry import ModelSpec, register, xavier_init
 
 
@@ -24,39 +32,57 @@ def _block(in_chs: int, out_chs: int, n: int, stride: int = 1, dilation: int = 1
 
 
 class Zhang16(nn.Module):
-    def __init__(self, width: float = 1.0):
+    """conv1-8 and a 1 x 1 head; `conv7`, `conv8` and `dilation` tell Zhang's layout from Liu et al.'s."""
+
+    def __init__(self, width: float = 1.0, conv7: int = 512, conv8: int = 256, dilation: int = 2, head: str = "soft"):
         super().__init__()
-        c = [max(4, round(n * width)) for n in (64, 128, 256, 512)]
+        c = [max(4, round(n * width)) for n in (64, 128, 256, 512, conv7, conv8)]
         self.body = nn.Sequential(
             *_block(1, c[0], 2, stride=2),  # conv1: H/2
             *_block(c[0], c[1], 2, stride=2),  # conv2: H/4
             *_block(c[1], c[2], 3, stride=2),  # conv3: H/8
             *_block(c[2], c[3], 3),  # conv4
-            *_block(c[3], c[3], 3, dilation=2),  # conv5
-            *_block(c[3], c[3], 3, dilation=2),  # conv6
-            *_block(c[3], c[3], 3),  # conv7
-            nn.ConvTranspose2d(c[3], c[2], 4, 2, 1),  # conv8: H/4
+            *_block(c[3], c[3], 3, dilation=dilation),  # conv5
+            *_block(c[3], c[3], 3, dilation=dilation),  # conv6
+            *_block(c[3], c[4], 3),  # conv7
+            nn.ConvTranspose2d(c[4], c[5], 4, 2, 1),  # conv8: H/4
             nn.ReLU(inplace=True),
-            nn.Conv2d(c[2], c[2], 3, 1, 1),
+            nn.Conv2d(c[5], c[5], 3, 1, 1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(c[2], c[2], 3, 1, 1),
+            nn.Conv2d(c[5], c[5], 3, 1, 1),
             nn.ReLU(inplace=True),
         )
-        self.head = nn.Conv2d(c[2], 313, 1)
+        self.regression = head in ("l1", "l2")
+        self.head = nn.Conv2d(c[5], 2 if self.regression else 313, 1)
         xavier_init(self)
 
     def forward(self, L):
-        return self.head(self.body(L * 100.0 - 50.0)), None  # (B, 313, H/4, W/4)
+        x = self.head(self.body(L * 100.0 - 50.0))
+        if self.regression:
+            return x.tanh() * (128.0 / AB_SCALE), None  # ab / AB_SCALE at H/4
+        return x, None  # (B, 313, H/4, W/4)
 
 
 register(
     ModelSpec(
         name="zhang16",
-        build=lambda width, n_classes, head: Zhang16(width),
+        build=lambda width, n_classes, head: Zhang16(width, head=head),
         heads=("soft", "classify"),
         recoveries=("annealed", "argmax"),
         optimizer="adam",
         betas=(0.9, 0.99),
         paper="Zhang, Isola and Efros 2016, Colorful Image Colorization (ECCV)",
+    )
+)
+register(
+    ModelSpec(
+        name="zhang16-liu",
+        build=lambda width, n_classes, head: Zhang16(width, conv7=256, conv8=128, dilation=1, head=head),
+        heads=("soft", "l2", "classify"),
+        recoveries=("annealed", "argmax"),
+        optimizer="adam",
+        betas=(0.9, 0.99),
+        paper="Liu, Gao and Li, Implement of Colorful Image Colorization (after Zhang, Isola and Efros 2016)",
+        schedule="step",
     )
 )
