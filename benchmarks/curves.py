@@ -22,15 +22,16 @@ def causes(zhang_prior: str | None) -> dict[str, dict]:
     if zhang_prior:
         out["Zhang's ImageNet prior for the weights"] = {"prior": zhang_prior}
     out["lambda 1 (no rebalancing)"] = {"balance_lambda": 1.0}
-    out["lambda 0.1 (stronger rebalancing)"] = {"balance_lambda": 0.1}
     out["Adam, lr 1e-3"] = {"optimizer": "adam", "lr": 1e-3}
     return out
 
 
 def curve_run(args, name: str, seed: int, work: Path, idx: np.ndarray, budgets: list[int]) -> list[dict]:
-    """[{steps, recovery: metrics}] of one run of `name` to max(budgets), evaluated at each budget."""
-    from benchmarks.systems import config, evaluate_one
+    """[{steps, recovery: metrics}] of one run of `name` to max(budgets), evaluated at each budget with its own
+    recovery (argmax against annealed is a cause run's question)."""
+    from benchmarks.systems import config
     from training.checkpoint import load_model
+    from training.evaluate import evaluate
     from training.run import train
 
     cfg = config(args, name, seed, work / f"curve-{name}-{seed}", max(budgets))
@@ -38,7 +39,9 @@ def curve_run(args, name: str, seed: int, work: Path, idx: np.ndarray, budgets: 
     for k, b in enumerate(budgets):
         train(cfg, resume=k > 0, stop_at=b if b < max(budgets) else None)
         model, _, _ = load_model(Path(cfg.out) / "checkpoint-last.pt", "auto")
-        points.append({"steps": b, **evaluate_one(args, model, cfg, idx, guided=False)})
+        device = next(model.parameters()).device
+        points.append({"steps": b, cfg.recovery: evaluate(model, args.eval_store, idx, device, cfg.size, cfg.head,
+                                                          cfg.recovery)["model"]})  # fmt: skip
         print(f"curve seed {seed} {name} @{b}: {points[-1][cfg.recovery]}", flush=True)
     return points
 

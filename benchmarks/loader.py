@@ -331,6 +331,11 @@ def main(argv=None) -> int:
         p.error("--threads, --batch, --batches and --rounds must be >= 1")
     if not (location(args.store) / "zarr.json").is_file():
         p.error(f"no store at {args.store}")
+    from pipeline.store.format import open_store
+
+    n = int(open_store(args.store).attrs["n_images"])
+    if n < args.batch:
+        p.error(f"{args.store} holds {n} images, fewer than a batch of {args.batch}: give a smaller --batch")
     if args.child:
         print(json.dumps(child(args)))
         return 0

@@ -34,7 +34,7 @@ from pipeline.common.settings import add_flags, given, setting, signature
 from pipeline.common.storage import configure, is_remote, location, parse_options
 from pipeline.config import PreprocessConfig
 from pipeline.layouts import detect
-from pipeline.store.lifecycle import check_safe
+from pipeline.store.lifecycle import check_safe, check_staging
 
 FLOW_NAME = "preprocess-imagenet"
 # A flow run in this process: no telemetry (machines without a network wait on it), and time for the temporary
@@ -144,6 +144,8 @@ def main(argv=None) -> int:
         raise ValueError(f"no files under {split}")  # the flow discovers them, once
     store = location(run.store)
     check_safe(store, cfg, run.overwrite)  # refuses what it must not touch, before anything is written
+    if not run.overwrite:
+        check_staging(store)  # a damaged stamp or staged summary: one line now, not a traceback in the flow
     check_writable(store, "STORE")
     if run.quality_out:
         make_dir(run.quality_out, "--quality-out", keep=False)

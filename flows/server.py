@@ -21,7 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pipeline.common.cli import ArgumentParser, command, make_dir, port
+from pipeline.common.cli import ArgumentParser, Refused, command, make_dir, port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,6 +119,17 @@ def wait_deployment(env: dict, name: str, timeout: float = 120.0) -> None:
     raise TimeoutError(f"deployment {name} was not registered within {timeout:.0f} s")
 
 
+def check_free(host: str, port: int) -> None:
+    """Refused in one line when host:port is taken, before anything is written (Prefect would say so on
+    stdout and exit 1)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: a closing port is free
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise Refused(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
 @command
 def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m flows.server", description="a local Prefect server")
@@ -127,6 +138,7 @@ def main(argv=None) -> int:
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (docs/security.md before changing it)")
     p.add_argument("--home", default="runs/prefect", help="PREFECT_HOME: the SQLite database lives here")
     args = p.parse_args(argv)
+    check_free(args.host, args.port)
     make_dir(args.home, "--home")
     env = server_env(Path(args.home), args.port)
     env["PREFECT_SERVER_API_HOST"] = args.host

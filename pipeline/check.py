@@ -22,7 +22,7 @@ import numpy as np
 from kernels.gamut import CENTERS, Q
 from pipeline.common.cli import ArgumentParser, Refused, command, make_dir, non_negative_int
 from pipeline.common.storage import add_storage_option, configure, location, parse_options
-from pipeline.store.format import MANIFEST, StoreError, image_slots, missing_shards, open_store
+from pipeline.store.format import MANIFEST, StoreError, image_slots, missing_shards, open_store, read_slots
 from pipeline.store.lifecycle import outcome_counts
 
 
@@ -151,8 +151,13 @@ def _resample(group, records: list[dict], rep: Report, k: int, seed: int, slots:
             continue
         L, bins, _ = image_targets(rgb[None])
         slot = int(slots[r["index"]])
-        dl = int(np.abs(L[0].astype(np.int16) - group["L"][slot]).max())
-        db = int((bins[0] != group["bins"][slot]).sum())
+        try:
+            stored_L, stored_bins = (read_slots(group, k, np.array([slot]), "")[0] for k in ("L", "bins"))
+        except StoreError as e:
+            bad.append(f"{r['path']}: {e}")
+            continue
+        dl = int(np.abs(L[0].astype(np.int16) - stored_L).max())
+        db = int((bins[0] != stored_bins).sum())
         if dl or db:
             bad.append(f"{r['path']} (index {r['index']}): max |dL| {dl}, {db} bins differ")
     rep.check(f"{len(pick)} random images re-decoded equal", not bad, "; ".join(bad[:3]))
@@ -246,7 +251,11 @@ def run(store, sample: int = 16, seed: int = 0, zhang_prior=None) -> tuple[Repor
               0 <= slots[0] and slots[-1] < group["label"].shape[0]))  # fmt: skip
     counts = _scan(group, rep, slots)
     records = _manifest(store, group, rep, slots)
-    labels = group["label"].oindex[slots] if n else np.zeros(0, np.int16)
+    try:
+        labels = read_slots(group, "label", slots, str(store)) if n else np.zeros(0, np.int16)
+    except StoreError as e:
+        rep.check("labels decode", False, str(e))
+        labels = np.zeros(0, np.int16)
     n_classes = len(group.attrs.get("classes", []))
     rep.check("labels in [-1, classes)", n == 0 or (labels.min() >= -1 and labels.max() < n_classes))
     rep.facts["unknown_labels"] = int((labels == -1).sum())

@@ -48,6 +48,10 @@ class PreprocessConfig:
             raise ValueError(f"per_class must be >= 1, got {self.per_class}")
         if not 0.0 <= self.lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {self.lam}")
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        if not -(1 << 17) <= self.zstd_level <= 22:  # zstd's own range: negative levels are its fast ones
+            raise ValueError(f"zstd_level must be in [-131072, 22], got {self.zstd_level}")
         if (self.part_images is not None and self.part_images < 1) or self.shard_images < 1:
             raise ValueError("part_images (when given) and shard_images must be >= 1")
         if self.layout not in LAYOUTS:

@@ -13,7 +13,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from pipeline.common.files import files_below
+from pipeline.common.files import files_below, read_file
 from pipeline.common.storage import ObjectPath, is_remote, location
 
 
@@ -37,7 +37,7 @@ def read_source(root, src: Source) -> bytes:
 
         shard = src.path[: src.path.index(".tar/") + 4]
         return read_member(root / shard, src.offset, src.size)
-    return (root / src.path).read_bytes()
+    return read_file(root / src.path)
 
 
 def read_sources(root, sources: list[Source], pool=None) -> list[tuple[bytes | None, str]]:
@@ -62,7 +62,7 @@ def read_path(root, path: str) -> bytes:
         shard, member = path.split(".tar/", 1)
         offset, size = member_location(root / f"{shard}.tar", member)
         return read_source(root, Source(path, "", -1, offset, size))
-    return (root / path).read_bytes()
+    return read_file(root / path)
 
 
 def subfolders(folder) -> list[str]:

@@ -47,6 +47,8 @@ def inputs(tiny_store, tmp_path_factory) -> dict[str, str]:
     torch.save([1, 2, 3], tmp / "list.pt")
     torch.save({k: v for k, v in good.items() if k != "config"}, tmp / "noconfig.pt")
     torch.save(good | {"config": good["config"] | {"width": 0.25}}, tmp / "shape.pt")
+    torch.save(good | {"config": good["config"] | {"size": -64}}, tmp / "negsize.pt")
+    os.mkfifo(tmp / "fifo.JPEG")
     torch.save({"model": Evil(), "config": {}, "step": 0}, tmp / "code.pt")
     (tmp / "pickle.pt").write_bytes(pickle.dumps(Evil()))
     (tmp / "garbage.pt").write_bytes(os.urandom(300))
@@ -63,6 +65,8 @@ def inputs(tiny_store, tmp_path_factory) -> dict[str, str]:
         "list.yaml": "- 1\n- 2\n",
         "nan.json": '{"lr": NaN}',
         "bad.json": '{"lr": 0.1,',
+        "deep.yaml": "x: " + "[" * 5000 + "]" * 5000 + "\n",
+        "deep.json": '{"x": ' + "[" * 5000 + "]" * 5000 + "}",
     }
     for name, text in configs.items():
         (tmp / name).write_text(text)
@@ -104,7 +108,7 @@ SCRIPTS = {
         "not a choice": lambda p: ["--store", p["store"], "--schedule", "cosine"],
         **{f"config {name}": (lambda p, name=name: ["--store", p["store"], "--config", p[name]])
            for name in ("tag.yaml", "syntax.yaml", "string.yaml", "fast.yaml", "unknown.yaml", "list.yaml",
-                        "nan.json", "bad.json")},
+                        "nan.json", "bad.json", "deep.yaml", "deep.json")},
     }),
     "colorize-evaluate": (evaluate.main, {
         "not a number": lambda p: ["--checkpoint", p["checkpoint"], "--store", p["store"], "--max-images", "x"],
@@ -118,13 +122,14 @@ SCRIPTS = {
         "uncreatable out": lambda p: ["--checkpoint", p["checkpoint"], "--store", p["store"], "--out", p["below_file"]],
         "out is a file": lambda p: ["--checkpoint", p["checkpoint"], "--store", p["store"], "--out", p["file.txt"]],
         **{f"checkpoint {name}": (lambda p, name=name: ["--checkpoint", p[name], "--store", p["store"]])
-           for name in ("list.pt", "noconfig.pt", "shape.pt", "code.pt", "pickle.pt", "garbage.pt")},
+           for name in ("list.pt", "noconfig.pt", "shape.pt", "negsize.pt", "code.pt", "pickle.pt", "garbage.pt")},
     }),
     "colorize": (colorize.main, {
         "not a number": lambda p: ["--checkpoint", p["checkpoint"], p["photo"], "--out", "o", "--max-pixels", "x"],
         "not finite": lambda p: ["--checkpoint", p["checkpoint"], p["photo"], "--out", "o",
                                  "--reference", p["photo"], "--reference-strength", "nan"],
         "missing input": lambda p: ["--checkpoint", p["checkpoint"], p["missing"], "--out", "o"],
+        "a FIFO for a photo": lambda p: ["--checkpoint", p["checkpoint"], p["fifo.JPEG"], "--out", "o"],
         "missing checkpoint": lambda p: ["--checkpoint", p["missing"], p["photo"], "--out", "o"],
         "folder for a file": lambda p: ["--checkpoint", p["notastore"], p["photo"], "--out", "o"],
         "missing reference": lambda p: ["--checkpoint", p["checkpoint"], p["photo"], "--out", "o",
@@ -132,7 +137,7 @@ SCRIPTS = {
         "uncreatable out": lambda p: ["--checkpoint", p["checkpoint"], p["photo"], "--out", p["below_file"]],
         "out is a file": lambda p: ["--checkpoint", p["checkpoint"], p["photo"], "--out", p["file.txt"]],
         **{f"checkpoint {name}": (lambda p, name=name: ["--checkpoint", p[name], p["photo"], "--out", "o"])
-           for name in ("list.pt", "noconfig.pt", "shape.pt", "code.pt", "pickle.pt", "garbage.pt")},
+           for name in ("list.pt", "noconfig.pt", "shape.pt", "negsize.pt", "code.pt", "pickle.pt", "garbage.pt")},
     }),
     "colorize-demo": (demo.main, {
         "not a number": lambda p: ["--checkpoint", p["checkpoint"], "--port", "abc"],
@@ -157,6 +162,8 @@ SCRIPTS = {
         "out of range": lambda p: [p["source"], "s.zarr", "--size", "0"],
         "out of range 2": lambda p: [p["source"], "s.zarr", "--workers", "0"],
         "not finite": lambda p: [p["source"], "s.zarr", "--lam", "nan"],
+        "out of range 3": lambda p: [p["source"], "s.zarr", "--max-pixels", "0"],
+        "out of range 4": lambda p: [p["source"], "s.zarr", "--zstd-level", "999"],
         "missing input": lambda p: [p["missing"], "s.zarr"],
         "file for a folder": lambda p: [p["source"], p["file.txt"]],
         "source is a file": lambda p: [p["file.txt"], "s.zarr"],
@@ -174,6 +181,7 @@ SCRIPTS = {
     "flows.server": (server.main, {
         "not a number": lambda p: ["start", "--port", "x"],
         "out of range": lambda p: ["start", "--port", "-1"],
+        "port in use": lambda p: ["start", *_demo_busy_port()],
         "uncreatable out": lambda p: ["start", "--home", p["below_file"]],
     }),
 }  # fmt: skip

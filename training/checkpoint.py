@@ -41,7 +41,7 @@ def load(path: str | Path) -> dict:
             warnings.simplefilter("ignore", UserWarning)
             state = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e):  # the safe loader met an object that would be built by running code
+        if "unsupported global" in str(e).lower():  # the safe loader met an object built by running code
             raise CheckpointError(f"{path} holds objects other than tensors and plain values: refused, because "
                                   "loading them could run code") from None  # fmt: skip
         raise CheckpointError(f"{path} is not a checkpoint file (not written by torch.save, or damaged)") from None
@@ -87,6 +87,9 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, 
         model = create_model(cfg["variant"], cfg["width"], cfg["head"], int(state.get("n_classes", N_CLASSES)))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: its config does not name a model this program builds ({one_line(e)})") from None
+    size = cfg.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 32 or size % 32:
+        raise CheckpointError(f"{path}: its config's size {size!r} is not a positive multiple of 32")
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, TypeError, AttributeError) as e:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from pipeline.common.cli import ArgumentParser, Refused, command, finite_float, make_dir, one_line, positive_int
+from pipeline.common.files import read_file
 from pipeline.common.storage import location
 from pipeline.decode import DEFAULT_MAX_PIXELS
 from training.loss import upsample_ab
@@ -87,7 +88,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 
 def read_L(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """L in [0, 100] (H, W) float64 of any image (EXIF orientation applied)."""
-    return L_of_bytes(path.read_bytes(), max_pixels)
+    return L_of_bytes(read_file(path), max_pixels)
 
 
 def L_of_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -218,7 +219,7 @@ def batches(files: list[tuple[Path, Path]], max_pixels: int) -> Iterator[list[tu
     batch, pixels = [], 0
     for f, rel in files:
         try:
-            data = f.read_bytes()
+            data = read_file(f)
             w, h = check_image(data, max_pixels)
         except (OSError, Refused) as e:
             print(f"skipped {f}: {getattr(e, 'strerror', None) or one_line(e)}", file=sys.stderr)
@@ -258,7 +259,7 @@ def main(argv=None) -> int:
     reference = None
     if args.reference:
         try:
-            reference = reference_of(location(args.reference).read_bytes(), args.max_pixels)
+            reference = reference_of(read_file(location(args.reference)), args.max_pixels)
         except (OSError, Refused) as e:
             why = (e.strerror or one_line(e)) if isinstance(e, OSError) else str(e)
             raise Refused(f"--reference {args.reference}: {why}") from None

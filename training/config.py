@@ -169,6 +169,8 @@ def read_config(path: str | Path) -> dict:
 
         try:
             values = yaml.safe_load(text)
+        except RecursionError:
+            raise Refused(f"--config {path}: nested too deeply to be a file of settings") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -177,6 +179,8 @@ def read_config(path: str | Path) -> dict:
     else:
         try:
             values = json.loads(text)
+        except RecursionError:
+            raise Refused(f"--config {path}: nested too deeply to be a file of settings") from None
         except json.JSONDecodeError as e:
             raise Refused(f"--config {path}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
     values = {} if values is None else values

@@ -73,7 +73,7 @@ def evaluate(model, store: str, idx: np.ndarray, device, size: int, head: str, m
     `guided` > 0 also of the model guided by each image's own ground-truth histogram at that strength
     (CU-net's "+Global histogram", Wang, Chen and Tian 2022)."""
     import kernels
-    from pipeline.store.format import image_slots, open_store
+    from pipeline.store.format import image_slots, open_store, read_slots
     from training.guidance import Reference
 
     group = open_store(store)
@@ -91,7 +91,7 @@ def evaluate(model, store: str, idx: np.ndarray, device, size: int, head: str, m
         part = idx[s : s + BATCH]
         gt = np.stack(truth[s : s + BATCH])  # (B, S, S, 3) uint8
         sl = slots[part]  # the images' slots in the arrays
-        L8 = torch.from_numpy(np.asarray(group["L"].oindex[np.sort(sl)])[np.argsort(np.argsort(sl))])
+        L8 = torch.from_numpy(read_slots(group, "L", sl, store))
         preds = {"model": predict_ab(model, L8, size, head, mode)}
         preds["gray"] = torch.zeros_like(preds["model"])
         if guided:

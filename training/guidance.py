@@ -15,6 +15,7 @@ import torch
 
 import kernels
 from kernels.gamut import Q
+from pipeline.common.files import read_file
 from training.loss import recover_ab
 
 SMOOTH = 0.01  # of the reference histogram spread uniformly: every category keeps a share
@@ -40,7 +41,7 @@ class Reference:
     @classmethod
     def of_file(cls, path: str | Path, max_side: int = 512) -> "Reference":
         """The reference of a photo (any format Pillow reads), downscaled to at most max_side first."""
-        return cls.of_bytes(Path(path).read_bytes(), max_side)
+        return cls.of_bytes(read_file(Path(path)), max_side)
 
     @classmethod
     def of_bytes(cls, data: bytes, max_side: int = 512) -> "Reference":

@@ -118,12 +118,12 @@ def setup(cfg: TrainConfig, resume: bool = False) -> Run:
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(cfg.device, local_rank)
-    folder = RunFolder(cfg.out)
+    data = StoreData(cfg.store, cfg.holdout, parse_bytes(cfg.preload), cfg.loader_threads, shard_cache(cfg))
+    folder = RunFolder(cfg.out)  # after the store is read: a store refused leaves no run folder behind
     if rank == 0:
         folder.prepare(resume)
     folder.local.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    data = StoreData(cfg.store, cfg.holdout, parse_bytes(cfg.preload), cfg.loader_threads, shard_cache(cfg))
     size = cfg.size if cfg.size != data.S else 0
     loader = Loader(data, cfg, rank, world, pin=device.type == "cuda")
     smallest = len(data.train_idx) // loader.batches_per_epoch()

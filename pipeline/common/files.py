@@ -1,9 +1,11 @@
 """Writes that a reader, or a run resumed after a crash, sees whole or not at all, in a local folder or an object
 store (`pipeline.common.storage`)."""
 
+import errno
 import io
 import os
 import shutil
+import stat
 import threading
 from pathlib import Path
 
@@ -41,6 +43,22 @@ def atomic_write(path, data, sync: bool = True, tmp_dir: Path | None = None) -> 
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_file(path) -> bytes:
+    """The bytes of a regular file (or an object). Anything else (a FIFO, a device, a folder) is an OSError at
+    once: opened without blocking and checked before a byte is read, since reading a FIFO waits for a writer."""
+    if isinstance(path, ObjectPath):
+        return path.read_bytes()
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "a device or socket"
+        raise OSError(errno.EINVAL, f"not a regular file ({kind})", str(path))
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
 
 
 def remove_tree(path) -> None:

@@ -70,6 +70,30 @@ def image_slots(group) -> np.ndarray:
     return np.arange(int(group.attrs["n_images"]), dtype=np.int64)
 
 
+def read_slots(group, name: str, slots: np.ndarray, where="") -> np.ndarray:
+    """group[name] at `slots`, in their order; a chunk that does not decode (its crc32c fails, say) is a
+    StoreError naming the shard file and the image, as the loader names them."""
+    slots = np.asarray(slots, dtype=np.int64)
+    order = np.argsort(slots, kind="stable")
+    arr = group[name]
+    try:
+        data = np.asarray(arr.oindex[slots[order]])
+    except Exception as e:  # noqa: BLE001 - zarr raises many kinds for a damaged chunk; each is this refusal
+        per = arr.shards[0] if arr.shards else arr.chunks[0]
+        for slot in slots[order]:
+            try:
+                arr[int(slot)]
+            except Exception:  # noqa: BLE001 - the first slot that fails alone is the damaged one
+                image = int(np.searchsorted(image_slots(group), slot))
+                key = f"{name}/c/{slot // per}" + "/0" * (arr.ndim - 1)
+                raise StoreError(f"{where or 'the store'}: the chunk of image {image} in shard {key} does not "
+                                 f"decode ({type(e).__name__})") from None  # fmt: skip
+        raise
+    out = np.empty_like(data)
+    out[order] = data
+    return out
+
+
 def missing_shards(group, store) -> list[str]:
     """The shard files of the per-slot arrays that should exist and do not (a deleted shard reads as zeros)."""
     store = location(store)

@@ -25,6 +25,7 @@ from pipeline.store.format import (
     staging_dir,
     zarr_root,
 )
+from pipeline.store.staging import load_part
 
 
 class StoreState(enum.Enum):
@@ -48,6 +49,34 @@ def _is_own(store) -> bool:
         return stamp.is_file() and "digest" in json.loads(stamp.read_text())
     except (FileNotFoundError, ValueError, AttributeError):
         return False
+
+
+def _mapping(path, fix: str) -> dict:
+    """A JSON file of a mapping ({} when absent); StoreError naming the file when it is anything else."""
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as e:
+        raise StoreError(f"{path} is damaged (not JSON: {type(e).__name__}); {fix}") from None
+    if not isinstance(value, dict):
+        raise StoreError(f"{path} is damaged (a {type(value).__name__}, not a mapping); {fix}")
+    return value
+
+
+def check_staging(store) -> None:
+    """A store's metadata and a killed run's staged files, read as the run will read them, so that a damaged one
+    is refused in one line before the flow starts (StoreError naming the file)."""
+    store = location(store)
+    if not store.is_dir():
+        return
+    _mapping(store / "zarr.json", "delete the store or choose another folder")
+    staging = staging_dir(store)
+    _mapping(staging / "config.json", f"delete {staging} to restage")
+    if staging.is_dir():
+        for p in staging.iterdir():
+            if p.name.startswith("part-") and p.name.endswith(".json") and p.name[5:-5].isdigit():
+                load_part(store, int(p.name[5:-5]))
 
 
 def foreign_entries(store) -> list[str]:
@@ -98,10 +127,10 @@ def check_target(store, cfg, overwrite: bool = False) -> StoreState:
         return StoreState.NEW
     digest = config_digest(cfg)
     meta, stamp = store / "zarr.json", staging_dir(store) / "config.json"
-    attrs = json.loads(meta.read_text()).get("attributes", {}) if meta.is_file() else {}
-    if attrs.get("complete") and attrs.get("config_digest") == digest:
+    attrs = _mapping(meta, "delete the store or choose another folder").get("attributes", {})
+    if isinstance(attrs, dict) and attrs.get("complete") and attrs.get("config_digest") == digest:
         return StoreState.DONE
-    if stamp.is_file() and json.loads(stamp.read_text()).get("digest") == digest:
+    if _mapping(stamp, f"delete {staging_dir(store)} to restage").get("digest") == digest:
         return StoreState.RESUME
     if not stamp.is_file() and not meta.is_file():  # killed while it began: nothing to keep
         return StoreState.NEW
