@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -146,15 +147,25 @@ def main(argv=None) -> int:
     print(f"Prefect UI: http://127.0.0.1:{args.port}", flush=True)
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", args.host, "--port", str(args.port)]
     server = subprocess.Popen(cmd, env=env)
+    stopped = threading.Event()  # a flag, not KeyboardInterrupt: the server may exit before the parent hears it
+    previous = signal.signal(signal.SIGINT, lambda *_: stopped.set())
     try:
-        return server.wait()
-    except KeyboardInterrupt:  # the server got the same Ctrl-C: let it shut down, then say so in one line
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        while not stopped.is_set():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.wait(0.5)
+                break
+        if stopped.is_set():  # the server got the same Ctrl-C: let it shut down, then say so in one line
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if stopped.is_set():
         print("flows.server: stopped", file=sys.stderr)
         return 130
+    return server.returncode
 
 
 if __name__ == "__main__":
