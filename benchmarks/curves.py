@@ -110,7 +110,7 @@ def table3_order(curve: dict) -> list[str]:
 
 
 def plot(path: Path, curve: dict) -> None:
-    """PSNR, colourfulness and overflow against steps (log x), one panel each, stacked."""
+    """PSNR, colourfulness and overflow against steps (log x, linear y), one panel each, stacked."""
     from PIL import Image
 
     from training.plots import chart
@@ -121,6 +121,7 @@ def plot(path: Path, curve: dict) -> None:
             f"{m} (own recovery)",
             "steps",
             log_x=True,
+            log_y=False,
         )  # fmt: skip
         for m in SHOWN
     ]

@@ -13,31 +13,38 @@ def loss_curve(path: Path, series: dict[str, list[tuple[int, float]]], title: st
     chart(series, title, "step").save(path)
 
 
-def chart(series: dict[str, list[tuple[float, float]]], title: str, x_label: str, log_x: bool = False) -> Image.Image:
-    """Line plot of (x, y) series, y on a log axis (positive values only), x optionally too."""
+def chart(
+    series: dict[str, list[tuple[float, float]]], title: str, x_label: str, log_x: bool = False, log_y: bool = True
+) -> Image.Image:
+    """Line plot of (x, y) series, y on a log axis (positive values only) or a linear one (where 0 is a measured
+    value, as a share of pixels is), x optionally on a log axis."""
     w, h, pad = 720, 400, 50
     img = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(img)
-    pts = [(x, y) for s in series.values() for x, y in s if y > 0 and (x > 0 or not log_x)]
+    pts = [(x, y) for s in series.values() for x, y in s if (y > 0 or not log_y) and (x > 0 or not log_x)]
     if not pts:
         return img
     fx = np.log10 if log_x else (lambda v: v)
-    lo, hi = np.log10(min(y for _, y in pts)), np.log10(max(y for _, y in pts))
+    fy = np.log10 if log_y else (lambda v: v)
+    lo, hi = fy(min(y for _, y in pts)), fy(max(y for _, y in pts))
     hi = hi if hi > lo else lo + 1
     x0, x1 = fx(min(x for x, _ in pts)), fx(max(x for x, _ in pts))
     x1 = x1 if x1 > x0 else x0 + 1
     d.rectangle([pad, pad, w - pad, h - pad], outline="black")
     d.text((pad, 15), title, fill="black")
-    d.text((pad, h - pad + 8), f"{x_label} {min(x for x, _ in pts):g}", fill="black")
-    d.text((w - pad - 90, h - pad + 8), f"{x_label} {max(x for x, _ in pts):g}", fill="black")
-    d.text((5, pad), f"{10**hi:.3g}", fill="black")
-    d.text((5, h - pad - 10), f"{10**lo:.3g}", fill="black")
+    xs = sorted({x for x, _ in pts})
+    for x in xs if len(xs) <= 8 else (xs[0], xs[-1]):  # every budget of a short study, else the ends
+        at = pad + (fx(x) - x0) / (x1 - x0) * (w - 2 * pad)
+        label = f"{x:g}" if x != xs[0] else f"{x_label} {x:g}"
+        d.text((max(pad, min(at - 14, w - pad - 30)), h - pad + 8), label, fill="black")
+    d.text((5, pad), f"{10**hi if log_y else hi:.3g}", fill="black")
+    d.text((5, h - pad - 10), f"{10**lo if log_y else lo:.3g}", fill="black")
     for i, (name, s) in enumerate(series.items()):
         colour = _COLOURS[i % len(_COLOURS)]
         xy = [
-            (pad + (fx(x) - x0) / (x1 - x0) * (w - 2 * pad), h - pad - (np.log10(y) - lo) / (hi - lo) * (h - 2 * pad))
+            (pad + (fx(x) - x0) / (x1 - x0) * (w - 2 * pad), h - pad - (fy(y) - lo) / (hi - lo) * (h - 2 * pad))
             for x, y in s
-            if y > 0 and (x > 0 or not log_x)
+            if (y > 0 or not log_y) and (x > 0 or not log_x)
         ]
         if len(xy) > 1:
             d.line(xy, fill=colour, width=2)
