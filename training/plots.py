@@ -21,7 +21,11 @@ def chart(
     w, h, pad = 720, 400, 50
     img = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(img)
-    pts = [(x, y) for s in series.values() for x, y in s if (y > 0 or not log_y) and (x > 0 or not log_x)]
+
+    def shown(x, y) -> bool:  # a log axis has no place for 0 or below
+        return (y > 0 or not log_y) and (x > 0 or not log_x)
+
+    pts = [(x, y) for s in series.values() for x, y in s if shown(x, y)]
     if not pts:
         return img
     fx = np.log10 if log_x else (lambda v: v)
@@ -30,22 +34,21 @@ def chart(
     hi = hi if hi > lo else lo + 1
     x0, x1 = fx(min(x for x, _ in pts)), fx(max(x for x, _ in pts))
     x1 = x1 if x1 > x0 else x0 + 1
+
+    def px(x) -> float:
+        return pad + (fx(x) - x0) / (x1 - x0) * (w - 2 * pad)
+
     d.rectangle([pad, pad, w - pad, h - pad], outline="black")
     d.text((pad, 15), title, fill="black")
     xs = sorted({x for x, _ in pts})
     for x in xs if len(xs) <= 8 else (xs[0], xs[-1]):  # every budget of a short study, else the ends
-        at = pad + (fx(x) - x0) / (x1 - x0) * (w - 2 * pad)
         label = f"{x:g}" if x != xs[0] else f"{x_label} {x:g}"
-        d.text((max(pad, min(at - 14, w - pad - 30)), h - pad + 8), label, fill="black")
+        d.text((max(pad, min(px(x) - 14, w - pad - 30)), h - pad + 8), label, fill="black")
     d.text((5, pad), f"{10**hi if log_y else hi:.3g}", fill="black")
     d.text((5, h - pad - 10), f"{10**lo if log_y else lo:.3g}", fill="black")
     for i, (name, s) in enumerate(series.items()):
         colour = _COLOURS[i % len(_COLOURS)]
-        xy = [
-            (pad + (fx(x) - x0) / (x1 - x0) * (w - 2 * pad), h - pad - (fy(y) - lo) / (hi - lo) * (h - 2 * pad))
-            for x, y in s
-            if (y > 0 or not log_y) and (x > 0 or not log_x)
-        ]
+        xy = [(px(x), h - pad - (fy(y) - lo) / (hi - lo) * (h - 2 * pad)) for x, y in s if shown(x, y)]
         if len(xy) > 1:
             d.line(xy, fill=colour, width=2)
         for x, y in xy if len(xy) <= 20 else ():  # the measured points of a short series
