@@ -31,7 +31,7 @@ from pipeline.build import build_store, stage_part
 from pipeline.common.cli import ArgumentParser, command, make_dir
 from pipeline.common.files import check_writable, has_files
 from pipeline.common.settings import add_flags, given, setting, signature
-from pipeline.common.storage import configure, is_remote, location, parse_options
+from pipeline.common.storage import configure, first_contact, is_remote, location, parse_options
 from pipeline.config import PreprocessConfig
 from pipeline.layouts import detect
 from pipeline.store.lifecycle import check_safe, check_staging
@@ -126,15 +126,9 @@ def run_in_process(**params) -> dict:
         return preprocess_imagenet(**params)
 
 
-@command
-def main(argv=None) -> int:
-    p = ArgumentParser(prog="colorize-preprocess", description=__doc__.split("\n\n")[0])
-    add_flags(p, PreprocessConfig, positional=("source",))
-    add_flags(p, RunOptions, positional=("store",))
-    args = p.parse_args(argv)
-    settings, options = given(args, PreprocessConfig), given(args, RunOptions)
-    cfg, run = PreprocessConfig(**settings), RunOptions(**options)  # validated here, before Prefect starts
-    configure(parse_options(run.storage_option))
+def check_inputs(cfg: PreprocessConfig, run: RunOptions) -> None:
+    """Refuse, in one line and writing nothing, a source with nothing to read or a store the run must not touch
+    (the source, a foreign folder, one being written by another run, ...)."""
     root = location(cfg.source)
     split = root / cfg.split
     if not cfg.list and not split.is_dir() and not any(root.glob("*.tar")):
@@ -147,6 +141,19 @@ def main(argv=None) -> int:
     if not run.overwrite:
         check_staging(store)  # a damaged stamp or staged summary: one line now, not a traceback in the flow
     check_writable(store, "STORE")
+
+
+@command
+def main(argv=None) -> int:
+    p = ArgumentParser(prog="colorize-preprocess", description=__doc__.split("\n\n")[0])
+    add_flags(p, PreprocessConfig, positional=("source",))
+    add_flags(p, RunOptions, positional=("store",))
+    args = p.parse_args(argv)
+    settings, options = given(args, PreprocessConfig), given(args, RunOptions)
+    cfg, run = PreprocessConfig(**settings), RunOptions(**options)  # validated here, before Prefect starts
+    configure(parse_options(run.storage_option))
+    with first_contact():  # an endpoint that does not answer is reported within seconds, not minutes
+        check_inputs(cfg, run)
     if run.quality_out:
         make_dir(run.quality_out, "--quality-out", keep=False)
     if run.dask_address:

@@ -21,7 +21,7 @@ import numpy as np
 
 from kernels.gamut import CENTERS, Q
 from pipeline.common.cli import ArgumentParser, Refused, command, make_dir, non_negative_int
-from pipeline.common.storage import add_storage_option, configure, location, parse_options
+from pipeline.common.storage import add_storage_option, configure, first_contact, location, parse_options
 from pipeline.store.format import MANIFEST, StoreError, image_slots, missing_shards, open_store, read_slots
 from pipeline.store.lifecycle import outcome_counts
 
@@ -230,8 +230,8 @@ def run(store, sample: int = 16, seed: int = 0, zhang_prior=None) -> tuple[Repor
         rep.check("store opens and is complete", False, str(e))
         return rep, None
     rep.check("store opens and is complete", True)
-    gone = missing_shards(group, store)
-    rep.check("every shard file present", not gone, ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else ""))
+    gone, shown = missing_shards(group, store)
+    rep.check("every shard file present", not gone, ", ".join(shown) + (f" ... ({gone} in all)" if gone > 5 else ""))
     shapes_ok = True
     for name, (shape, dtype) in _expected(group).items():
         if name not in group:
@@ -295,9 +295,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     configure(parse_options(args.storage_option))
     store = location(args.store)
-    if not (store / "zarr.json").is_file():  # not a store at all: bad input, not a failed check
-        what = "a file" if store.is_file() else "no zarr.json in it" if store.is_dir() else "nothing there"
-        raise Refused(f"{store} is not a store ({what})")
+    with first_contact():  # an endpoint that does not answer is reported within seconds
+        if not (store / "zarr.json").is_file():  # not a store at all: bad input, not a failed check
+            what = "a file" if store.is_file() else "no zarr.json in it" if store.is_dir() else "nothing there"
+            raise Refused(f"{store} is not a store ({what})")
     zhang = location(args.zhang_prior) if args.zhang_prior else None
     if zhang is not None:
         z = np.load(io.BytesIO(zhang.read_bytes()), allow_pickle=False)

@@ -22,7 +22,7 @@ import torch
 
 from pipeline.common.cli import ArgumentParser, Refused, command, finite_float, make_dir, one_line, positive_int
 from pipeline.common.files import read_file
-from pipeline.common.storage import location
+from pipeline.common.storage import first_contact, location, reachable
 from pipeline.decode import DEFAULT_MAX_PIXELS
 from training.loss import upsample_ab
 
@@ -254,6 +254,8 @@ def main(argv=None) -> int:
     quiet_pillow()
     if args.reference_strength < 0:
         p.error(f"argument --reference-strength: must be >= 0, got {args.reference_strength}")
+    with first_contact():  # an endpoint that does not answer is reported within seconds
+        reachable(args.checkpoint, args.reference or "")
     model, cfg, _ = load_model(args.checkpoint, args.device)
     recovery, size = recovery_of(cfg, args.recovery), cfg.get("size") or 224
     reference = None

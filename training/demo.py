@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.cli import ArgumentParser, Refused, command, finite_float, one_line, port, positive_int
+from pipeline.common.storage import first_contact, reachable
 from pipeline.decode import DEFAULT_MAX_PIXELS
 from training.demo_server import MAX_UPLOAD, HttpError, JsonHandler, Server, form_fields
 
@@ -230,6 +231,8 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=seconds, default=30.0, help="seconds a connection may stall")
     args = p.parse_args(argv)
     quiet_pillow()
+    with first_contact():  # an endpoint that does not answer is reported within seconds
+        reachable(args.checkpoint)
     colorize = Colorizer(args.checkpoint, args.device, args.recovery, args.max_pixels, args.decoders)
     try:
         server = listen(colorize, args.host, args.port, timeout=args.timeout, max_connections=args.max_connections)

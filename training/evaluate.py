@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pipeline.common.cli import ArgumentParser, command, non_negative_float, non_negative_int
-from pipeline.common.storage import add_storage_option, configure, location, parse_options
+from pipeline.common.storage import add_storage_option, configure, first_contact, location, parse_options, reachable
 from training.loss import upsample_ab
 from training.metrics import NEUTRAL, OVERFLOW, auc, colourfulness, lab_to_rgb8, mae, overflow_counts, psnr, ssim
 
@@ -177,16 +177,18 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     configure(parse_options(args.storage_option))
     require("train", "colorize-evaluate")
+    with first_contact():  # an endpoint that does not answer is reported within seconds
+        reachable(args.checkpoint)
+        n = int(open_store(args.store).attrs["n_images"])
     model, cfg, step = load_model(args.checkpoint, args.device)
     device = next(model.parameters()).device
     recovery = recovery_of(cfg, args.recovery)
-    n = int(open_store(args.store).attrs["n_images"])
     idx = np.arange(n) if args.split == "all" else np.flatnonzero(holdout_mask(n, cfg["holdout"]))
     if len(idx) == 0:
         idx = np.arange(n)
     if args.max_images:
         idx = idx[: args.max_images]
-    out = RunFolder(args.out or str(location(args.checkpoint).parent), scratch=True)  # a bucket's: copied up
+    out = RunFolder(args.out or str(location(args.checkpoint).parent))  # a bucket's: copied up
     out.check()
     size = cfg["size"] or 224
     metrics = evaluate(model, args.store, idx, device, size, cfg["head"], recovery, args.guided)
@@ -195,6 +197,7 @@ def main(argv=None) -> int:
     meta |= {"variant": cfg["variant"], "head": cfg["head"], "recovery": recovery}
     print(write_report(out.local, "evaluation", metrics, meta).read_text())
     out.publish()
+    out.release()
     return 0
 
 

@@ -9,7 +9,7 @@ import stat
 import threading
 from pathlib import Path
 
-from pipeline.common.storage import ObjectPath
+from pipeline.common.storage import ObjectPath, TooLarge
 
 
 def atomic_write(path, data, sync: bool = True, tmp_dir: Path | None = None) -> None:
@@ -43,6 +43,21 @@ def atomic_write(path, data, sync: bool = True, tmp_dir: Path | None = None) -> 
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_bounded(path, limit: int) -> bytes:
+    """The bytes of a file or an object; TooLarge (a ValueError), before reading it, if it has more than `limit`:
+    a file planted where others write (a shared store, a bucket) costs no more memory than that."""
+    if isinstance(path, ObjectPath):
+        return path.read_bytes(limit)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size  # f.read(limit) would allocate the limit first
+        if size > limit:
+            raise TooLarge(path, size, limit)
+        data = f.read(size + 1)
+    if len(data) > limit:
+        raise TooLarge(path, len(data), limit)
+    return data
 
 
 def read_file(path) -> bytes:

@@ -1,0 +1,351 @@
+"""`ObjectPath`: a key or prefix in an object store (`s3://`, `gs://`, `az://`) behind the part of pathlib's
+interface the project uses, and `RangeFile`, a seekable read-only file over one object. Keys are literal: joined
+as written, never decoded or normalised (`pipeline.common.storage.location` makes the first one from a URL).
+
+An object is written with one PUT (obstore turns a large one into a multipart upload that completes at once), so
+it is complete or absent: no reader ever sees half of one.
+"""
+
+import fnmatch
+import io
+import os
+import threading
+from pathlib import PurePosixPath
+
+from pipeline.common import partial
+from pipeline.common.objclient import StorageError, TooLarge, client, errors, provider_env, quick
+
+SINGLE_PUT = 4 << 30  # bytes: larger objects go up in parts
+
+
+class ObjectPath:
+    """A key or prefix in an object store, with the pathlib methods the project uses. Folders are prefixes: one
+    exists when an object lies below it, and making one is a no-op."""
+
+    __slots__ = ("scheme", "bucket", "key", "options")
+
+    def __init__(self, scheme: str, bucket: str, key: str, options: tuple = ()):
+        self.scheme, self.bucket, self.key, self.options = scheme, bucket, key.strip("/"), options
+
+    # -- names ---------------------------------------------------------------------------------------------------
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.bucket}/{self.key}".rstrip("/")
+
+    __fspath__ = None  # not a local path: code that needs one must ask for `local`
+
+    def __repr__(self) -> str:
+        return f"ObjectPath({str(self)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ObjectPath) and (self.scheme, self.bucket, self.key) == (
+            other.scheme,
+            other.bucket,
+            other.key,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.scheme, self.bucket, self.key))
+
+    def __truediv__(self, other) -> "ObjectPath":
+        """The key below this one, joined as written: never normalised ("a/../b" stays; obstore refuses it)."""
+        other = str(other).strip("/")
+        key = f"{self.key}/{other}" if self.key and other else self.key or other
+        return ObjectPath(self.scheme, self.bucket, key, self.options)
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.key).name
+
+    @property
+    def stem(self) -> str:
+        return PurePosixPath(self.key).stem
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.key).suffix
+
+    @property
+    def parent(self) -> "ObjectPath":
+        return ObjectPath(self.scheme, self.bucket, str(PurePosixPath(self.key).parent).strip("."), self.options)
+
+    def relative_to(self, other: "ObjectPath") -> PurePosixPath:
+        return PurePosixPath(self.key).relative_to(other.key) if other.key else PurePosixPath(self.key)
+
+    def is_relative_to(self, other) -> bool:
+        if not isinstance(other, ObjectPath) or (other.scheme, other.bucket) != (self.scheme, self.bucket):
+            return False
+        return not other.key or self.key == other.key or self.key.startswith(other.key + "/")
+
+    def resolve(self) -> "ObjectPath":
+        return self
+
+    def absolute(self) -> "ObjectPath":
+        return self
+
+    def as_posix(self) -> str:
+        return str(self)
+
+    @property
+    def client(self):
+        return client(self.scheme, self.bucket, self.options, provider_env(), quick())
+
+    # -- reading -------------------------------------------------------------------------------------------------
+    def read_bytes(self, limit: int | None = None) -> bytes:
+        """The object's bytes; TooLarge, before its body is read, if it has more than `limit`."""
+        return self.read_meta(limit)[0]
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
+
+    def read_range(self, start: int, length: int) -> bytes:
+        import obstore
+
+        if length <= 0:
+            return b""
+        return self._ranged(
+            lambda: obstore.get_range(self.client, self.key, start=start, length=length).to_bytes(),
+            lambda: partial.get(self, start, start + length)[1],
+        )
+
+    def read_suffix(self, length: int) -> tuple[int, bytes]:
+        """(the object's size, its last `length` bytes) in one request."""
+        import obstore
+
+        def fast():
+            got = obstore.get(self.client, self.key, options={"range": {"suffix": length}})
+            return got.meta["size"], got.bytes().to_bytes()
+
+        return self._ranged(fast, lambda: partial.get(self, suffix=length))
+
+    def read_ranges(self, starts: list[int], lengths: list[int]) -> list[bytes]:
+        """Several ranges of one object, fetched together (obstore coalesces close ones)."""
+        import obstore
+
+        if not starts:
+            return []
+        return self._ranged(
+            lambda: [g.to_bytes() for g in obstore.get_ranges(self.client, self.key, starts=starts, lengths=lengths)],
+            lambda: [partial.get(self, a, a + n)[1] for a, n in zip(starts, lengths, strict=True)],
+        )
+
+    def _ranged(self, fast, slow):
+        """fast(), a ranged read through obstore; or slow(), the same through signed GETs, for a server that
+        answers ranges with 200 (`pipeline.common.partial`), which the first such answer marks."""
+        if not partial.known(self):
+            try:
+                with errors(self):
+                    return fast()
+            except StorageError as e:
+                if not partial.refuses_partial(e):
+                    raise
+                partial.mark(self)
+        return slow()
+
+    def stat(self):
+        import obstore
+
+        with errors(self):
+            meta = obstore.head(self.client, self.key)
+        return os.stat_result((0o100644, 0, 0, 1, 0, 0, meta["size"], 0, 0, 0))
+
+    def open(self, mode: str = "rb", block: int = 1 << 16):
+        if mode != "rb":
+            raise ValueError(f"{self}: objects are opened for reading only ('rb'), not {mode!r}")
+        return RangeFile(self, self.stat().st_size, block)
+
+    def exists(self) -> bool:
+        return self.is_file() or self.is_dir()
+
+    def is_file(self) -> bool:
+        import obstore
+
+        if not self.key:
+            return False
+        try:
+            with errors(self):
+                obstore.head(self.client, self.key)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def is_dir(self) -> bool:
+        import obstore
+
+        with errors(self):
+            stream = obstore.list(self.client, prefix=self._prefix(), chunk_size=1)
+            for batch in stream:
+                return len(batch) > 0
+        return False
+
+    def iterdir(self):
+        """The objects and prefixes directly below this one."""
+        listing = self._listing()
+        names = [p.rstrip("/").rpartition("/")[2] for p in listing["common_prefixes"]]
+        names += [o["path"].rpartition("/")[2] for o in listing["objects"]]
+        return [self / n for n in sorted(set(names)) if n]
+
+    def subfolders(self) -> list[str]:
+        """The names of the prefixes directly below this one (one listing)."""
+        return [p.rstrip("/").rpartition("/")[2] for p in self._listing()["common_prefixes"]]
+
+    def iterfiles(self) -> list["ObjectPath"]:
+        """The objects directly below this prefix (one listing)."""
+        return [ObjectPath(self.scheme, self.bucket, o["path"], self.options) for o in self._listing()["objects"]]
+
+    def _listing(self) -> dict:
+        import obstore
+
+        with errors(self):
+            return obstore.list_with_delimiter(self.client, prefix=self._prefix() or None)
+
+    def walk_files(self) -> list["ObjectPath"]:
+        """Every object below this prefix, sorted by key."""
+        import obstore
+
+        keys = []
+        with errors(self):
+            for batch in obstore.list(self.client, prefix=self._prefix() or None, chunk_size=10_000):
+                keys += [o["path"] for o in batch]
+        return [ObjectPath(self.scheme, self.bucket, k, self.options) for k in sorted(keys)]
+
+    def has_objects(self) -> bool:
+        """Whether any non-hidden object lies below this prefix."""
+        import obstore
+
+        with errors(self):
+            for batch in obstore.list(self.client, prefix=self._prefix() or None, chunk_size=1000):
+                for o in batch:
+                    if not any(part.startswith(".") for part in o["path"][len(self._prefix()) :].split("/")):
+                        return True
+        return False
+
+    def glob(self, pattern: str):
+        return [p for p in self.iterdir() if fnmatch.fnmatchcase(p.name, pattern)]
+
+    def _prefix(self) -> str:
+        return f"{self.key}/" if self.key else ""
+
+    # -- writing -------------------------------------------------------------------------------------------------
+    def write_bytes(self, data) -> None:
+        import obstore
+
+        with errors(self):  # one PUT up to S3's limit of 5 GB; beyond, a multipart upload (atomic when completed)
+            obstore.put(self.client, self.key, data, use_multipart=len(data) > SINGLE_PUT)
+
+    def write_text(self, text: str) -> None:
+        self.write_bytes(text.encode())
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        """Prefixes need no making."""
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        import obstore
+
+        try:
+            with errors(self):
+                obstore.delete(self.client, self.key)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    def delete_tree(self) -> None:
+        """Delete every object below this prefix."""
+        self.delete_keys(self.walk_files())
+
+    def delete_keys(self, paths: list["ObjectPath"]) -> None:
+        """Delete these objects (of this bucket), a thousand per request."""
+        import obstore
+
+        keys = [p.key for p in paths]
+        with errors(self):
+            for lo in range(0, len(keys), 1000):
+                obstore.delete(self.client, keys[lo : lo + 1000])
+
+    def write_new(self, data: bytes, etag: str | None = None) -> str | None:
+        """Put `data` only if the object is absent (etag None) or still has `etag`; its new ETag, or None when the
+        condition failed. A server that ignores conditions (rclone's, say) accepts every such put: callers check
+        what they wrote by reading it back."""
+        import obstore
+        import obstore.exceptions as ox
+
+        mode = "create" if etag is None else {"e_tag": etag}
+        with errors(self):
+            try:
+                return obstore.put(self.client, self.key, data, mode=mode).get("e_tag") or ""
+            except (ox.AlreadyExistsError, ox.PreconditionError):
+                return None
+
+    def read_meta(self, limit: int | None = None) -> tuple[bytes, str]:
+        """(the object's bytes, its ETag) from one GET; TooLarge, before the body is read, past `limit` bytes."""
+        import obstore
+
+        with errors(self):
+            got = obstore.get(self.client, self.key)
+            if limit is not None and got.meta["size"] > limit:
+                raise TooLarge(self, got.meta["size"], limit, got.meta.get("e_tag") or "")
+            return got.bytes().to_bytes(), got.meta.get("e_tag") or ""
+
+    def listed(self) -> dict[str, tuple[int, str]]:
+        """{key below this prefix: (its size, its identity: the ETag, else size and time)}, from one listing."""
+        import obstore
+
+        out, cut = {}, len(self._prefix())
+        with errors(self):
+            for batch in obstore.list(self.client, prefix=self._prefix() or None, chunk_size=10_000):
+                for o in batch:
+                    ident = o.get("e_tag") or f"{o['size']}-{o['last_modified'].timestamp():.6f}"
+                    out[o["path"][cut:]] = (o["size"], ident)
+        return out
+
+    def zarr_store(self, read_only: bool = False):
+        """zarr-python's own store class for this prefix, which is taken literally (never decoded)."""
+        scoped = client(self.scheme, self.bucket, self.options, provider_env(), quick(), prefix=self.key)
+        return partial.zarr_store(scoped, self, read_only)
+
+
+class RangeFile(io.RawIOBase):
+    """A read-only, seekable file over one object, read in blocks of `block` bytes with ranged GETs (tarfile lists
+    a shard through it, header by header, without downloading the members it skips)."""
+
+    def __init__(self, path: ObjectPath, size: int, block: int = 1 << 16):
+        super().__init__()
+        self.path, self.size, self.block, self.pos = path, size, block, 0
+        self._cache: dict[int, bytes] = {}
+        self._lock = threading.Lock()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), max(0, self.size - self.pos))
+        got = 0
+        while got < n:
+            k, at = divmod(self.pos + got, self.block)
+            data = self._block(k)
+            take = min(n - got, len(data) - at)
+            if take <= 0:
+                break
+            buffer[got : got + take] = data[at : at + take]
+            got += take
+        self.pos += got
+        return got
+
+    def _block(self, k: int) -> bytes:
+        with self._lock:
+            if k not in self._cache:
+                if len(self._cache) >= 8:
+                    self._cache.pop(next(iter(self._cache)))
+                start = k * self.block
+                self._cache[k] = self.path.read_range(start, min(self.block, self.size - start))
+            return self._cache[k]
