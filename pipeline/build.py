@@ -8,6 +8,7 @@ deterministic and a part's slots do not depend on the others, so a killed run re
 uninterrupted one, whatever the number of workers.
 """
 
+import contextlib
 import logging
 import os
 import queue
@@ -19,11 +20,12 @@ from dataclasses import replace
 import numpy as np
 
 from kernels.gamut import Q
-from pipeline.common.storage import configure, location, options_in_use
+from pipeline.common.storage import configure, is_remote, location, options_in_use
 from pipeline.config import PreprocessConfig
 from pipeline.layouts import Found, find
 from pipeline.part import cut_parts, process_part
-from pipeline.store.lifecycle import StoreState, begin, finalize
+from pipeline.store.format import staging_dir
+from pipeline.store.lifecycle import StoreState, begin, check_owner, check_target, finalize, lease_of
 from pipeline.store.shards import create_arrays
 from pipeline.store.staging import load_sources, part_done, save_sources, staged_summary
 
@@ -47,10 +49,13 @@ def whole_shards(n: int, shard_images: int) -> int:
 
 
 def stage_part(cfg: PreprocessConfig, store: str, parts_dir: str, part: int, device: str, threads: int,
-               options: dict | None = None) -> dict:  # fmt: skip
+               options: dict | None = None, owner: str | None = None) -> dict:  # fmt: skip
     """Stage one part of the source list (or read back its summary if a killed run staged it already). options:
-    the run's storage options, for a worker in another process or on another machine."""
+    the run's storage options, for a worker in another process or on another machine; owner: the id of the lease
+    the run holds, so that a task left queued by a run that has lost the store does not write into it."""
     configure(options or {})
+    if owner is not None:
+        check_owner(store, owner, f"part {part}")
     if part_done(store, part):
         return staged_summary(store, part)
     import numba
@@ -101,39 +106,72 @@ def build_store(
     t0, cpu0 = time.perf_counter(), time.process_time()
     store = str(location(store).resolve())
     cfg, found = resolve(cfg)
-    sources, class_list = found.sources, found.classes
-    state = begin(store, cfg, overwrite)
-    if state is StoreState.DONE:
+    if check_target(store, cfg, overwrite) is StoreState.DONE:  # read only: a finished store takes no lease
         log.info("%s is already complete for these settings; nothing to do", store)
-        return {"store": store, "state": state.value}
-    from pipeline.decode import dali_device
-
-    device = dali_device() if cfg.decoder == "auto" else cfg.decoder
-    parts = cut_parts(sources, cfg.part_images)
-    log.info("%s: %d sources (%s layout, %d skipped before decoding) in %d parts, decoder %s (%s)", cfg.source,
-             len(sources), found.layout, len(found.skipped), len(parts), device, state.value)  # fmt: skip
-    create_arrays(store, len(sources), cfg.size, cfg.full_bins, cfg.shard_images, cfg.zstd_level, cfg.l_codec)
-    parts_dir = save_sources(store, parts)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    task = {"cfg": cfg, "store": store, "parts_dir": parts_dir, "device": device, "threads": threads}
-    task["options"] = options_in_use()
-    start = lambda k: submit(task | {"part": k})  # noqa: E731
-    summaries = _stage_all(len(parts), workers, start, progress or (lambda done, n: None))
-    records, index = [], 0
-    for s in summaries:
-        for r in s["records"]:
-            if r["outcome"] == "stored":
-                r["index"] = index
-                index += 1
-            records.append(r)
-    records += found.skipped  # what could not become a source: bad lines, members without an image, ...
-    counts = np.sum([s["counts"] for s in summaries], axis=0) if summaries else np.zeros(Q, np.int64)
-    attrs = finalize(store, cfg, records, counts, class_list)
+        return {"store": store, "state": StoreState.DONE.value}
+    with _leased(store) as held:
+        state = begin(store, cfg, overwrite, held.record["owner"])
+        if state is StoreState.DONE:
+            log.info("%s is already complete for these settings; nothing to do", store)
+            return {"store": store, "state": state.value}
+        summaries = _stage_store(cfg, found, store, state, workers, submit, log, progress, held)
+        records, index = [], 0
+        for s in summaries:
+            for r in s["records"]:
+                if r["outcome"] == "stored":
+                    r["index"] = index
+                    index += 1
+                records.append(r)
+        records += found.skipped  # what could not become a source: bad lines, members without an image, ...
+        counts = np.sum([s["counts"] for s in summaries], axis=0) if summaries else np.zeros(Q, np.int64)
+        held.check()
+        attrs = finalize(store, cfg, records, counts, found.classes)
     seconds, busy = time.perf_counter() - t0, sum(s.get("seconds", 0.0) for s in summaries)
     log.info("stored %d of %d sources in %.1f s: %s", attrs["n_images"], len(records), seconds, attrs["counts"])
     result = {"store": store, "state": state.value, "seconds": seconds, "busy_seconds": busy}
     result |= {"driver_cpu_seconds": time.process_time() - cpu0, "n_sources": len(records)}
     return result | {"counts": attrs["counts"], "n_images": attrs["n_images"], "layout": found.layout}
+
+
+@contextlib.contextmanager
+def _leased(store: str):
+    """The store's lease (one writer per store), held while this run writes. Locally, the staging folder is removed
+    once it is empty, and so is the store folder if this run made it and left nothing in it (a refusal)."""
+    where = location(store)
+    made = not is_remote(where) and not where.exists()
+    try:
+        with lease_of(store) as held:
+            yield held
+    finally:
+        if not is_remote(where):
+            with contextlib.suppress(OSError):
+                staging_dir(where).rmdir()
+                if made:
+                    where.rmdir()
+
+
+def _stage_store(cfg, found: Found, store: str, state, workers: int, submit, log, progress, held) -> list[dict]:
+    """Create the arrays, save the parts' source lists and stage every part; their summaries, in part order.
+    held: the run's lease (`check` raises when the run must stop, its lease taken over)."""
+    owner, check = held.record["owner"], held.check
+    from pipeline.decode import dali_device
+
+    device = dali_device() if cfg.decoder == "auto" else cfg.decoder
+    parts = cut_parts(found.sources, cfg.part_images)
+    log.info("%s: %d sources (%s layout, %d skipped before decoding) in %d parts, decoder %s (%s)", cfg.source,
+             len(found.sources), found.layout, len(found.skipped), len(parts), device, state.value)  # fmt: skip
+    create_arrays(store, len(found.sources), cfg.size, cfg.full_bins, cfg.shard_images, cfg.zstd_level, cfg.l_codec)
+    parts_dir = save_sources(store, parts)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    task = {"cfg": cfg, "store": store, "parts_dir": parts_dir, "device": device, "threads": threads}
+    task["options"], task["owner"] = options_in_use(), owner
+    start = lambda k: submit(task | {"part": k})  # noqa: E731
+
+    def step(done: int, n: int) -> None:
+        check()
+        (progress or (lambda done, n: None))(done, n)
+
+    return _stage_all(len(parts), workers, start, step)
 
 
 def _stage_all(n_parts: int, workers: int, start: Callable, progress) -> list[dict]:

@@ -1,19 +1,26 @@
 """A bounded local cache of whole shard files of stores in object storage (`--cache-dir DIR --cache-limit BYTES`).
 
-Each shard is one file, `DIR/<store digest>/<shard key>`, written to a temp name and renamed into place, so that a
-process killed while it writes leaves no half file under a shard's name (its temp files are removed when a cache
-opens). Reads go through the same index and crc32c checks as any shard file, so a damaged file is found,
-deleted and fetched again. The least recently used shards go first once the cache holds more than its limit.
-Several processes (the ranks of one node) may share a folder: a shard renamed into place is whole, a file
-deleted while another process reads it stays readable to that process, and each process re-counts the folder
-now and then, so that together they keep near the limit. A full disk evicts and retries once, then serves the
-shard from memory without caching it.
+The cache knows what it caches. Each shard is one file, `DIR/<store digest>/<build id>/<shard key>.<identity>`:
+the build id is the store's own (`build_id`, new each time a store is built), so a cache filled from an earlier
+build at the same URL is never read (and is deleted when the cache opens); the identity is a digest of the shard
+object's ETag as the reader listed it, so an object replaced since is fetched again, and a shard whose GET answers
+with another ETag than the listing's is refused (the store changed under the reader). A file is written to a temp
+name and renamed into place, so that a process killed while it writes leaves no half file under a shard's name
+(its temp files are removed when a cache opens). Reads go through the same index and crc32c checks as any shard
+file, so a damaged file is found, deleted and fetched again. The least recently used shards go first once the
+cache holds more than its limit. Several processes (the ranks of one node) may share a folder: a shard renamed
+into place is whole, a file deleted while another process reads it stays readable to that process, and each
+process re-counts the folder now and then, so that together they keep near the limit. A full disk evicts and
+retries once, then serves the shard from memory without caching it.
 """
 
 import errno
 import hashlib
 import logging
+import math
 import os
+import re
+import shutil
 import threading
 from pathlib import Path
 
@@ -23,7 +30,7 @@ RECOUNT = 256  # inserts between two counts of the folder (other processes write
 
 def parse_bytes(text: str | int) -> int:
     """Bytes of '10GB', '512MiB', '2e9' or an int."""
-    if isinstance(text, int):
+    if isinstance(text, int) and not isinstance(text, bool) and text >= 0:
         return text
     units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
              "gib": 2**30, "tib": 2**40}  # fmt: skip
@@ -32,33 +39,65 @@ def parse_bytes(text: str | int) -> int:
     unit = t[len(number) :]
     if unit not in units:
         raise ValueError(f"not a size: {text!r} (e.g. 10GB, 512MiB)")
-    value = float(number) * units[unit]
-    if not value >= 0:
-        raise ValueError(f"not a size: {text!r}")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (e.g. 10GB, 512MiB)") from None
+    if not (value >= 0 and math.isfinite(value) and value < 2**63):
+        raise ValueError(f"not a size: {text!r} (a finite number of bytes)")
     return int(value)
 
 
+BUILD = re.compile(r"[0-9a-f]{8,64}")
+
+
 class ShardCache:
-    """Whole shard files of one store, on a local disk, at most `limit` bytes."""
+    """Whole shard files of one store, on a local disk, at most `limit` bytes; `bind` (the reader calls it) says
+    which build of the store and which objects it caches."""
 
     def __init__(self, folder: str | Path, limit: int, store: str):
-        self.root = Path(folder) / hashlib.sha256(store.encode()).hexdigest()[:16]
+        self.top = Path(folder) / hashlib.sha256(store.encode()).hexdigest()[:16]
         self.limit = limit
         self.store_bytes = 0  # of the store's shards, when the reader has listed them
-        self.root.mkdir(parents=True, exist_ok=True)
-        for tmp in self.root.rglob(".*.tmp*"):  # left by a process killed while it wrote
-            tmp.unlink(missing_ok=True)
+        self.identity: dict[str, str] = {}  # shard key -> a digest of its ETag as listed
+        self.root = self.top / "unbound"
         self._lock = threading.Lock()
-        self._bytes = self._count()
         self._inserts = 0
         self._warned = False
+        self._bytes = 0
 
-    def path(self, key: str) -> Path:
-        return self.root / key
+    def bind(self, build_id: str, identities: dict[str, str]) -> None:
+        """Cache the shards of the store's build `build_id`, whose objects are listed with these identities; the
+        folders of other builds are deleted (a store rebuilt at the same URL), so that they are never read."""
+        build = build_id if BUILD.fullmatch(str(build_id)) else "unversioned"  # stores built before build ids
+        self.root = self.top / build
+        self.identity = {k: hashlib.sha256(v.encode()).hexdigest()[:16] for k, v in identities.items()}
+        self.root.mkdir(parents=True, exist_ok=True)
+        for other in self.top.iterdir():
+            if other != self.root and other.is_dir() and not other.is_symlink():
+                shutil.rmtree(other, ignore_errors=True)
+        for tmp in self.root.rglob(".*.tmp*"):  # left by a process killed while it wrote
+            tmp.unlink(missing_ok=True)
+        self._bytes = self._count()
+
+    def name(self, key: str) -> str | None:
+        """The file name of a shard in the cache (its key and identity), None for one the listing did not show."""
+        ident = self.identity.get(key)
+        return f"{key}.{ident}" if ident else None
+
+    def matches(self, key: str, etag: str) -> bool:
+        """Whether an ETag a GET answered with is the one listed for the shard (no ETag: nothing to compare)."""
+        return not etag or hashlib.sha256(etag.encode()).hexdigest()[:16] == self.identity.get(key)
+
+    def path(self, key: str) -> Path | None:
+        name = self.name(key)
+        return self.root / name if name else None
 
     def get(self, key: str) -> Path | None:
         """The cached file of a shard, marked as just used, or None."""
         path = self.path(key)
+        if path is None:
+            return None
         try:
             os.utime(path)
         except FileNotFoundError:
@@ -67,17 +106,18 @@ class ShardCache:
 
     def forget(self, key: str) -> None:
         """Drop a cached file that failed its checks."""
+        path = self.path(key)
         try:
-            size = self.path(key).stat().st_size
-            self.path(key).unlink()
-        except FileNotFoundError:
+            size = path.stat().st_size
+            path.unlink()
+        except (FileNotFoundError, AttributeError):
             return
         with self._lock:
             self._bytes -= size
 
     def put(self, key: str, data) -> Path | None:
-        """Cache a shard's bytes; None when it cannot be cached (too big, or the disk is full)."""
-        if len(data) > self.limit:
+        """Cache a shard's bytes; None when it cannot be cached (too big, unlisted, or the disk is full)."""
+        if len(data) > self.limit or self.path(key) is None:
             return None
         for attempt in (1, 2):
             try:

@@ -21,21 +21,29 @@ image i lay at index i) and is still read.
 
 import hashlib
 import json
+import os
 from dataclasses import asdict
 
 import numpy as np
 
-from pipeline.common.cli import Refused
+from pipeline.common.cli import Refused, one_line
+from pipeline.common.files import read_bounded
 from pipeline.common.storage import ObjectPath, location
 
 FORMAT = "colorize-store"
+MAX_IMAGES = 1 << 33  # images or slots in one store: 6,700 ImageNets; a count beyond is a damaged zarr.json
+MAX_SHARD_IMAGES = 1 << 16  # images in one shard file (the flow writes 64)
+MAX_SIZE = 8192  # S: the side of a stored crop
+MAX_META = 1 << 20  # bytes of an array's zarr.json (this project's are under 2 kB)
+MAX_GROUP_META = 64 << 20  # bytes of the group's zarr.json (its attributes hold every class name)
 FORMAT_VERSION = 4  # 4: slots, shards written by each part; 3: dense arrays, L coded by `colorize.med_rans`
 READABLE_VERSIONS = (3, 4)  # this one and the one before
 STAGING = "_staging"
 ARRAY_NDIM = {"L": 3, "bins": 3, "bins_full": 3, "label": 1}  # the per-slot arrays, by number of dimensions
 MANIFEST = "sources.jsonl"
-# Everything a store folder may hold: the group, its arrays, the manifest and a run's staging area.
-STORE_ENTRIES = frozenset({"zarr.json", MANIFEST, STAGING, *ARRAY_NDIM, "slots", "path", "prior", "weights"})
+ARRAYS = (*ARRAY_NDIM, "slots", "path", "prior", "weights")
+# Everything a store folder may hold at its top: the group, its arrays, the manifest and a run's staging area.
+STORE_ENTRIES = frozenset({"zarr.json", MANIFEST, STAGING, *ARRAYS})
 
 
 class StoreError(Refused, RuntimeError):
@@ -94,22 +102,81 @@ def read_slots(group, name: str, slots: np.ndarray, where="") -> np.ndarray:
     return out
 
 
-def missing_shards(group, store) -> list[str]:
-    """The shard files of the per-slot arrays that should exist and do not (a deleted shard reads as zeros)."""
+def read_meta(path, limit: int = MAX_META) -> dict:
+    """A metadata file (`zarr.json`) as a mapping; StoreError naming it if it is bigger than `limit` bytes or is not
+    a JSON mapping (read with the limit, so a hostile file costs no more memory than that)."""
+    path = location(path)
+    try:
+        data = read_bounded(path, limit)
+        meta = json.loads(data)
+    except FileNotFoundError:
+        raise StoreError(f"{path} is missing") from None
+    except (ValueError, RecursionError, UnicodeDecodeError) as e:
+        raise StoreError(f"{path} is damaged ({one_line(e)[:120]})") from None
+    if not isinstance(meta, dict):
+        raise StoreError(f"{path} is damaged (a {type(meta).__name__}, not a mapping)")
+    return meta
+
+
+def _whole(value, high: int, low: int = 0) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def check_layout(group, store) -> None:
+    """StoreError, in one line and before anything is allocated from them, if the store's counts and shapes do not
+    agree with each other or pass sane limits: n_images <= n_slots <= MAX_IMAGES, every per-slot array n_slots
+    long with its item shape from S, shards of 1 to MAX_SHARD_IMAGES images, `slots` n_images long."""
+    attrs = group.attrs
+    n, version = attrs.get("n_images"), attrs.get("format_version")
+    n_slots = attrs.get("n_slots", n) if version != 3 else n
+    if not _whole(n, MAX_IMAGES) or not _whole(n_slots, MAX_IMAGES, n):
+        raise StoreError(f"{store}: n_images {n!r} and n_slots {n_slots!r} are not whole numbers with n_images <= "
+                         f"n_slots <= {MAX_IMAGES}")  # fmt: skip
+    size = attrs.get("S")
+    if not _whole(size, MAX_SIZE, 4) or size % 4:
+        raise StoreError(f"{store}: S {size!r} is not a multiple of 4 from 4 to {MAX_SIZE}")
+    items = {"L": (size, size), "bins": (size // 4, size // 4), "bins_full": (size, size), "label": ()}
+    for name in ("L", "bins", "label", "bins_full"):
+        if name not in group:
+            if name == "bins_full":
+                continue
+            raise StoreError(f"{store}: array {name} is missing")
+        arr = group[name]
+        per = (arr.shards or arr.chunks)[0]
+        if arr.shape != (n_slots, *items[name]) or not _whole(per, MAX_SHARD_IMAGES, 1):
+            raise StoreError(f"{store}: array {name} has shape {arr.shape} in shards of {per}; the store says "
+                             f"{(n_slots, *items[name])} in shards of 1 to {MAX_SHARD_IMAGES}")  # fmt: skip
+    if "slots" in group and group["slots"].shape != (n,):
+        raise StoreError(f"{store}: array slots has shape {group['slots'].shape}, the store says ({n},)")
+
+
+def missing_shards(group, store, show: int = 5) -> tuple[int, list[str]]:
+    """(how many shard files of the per-slot arrays should exist and do not, the first `show` of them): a deleted
+    shard reads as zeros. Costs one listing per array, never one key per expected shard."""
     store = location(store)
-    expected = []
-    for name in ARRAY_NDIM:
-        if name in group:
-            arr = group[name]
-            step = arr.shards[0] if arr.shards else arr.chunks[0]
-            expected += [shard_key(name, k) for k in range(-(-arr.shape[0] // step))]
-    if isinstance(store, ObjectPath):  # one listing per array, not one request per shard
-        present = set()
-        for name in ARRAY_NDIM:
-            if name in group:
-                present |= {str(p.relative_to(store)) for p in (store / name / "c").walk_files()}
-        return [k for k in expected if k not in present]
-    return [k for k in expected if not (store / k).is_file()]
+    gone, shown = 0, []
+    for name, ndim in ARRAY_NDIM.items():
+        if name not in group:
+            continue
+        arr = group[name]
+        count = -(-arr.shape[0] // (arr.shards[0] if arr.shards else arr.chunks[0]))
+        tail = ["0"] * (ndim - 1)
+        if isinstance(store, ObjectPath):
+            keys = (str(p.relative_to(store / name / "c")).split("/") for p in (store / name / "c").walk_files())
+            present = {int(k[0]) for k in keys if k[0].isdigit() and k[1:] == tail}
+        else:
+            folder = store / name / "c"
+            names = os.listdir(folder) if folder.is_dir() else []
+            present = {int(d) for d in names if d.isdigit() and (store / shard_key(name, int(d))).is_file()}
+        present = {k for k in present if k < count}
+        gone += count - len(present)
+        k, need = 0, min(show - len(shown), count - len(present))
+        while need > 0 and k < count:  # at most len(present) + need steps
+            if k not in present:
+                shown.append(shard_key(name, k))
+                need -= 1
+            k += 1
+    return gone, shown
 
 
 def open_store(path, mode: str = "r", check_shards: bool = True):
@@ -119,6 +186,10 @@ def open_store(path, mode: str = "r", check_shards: bool = True):
     store = location(path)
     if not (store / "zarr.json").is_file():
         raise StoreError(f"{store} is not a Zarr v3 store (no zarr.json)")
+    read_meta(store / "zarr.json", MAX_GROUP_META)
+    for name in ARRAYS:  # zarr reads what it opens whole: each is bounded first
+        if (store / name / "zarr.json").is_file():
+            read_meta(store / name / "zarr.json")
     try:
         group = zarr.open_group(zarr_root(store, read_only=mode == "r"), mode=mode)
     except Exception as e:  # noqa: BLE001 - any failure to open is reported the same way
@@ -130,8 +201,12 @@ def open_store(path, mode: str = "r", check_shards: bool = True):
         raise StoreError(f"{store} has format version {attrs.get('format_version')}, readable: {READABLE_VERSIONS}")
     if not attrs.get("complete"):
         raise StoreError(f"{store} is incomplete (its preprocessing run has not finished)")
+    try:
+        check_layout(group, store)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # metadata zarr parsed, but not a store's
+        raise StoreError(f"{store}: its metadata does not describe a store ({one_line(e)[:120]})") from None
     if check_shards:
-        gone = missing_shards(group, store)
+        gone, shown = missing_shards(group, store)
         if gone:
-            raise StoreError(f"{store} is damaged: {len(gone)} shard file(s) missing, e.g. {gone[0]}")
+            raise StoreError(f"{store} is damaged: {gone} shard file(s) missing, e.g. {shown[0]}")
     return group

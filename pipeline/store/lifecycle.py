@@ -2,30 +2,39 @@
 store), and the metadata it writes last (`finalize`), with `complete: true`.
 
 `--overwrite` replaces only a folder that is this project's store (or a killed run's staging) and holds nothing
-else, never SOURCE, a folder above it or a folder the sources are read from; the store's own entries are
-deleted one by one, never the folder itself. Works alike on a local folder and an object store prefix.
+else at any depth, never SOURCE, a folder above it or a folder the sources are read from; only the files the
+store's own metadata accounts for are deleted (`pipeline.store.ownership`), never the folder itself. A store
+being written by another run (a live lease in its staging area) is refused. Works alike on a local folder and
+an object store prefix.
 """
 
 import enum
 import json
+import logging
+import uuid
 from dataclasses import asdict
 
 import numpy as np
 
-from pipeline.common.files import atomic_write, remove_tree
+from pipeline.common import lease
+from pipeline.common.files import atomic_write, read_bounded
 from pipeline.common.storage import ObjectPath, location
 from pipeline.store.format import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    MAX_GROUP_META,
     STAGING,
-    STORE_ENTRIES,
     StoreError,
     config_digest,
     staging_dir,
     zarr_root,
 )
+from pipeline.store.ownership import LEASE, foreign, is_own, refuse_foreign, remove_own
 from pipeline.store.staging import load_part
+
+LEASE_KEY = f"{STAGING}/{LEASE}"
+log = logging.getLogger("colorize.store")
 
 
 class StoreState(enum.Enum):
@@ -38,10 +47,10 @@ class StoreState(enum.Enum):
 
 def _is_own(store) -> bool:
     """Whether a folder is recognisably this project's store: its group says so, or a run's staging does, or it
-    holds nothing but the staging area of a run killed while it began (empty, or the stamp's temp file)."""
+    holds nothing but the staging area of a run killed while it began (empty, or its lease or temp files)."""
     meta, stamp = store / "zarr.json", staging_dir(store) / "config.json"
     if [p.name for p in store.iterdir()] == [STAGING]:
-        if all(p.name.startswith(".config.json.tmp") for p in staging_dir(store).iterdir()):
+        if all(is_own(f"{STAGING}/{p.name}", {}) for p in staging_dir(store).iterdir()):
             return True
     try:
         if meta.is_file() and json.loads(meta.read_text()).get("attributes", {}).get("format") == FORMAT:
@@ -56,7 +65,7 @@ def _mapping(path, fix: str) -> dict:
     if not path.is_file():
         return {}
     try:
-        value = json.loads(path.read_bytes())
+        value = json.loads(read_bounded(path, MAX_GROUP_META))
     except (ValueError, RecursionError) as e:
         raise StoreError(f"{path} is damaged (not JSON: {type(e).__name__}); {fix}") from None
     if not isinstance(value, dict):
@@ -80,16 +89,31 @@ def check_staging(store) -> None:
 
 
 def foreign_entries(store) -> list[str]:
-    """What a store folder holds beyond a store's own files: the names `--overwrite` would have to delete."""
-    store = location(store)
-    foreign = [p.name for p in store.iterdir() if p.name not in STORE_ENTRIES]
-    for name in sorted(STORE_ENTRIES - {"zarr.json", MANIFEST, STAGING}):
-        folder = store / name
-        if folder.is_dir():
-            foreign += [f"{name}/{p.name}" for p in folder.iterdir() if p.name not in ("zarr.json", "c")]
-        elif folder.is_file():
-            foreign.append(name)
-    return foreign
+    """What a store folder holds beyond the store's own files, at any depth: what `--overwrite` refuses to delete."""
+    return foreign(store)
+
+
+def lease_of(store) -> lease.Lease:
+    """The lease a run takes to write `store` (one writer per store)."""
+    return lease.Lease(location(store) / LEASE_KEY, "colorize-preprocess", f"store {location(store)}")
+
+
+def check_owner(store, owner: str, what: str) -> None:
+    """LeaseLost unless the run whose lease id is `owner` still holds the store's lease (a task of a run that lost
+    it, left queued on a worker, must not write)."""
+    found = lease.read(location(store) / LEASE_KEY)
+    if found is None or found[0].get("owner") != owner:
+        raise lease.LeaseLost(f"store {location(store)}: {what}: the run that started it no longer holds the store's "
+                              "lease; not written")  # fmt: skip
+
+
+def check_not_busy(store, owner: str | None = None) -> None:
+    """LeaseHeld, in one line, when another run (not the lease holder `owner`) is writing `store` now."""
+    held = lease.holder(location(store) / LEASE_KEY)
+    if held is not None and held.get("owner") != owner:
+        raise lease.LeaseHeld(f"store {location(store)} is being written by {lease.describe(held)}: one writer at a "
+                              f"time; wait for it, or, if it is gone, its lease lapses {lease.STALE:.0f} s after its "
+                              "last heartbeat")  # fmt: skip
 
 
 def _related(store, source, split: str) -> bool:
@@ -99,7 +123,7 @@ def _related(store, source, split: str) -> bool:
     return store == source or source.is_relative_to(store) or store.is_relative_to(source / split)
 
 
-def check_safe(store, cfg, overwrite: bool = False) -> None:
+def check_safe(store, cfg, overwrite: bool = False, owner: str | None = None) -> None:
     """StoreError, writing nothing, if a run of `cfg` must not touch `store` whatever its settings: `store` is a
     file, the source, a folder above it or inside the split it reads, or a folder that is not this project's
     store (with overwrite: or that holds anything beside the store)."""
@@ -112,16 +136,16 @@ def check_safe(store, cfg, overwrite: bool = False) -> None:
         return
     if not _is_own(store):
         raise StoreError(f"{store} exists and is not a store of this project; choose an empty or new folder")
-    foreign = foreign_entries(store) if overwrite else []
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise StoreError(f"{store} holds files that are not the store's ({shown}); overwrite replaces a store only")
+    check_not_busy(store, owner)
+    if overwrite:
+        refuse_foreign(store, foreign_entries(store), "--overwrite")
 
 
-def check_target(store, cfg, overwrite: bool = False) -> StoreState:
+def check_target(store, cfg, overwrite: bool = False, owner: str | None = None) -> StoreState:
     """What a run of the resolved settings `cfg` would do with `store`, or StoreError naming why it must not
-    touch it (`check_safe`, or a store of other settings without overwrite); writes nothing."""
-    check_safe(store, cfg, overwrite)
+    touch it (`check_safe`, or a store of other settings without overwrite); writes nothing. owner: the id of
+    the lease this run holds (its own lease is no other writer)."""
+    check_safe(store, cfg, overwrite, owner)
     store = location(store)
     if overwrite or not store.is_dir():
         return StoreState.NEW
@@ -137,24 +161,20 @@ def check_target(store, cfg, overwrite: bool = False) -> StoreState:
     raise StoreError(f"{store} holds a store built with other settings; pass overwrite to rebuild it")
 
 
-def begin(store, cfg, overwrite: bool = False) -> StoreState:
-    """Prepare `store` for a run of `cfg` (`check_target` decides); a store replaced by overwrite is removed
-    entry by entry, its own entries only."""
+def begin(store, cfg, overwrite: bool = False, owner: str | None = None) -> StoreState:
+    """Prepare `store` for a run of `cfg` (`check_target` decides), the caller holding its lease (`lease_of`); a
+    store replaced by overwrite loses its own files only, and one that holds anything else is refused."""
     import zarr
 
     store = location(store)
-    state = check_target(store, cfg, overwrite)
+    state = check_target(store, cfg, overwrite, owner)
     if state is not StoreState.NEW:
         return state
-    for name in STORE_ENTRIES:
-        entry = store / name
-        if entry.is_file():
-            entry.unlink()
-        elif entry.is_dir():
-            remove_tree(entry)
+    remove_own(store, keep=(LEASE_KEY,))
     staging_dir(store).mkdir(parents=True, exist_ok=True)
     stamp = staging_dir(store) / "config.json"
-    atomic_write(stamp, json.dumps({"digest": config_digest(cfg), "config": asdict(cfg)}, indent=1).encode())
+    build = {"digest": config_digest(cfg), "build_id": uuid.uuid4().hex, "config": asdict(cfg)}
+    atomic_write(stamp, json.dumps(build, indent=1).encode())
     zarr.open_group(zarr_root(store), mode="a", zarr_format=3).attrs.update(
         {"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False}
     )
@@ -182,8 +202,9 @@ def finalize(store, cfg, records: list[dict], counts: np.ndarray, class_list: li
     stored = [r for r in records if r["outcome"] == "stored"]
     slots = np.array([r["slot"] for r in stored], dtype=np.int64)
     chunk = (max(1, min(len(stored), 65536)),)
-    group.create_array("slots", shape=slots.shape, dtype=np.int64, chunks=chunk, overwrite=True)
-    group.create_array("path", shape=slots.shape, dtype=str, chunks=chunk, overwrite=True)
+    remove_own(store, below=("slots", "path", "prior", "weights"))  # a killed finalize's: their own files only
+    group.create_array("slots", shape=slots.shape, dtype=np.int64, chunks=chunk)
+    group.create_array("path", shape=slots.shape, dtype=str, chunks=chunk)
     if len(stored):
         group["slots"][:] = slots
         group["path"][:] = np.array([r["path"] for r in stored], dtype=object)
@@ -191,11 +212,12 @@ def finalize(store, cfg, records: list[dict], counts: np.ndarray, class_list: li
     prior = prior_from_counts(counts) if total else np.full(counts.shape, 1.0 / len(counts))
     weights = balance_weights(prior, cfg.lam)
     for name, arr in (("prior", prior.astype(np.float64)), ("weights", weights)):
-        group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=arr.shape, overwrite=True)
+        group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=arr.shape)
         group[name][:] = arr
     manifest = [(json.dumps(r) + "\n").encode() for r in records]
     local_tmp = None if isinstance(store, ObjectPath) else staging_dir(store)
     atomic_write(store / MANIFEST, manifest, tmp_dir=local_tmp)
+    stamp = _mapping(staging_dir(store) / "config.json", f"delete {staging_dir(store)} to restage")
     attrs = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -210,8 +232,11 @@ def finalize(store, cfg, records: list[dict], counts: np.ndarray, class_list: li
         "classes": class_list,
         "config": asdict(cfg),
         "config_digest": config_digest(cfg),
+        "build_id": str(stamp.get("build_id") or uuid.uuid4().hex),  # this build's, as caches of it know it
         "complete": True,
     }
     group.attrs.update(attrs)
-    remove_tree(staging_dir(store))
+    left = remove_own(store, below=(STAGING,), keep=(LEASE_KEY,), strict=False)
+    if left:
+        log.warning("%s: left %s in the staging area, which is not the store's own", store, ", ".join(left[:3]))
     return attrs

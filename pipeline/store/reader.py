@@ -8,7 +8,6 @@ zarr-python instead runs its codec pipeline per chunk, an overhead that dominate
 slot `slots[i]` of the arrays (format 4; format 3's image i at index i).
 """
 
-import json
 import sys
 import threading
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import zstandard
 
 from kernels import lossless
 from pipeline.common.storage import ObjectPath, location
-from pipeline.store.format import StoreError, image_slots, open_store, shard_key
+from pipeline.store.format import MAX_SHARD_IMAGES, StoreError, image_slots, open_store, read_meta, shard_key
 from pipeline.store.remote import shards_of
 from pipeline.store.shardfiles import ShardRequest, crc_ok
 
@@ -35,12 +34,22 @@ class ArrayLayout:
     per_shard: int
     chain: str  # "image" (L's `colorize.med_rans`) or "zstd" (every other array, and L with --l-codec zstd)
 
+    @property
+    def max_chunk(self) -> int:
+        """The most bytes one image's chunk of this array can take, crc32c included: a bound on every read."""
+        raw = int(np.prod(self.tail, dtype=np.int64)) * self.dtype.itemsize
+        if self.chain == "image":
+            return lossless.max_encoded_bytes(int(np.prod(self.tail[:-1])), self.tail[-1]) + 4
+        return raw + raw // 128 + 1024 + 4  # zstd's bound on incompressible data, with room to spare
+
     @classmethod
     def of(cls, name: str, meta: dict, where) -> "ArrayLayout":
         """The layout of an array from its zarr.json; StoreError for a layout the stores of this project never
         have (zarr-python reads such arrays, one chunk at a time)."""
         tail = tuple(meta["shape"][1:])
         per_shard = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
+        if not (type(per_shard) is int and 1 <= per_shard <= MAX_SHARD_IMAGES):
+            raise StoreError(f"{where}: array {name} has shards of {per_shard!r} images, not 1 to {MAX_SHARD_IMAGES}")
         chain = None
         if len(meta["codecs"]) == 1 and meta["codecs"][0]["name"] == "sharding_indexed":
             conf = meta["codecs"][0]["configuration"]
@@ -75,12 +84,13 @@ class ShardReader:
         self.group = open_store(self.path)
         self.n = int(self.group.attrs["n_images"])
         self.slots = image_slots(self.group)  # image i lies at slot slots[i]
-        metas = {k: json.loads((self.path / k / "zarr.json").read_text()) for k in names}
+        metas = {k: read_meta(self.path / k / "zarr.json") for k in names}
         self.layouts = {k: ArrayLayout.of(k, meta, self.path) for k, meta in metas.items()}
         self.shard_images = next(iter(self.layouts.values())).per_shard
         if shard_cache is not None and isinstance(self.path, ObjectPath):
-            sizes = self.path.sizes()  # whether every shard fits the cache decides how random reads use it
-            shard_cache.store_bytes = sum(v for k, v in sizes.items() if k.split("/")[0] in self.layouts)
+            listed = self.path.listed()  # one listing: sizes (whether all shards fit) and identities (ETags)
+            shard_cache.bind(str(self.group.attrs.get("build_id", "")), {k: v[1] for k, v in listed.items()})
+            shard_cache.store_bytes = sum(v[0] for k, v in listed.items() if k.split("/")[0] in self.layouts)
         self.files = shards_of(self.path, cache, shard_cache)
         self._local = threading.local()
 
@@ -127,7 +137,7 @@ class ShardReader:
             for shard, members in by_shard.items():
                 at = [slots[m] - shard * self.shard_images for m in members]
                 request = ShardRequest(shard_key(name, shard), lay.per_shard, lay.tail == (), at,
-                                       [images[m] for m in members])  # fmt: skip
+                                       [images[m] for m in members], lay.max_chunk)  # fmt: skip
                 requests.append(request)
                 targets.append((name, members))
         chunks = {name: [None] * len(images) for name in self.layouts}

@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from pipeline.common.cli import one_line
-from pipeline.common.storage import ObjectPath, retry_seconds
+from pipeline.common.storage import ObjectPath, TooLarge, retry_seconds
 from pipeline.store.format import StoreError
 from pipeline.store.shardfiles import EMPTY, LocalShards, ShardRequest, check_index, crc_ok
 
@@ -33,7 +33,7 @@ class RemoteShards:
 
     def __init__(self, root: ObjectPath, cache=None):
         self.root, self.cache = root, cache
-        self.local = LocalShards(cache.root, 4096) if cache is not None else None
+        self.local = LocalShards(cache.root, 4096, cache.name) if cache is not None else None
         self._index: OrderedDict[str, tuple[int, np.ndarray, np.ndarray]] = OrderedDict()
         self._small: OrderedDict[str, np.ndarray] = OrderedDict()  # whole shards of one value per image
         self._filling: dict[str, Future] = {}  # shards being fetched into the cache
@@ -119,7 +119,10 @@ class RemoteShards:
         if not mine:
             return pending.result()
         try:
-            done = self.cache.put(r.key, self._whole(r)) is not None
+            data, etag = self._fetch(r, lambda p: p.read_meta(r.max_bytes))
+            if not self.cache.matches(r.key, etag):
+                raise StoreError(f"{self.root}: shard {r.key} changed since the store was opened (rebuilt meanwhile?)")
+            done = self.cache.put(r.key, data) is not None
             pending.set_result(done)
             return done
         except BaseException as e:
@@ -134,7 +137,7 @@ class RemoteShards:
             data = self._small.get(r.key)
         if data is not None:
             return data
-        data = np.frombuffer(self._fetch(r, lambda p: p.read_bytes()), np.uint8)
+        data = np.frombuffer(self._fetch(r, lambda p: p.read_bytes(r.max_bytes)), np.uint8)
         if r.small:
             with self._lock:
                 self._small[r.key] = data
@@ -160,7 +163,7 @@ class RemoteShards:
         """(size, offsets, lengths) of a shard's index (data ends with it); StoreError if it fails its checks."""
         nbytes = 16 * r.per_shard + 4
         raw = bytes(data[len(data) - nbytes :]) if len(data) >= nbytes else b""
-        return size, *check_index(raw, size, r.per_shard, self.root, r.key, r.images[0])
+        return size, *check_index(raw, size, r.per_shard, self.root, r.key, r.images[0], r.max_chunk)
 
     def _view(self, r: ShardRequest, data: np.ndarray, offsets, lengths, at: int, image: int) -> np.ndarray:
         if offsets[at] == EMPTY:
@@ -176,6 +179,9 @@ class RemoteShards:
                 return read(self.root / r.key)
             except FileNotFoundError:
                 raise StoreError(f"{self.root}: shard {r.key} is missing (image {r.images[0]})") from None
+            except TooLarge as e:
+                raise StoreError(f"{self.root}: shard {r.key} has {e.size} bytes, more than its chunks can (image "
+                                 f"{r.images[0]})") from None  # fmt: skip
             except OSError as e:
                 if time.monotonic() + wait > deadline:
                     raise StoreError(f"{self.root}: shard {r.key} cannot be read (image {r.images[0]}): {e}") from None

@@ -27,16 +27,21 @@ def crc_ok(data) -> bool:
     return int(google_crc32c.value(data[:-4])) == int.from_bytes(data[-4:], "little")
 
 
-def check_index(raw: bytes, size: int, per_shard: int, where, key: str, image: int) -> tuple[np.ndarray, np.ndarray]:
+def check_index(raw: bytes, size: int, per_shard: int, where, key: str, image: int,
+                max_chunk: int = 2**62) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(offsets, lengths) of a shard file's index, `raw` being its last 16 * per_shard + 4 bytes and `size` its
-    size; StoreError, naming the shard and an image of it, if the crc32c fails or a chunk lies past the index."""
+    size; StoreError, naming the store, the shard and an image of it, if the crc32c fails, a chunk is longer than
+    `max_chunk` (no chunk of its array can be) or a chunk lies past the index (checked without wrapping around)."""
     nbytes = 16 * per_shard + 4
     if len(raw) != nbytes or size < nbytes or not crc_ok(raw):
         raise StoreError(f"{where}: the index of shard {key} fails its crc32c (image {image})")
     table = np.frombuffer(raw[:-4], "<u8").reshape(per_shard, 2)
     present = table[:, 0] != EMPTY
-    if (table[present, 0] + table[present, 1] > size - nbytes).any():
-        raise StoreError(f"{where}: shard {key} is truncated (image {image})")
+    offsets, lengths, room = table[present, 0], table[present, 1], np.uint64(size - nbytes)
+    if (lengths > np.uint64(max_chunk)).any():
+        raise StoreError(f"{where}: shard {key} has an index entry longer than any chunk of its array (image {image})")
+    if (offsets > room).any() or (lengths > room - np.minimum(offsets, room)).any():
+        raise StoreError(f"{where}: shard {key} is truncated or its index points past its end (image {image})")
     return table[:, 0], table[:, 1]
 
 
@@ -49,6 +54,12 @@ class ShardRequest:
     small: bool  # one value per image: a shard of a few kB, read whole
     at: list[int]
     images: list[int]
+    max_chunk: int = 2**62  # bytes: no chunk of the array is longer (a bound on what a read may take)
+
+    @property
+    def max_bytes(self) -> int:
+        """The most bytes a whole shard of this array can hold: reads of more are refused."""
+        return self.per_shard * (self.max_chunk + 16) + 4
 
 
 class Shard:
@@ -69,13 +80,15 @@ class Shard:
 class LocalShards:
     """The shard files under `root`, opened on first use and kept; safe across threads."""
 
-    def __init__(self, root: Path, cache: int = 16384):
+    def __init__(self, root: Path, cache: int = 16384, names=None):
+        """names(key): the file name of a shard below root (a cache's, which carries the object's identity)."""
         self.root = Path(root)
+        self.names = names or (lambda key: key)
         self._cap = max(16, min(cache, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2))
         self._open: dict[str, Shard] = {}  # oldest first
         self._lock = threading.Lock()
 
-    def acquire(self, key: str, per_shard: int, small: bool, image: int) -> Shard:
+    def acquire(self, key: str, per_shard: int, small: bool, image: int, max_chunk: int = 2**62) -> Shard:
         """The shard file `key` with its index (opened on a miss; past the cap the oldest leaves the cache), held
         until `release`. small: one value per image, a few kB: read whole and closed at once."""
         with self._lock:
@@ -83,7 +96,7 @@ class LocalShards:
             if entry is not None:
                 entry.users += 1
                 return entry
-        opened = self._read_index(key, per_shard, small, image)
+        opened = self._read_index(key, per_shard, small, image, max_chunk)
         with self._lock:
             entry = self._open.setdefault(key, opened)
             entry.users += 1
@@ -118,7 +131,7 @@ class LocalShards:
         """The chunks of each request, in its order: views of the whole shard (mapped) or read one by one."""
         out = []
         for r in requests:
-            entry = self.acquire(r.key, r.per_shard, r.small, r.images[0])
+            entry = self.acquire(r.key, r.per_shard, r.small, r.images[0], r.max_chunk)
             try:
                 data = self.mapped(entry, r.images[0]) if whole else entry.whole
                 got = []
@@ -151,18 +164,21 @@ class LocalShards:
             raise StoreError(f"{self.root}: shard {entry.key} is truncated (image {image})")
         return np.frombuffer(mmap.mmap(entry.fd, entry.size, prot=mmap.PROT_READ), np.uint8)
 
-    def _read_index(self, key: str, per_shard: int, small: bool, image: int) -> Shard:
-        """Open a shard and check its index (crc32c, every chunk inside the file)."""
+    def _read_index(self, key: str, per_shard: int, small: bool, image: int, max_chunk: int) -> Shard:
+        """Open a shard and check its index (crc32c, every chunk inside the file and no longer than max_chunk); a
+        small shard is read whole, if it is no bigger than its chunks can make it."""
         try:
-            fd = os.open(self.root / key, os.O_RDONLY)
+            fd = os.open(self.root / self.names(key), os.O_RDONLY)
         except FileNotFoundError:
             raise StoreError(f"{self.root}: shard {key} is missing (image {image})") from None
         try:
             nbytes = 16 * per_shard + 4
             size = os.fstat(fd).st_size
+            if small and size > per_shard * (max_chunk + 16) + 4:
+                raise StoreError(f"{self.root}: shard {key} has {size} bytes, more than its chunks can (image {image})")
             whole = np.frombuffer(os.pread(fd, size, 0), np.uint8) if small else None
             raw = whole[size - nbytes :].tobytes() if whole is not None else os.pread(fd, nbytes, max(0, size - nbytes))
-            offsets, lengths = check_index(raw, size, per_shard, self.root, key, image)
+            offsets, lengths = check_index(raw, size, per_shard, self.root, key, image, max_chunk)
         except BaseException:
             os.close(fd)
             raise

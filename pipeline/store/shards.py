@@ -32,6 +32,7 @@ def create_arrays(
     import zarr
 
     from pipeline.store.chunks import array_codecs
+    from pipeline.store.ownership import remove_own
 
     group = zarr.open_group(zarr_root(store), mode="a", zarr_format=3)
     for name, (tail, dtype) in array_specs(size, full_bins).items():
@@ -39,6 +40,7 @@ def create_arrays(
             arr = group[name]
             if arr.shape == (n, *tail) and arr.dtype == dtype and arr.shards[0] == shard_images:
                 continue
+            remove_own(store, below=(name,))  # its own files only: anything else there is refused
         group.create_array(
             name,
             shape=(n, *tail),
@@ -46,7 +48,6 @@ def create_arrays(
             chunks=(1, *tail),
             shards=(shard_images, *tail),
             fill_value=0 if name != "label" else -1,
-            overwrite=True,
             **array_codecs(name, dtype, level, l_codec).zarr_codecs(),
         )
 

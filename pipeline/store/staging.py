@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.common.files import atomic_write
+from pipeline.common.files import atomic_write, read_bounded
 from pipeline.discover import Source
 from pipeline.store.format import StoreError, staging_dir
 
 PARTS_DIR = "parts"
+MAX_STAGED = 256 << 20  # bytes of a staged file: a part of 2,048 sources takes under 1 MB
 
 
 def part_path(store, part: int):
@@ -46,7 +47,7 @@ def save_sources(store, parts: list[list[Source]]) -> str:
 def load_sources(folder, part: int) -> list[Source]:
     from pipeline.common.storage import location
 
-    return [Source(*s) for s in json.loads((location(folder) / f"{part:06d}.json").read_bytes())]
+    return [Source(*s) for s in json.loads(read_bounded(location(folder) / f"{part:06d}.json", MAX_STAGED))]
 
 
 @dataclass
@@ -70,7 +71,7 @@ def save_part(store, part: int, counts: np.ndarray, records: list[dict]) -> None
 def load_part(store, part: int) -> StagedPart:
     """A staged part's summary (StoreError naming it if it is damaged)."""
     try:
-        staged = json.loads(part_path(store, part).read_bytes())
+        staged = json.loads(read_bounded(part_path(store, part), MAX_STAGED))
         return StagedPart(np.asarray(staged["counts"], dtype=np.int64), list(staged["records"]))
     except (ValueError, KeyError, TypeError) as e:
         raise StoreError(f"{store}: the staged summary of part {part} is damaged ({type(e).__name__}); "

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,7 +85,7 @@ def uploaded(sources, s3_server):
 @pytest.mark.parametrize("layout", ["classes", "tar"])
 def test_a_bucket_source_becomes_a_bucket_store_equal_to_a_local_build(layout, uploaded, local_builds, s3, tmp_path):
     s3.bucket(f"out-{layout}")
-    flow(uploaded[layout], f"s3://out-{layout}/s.zarr")
+    flow(uploaded[layout], f"s3://out-{layout}/s.zarr", "--storage-option", "region=us-east-1")
     remote = plain_zarr(s3, f"out-{layout}", "s.zarr")
     local = zarr.open_group(str(local_builds[layout]), mode="r")
     assert_same(arrays(remote), arrays(local))
@@ -95,6 +96,9 @@ def test_a_bucket_source_becomes_a_bucket_store_equal_to_a_local_build(layout, u
     assert not [k for k in keys if "/_staging/" in k]  # staging removed at the end
     written = b"".join(read(s3, f"out-{layout}", k) for k in keys if k.endswith((".json", ".jsonl")))
     assert s3.SECRET.encode() not in written and s3.KEY.encode() not in written  # credentials stay in the env
+    prefect = b"".join(f.read_bytes() for f in Path(os.environ["PREFECT_HOME"]).rglob("*") if f.is_file())
+    assert f"s3://out-{layout}/s.zarr".encode() in prefect  # the flow run's parameters are kept there ...
+    assert s3.SECRET.encode() not in prefect  # ... and hold no secret
     from pipeline.check import main as quality
 
     assert quality([f"s3://out-{layout}/s.zarr", "--out", str(tmp_path), "--sample", "4"]) == 0

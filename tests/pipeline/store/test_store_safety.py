@@ -3,30 +3,13 @@ the source or a folder above it; staged summaries are data, never code."""
 
 import json
 import pickle
-import shutil
 
 import pytest
 
 from pipeline.build import build_store
-from pipeline.config import PreprocessConfig
 from pipeline.store.format import StoreError, open_store, staging_dir
 from pipeline.store.staging import part_path
-
-
-@pytest.fixture
-def source(tiny_store, tmp_path):
-    """A copy of the tiny store's photo tree (3 classes of real JPEGs), to build stores from."""
-    _, src = tiny_store
-    shutil.copytree(src, tmp_path / "photos")
-    return tmp_path / "photos"
-
-
-def cfg(source, **kw) -> PreprocessConfig:
-    return PreprocessConfig(**({"source": str(source), "size": 32, "grayscale": "include", "shard_images": 4} | kw))
-
-
-def snapshot(folder):
-    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
+from tests.stores import killed_build, small_cfg, snapshot
 
 
 def test_overwrite_refuses_a_folder_that_is_not_a_store(source, tmp_path):
@@ -37,28 +20,28 @@ def test_overwrite_refuses_a_folder_that_is_not_a_store(source, tmp_path):
     before = snapshot(v)
     for overwrite in (False, True):
         with pytest.raises(StoreError, match="not a store of this project"):
-            build_store(cfg(source), v, overwrite=overwrite)
+            build_store(small_cfg(source), v, overwrite=overwrite)
     assert snapshot(v) == before
 
 
 def test_overwrite_refuses_a_store_that_holds_other_files(source, tmp_path):
     store = tmp_path / "s.zarr"
-    build_store(cfg(source), store)
+    build_store(small_cfg(source), store)
     (store / "notes.txt").write_text("mine\n")
     (store / "L" / "extra.npy").write_bytes(b"0")
     before = snapshot(store)
     with pytest.raises(StoreError, match="notes.txt") as refused:
-        build_store(cfg(source, size=64), store, overwrite=True)
+        build_store(small_cfg(source, size=64), store, overwrite=True)
     assert "L/extra.npy" in str(refused.value)
     assert snapshot(store) == before
 
 
 def test_overwrite_replaces_a_store_of_other_settings(source, tmp_path):
     store = tmp_path / "s.zarr"
-    build_store(cfg(source), store)
+    build_store(small_cfg(source), store)
     with pytest.raises(StoreError, match="other settings"):
-        build_store(cfg(source, size=64), store)
-    build_store(cfg(source, size=64), store, overwrite=True)
+        build_store(small_cfg(source, size=64), store)
+    build_store(small_cfg(source, size=64), store, overwrite=True)
     assert open_store(store).attrs["S"] == 64
 
 
@@ -68,14 +51,14 @@ def test_the_source_is_never_a_store(source, where):
     before = snapshot(source)
     for overwrite in (False, True):
         with pytest.raises(StoreError, match="source"):
-            build_store(cfg(source), store[where], overwrite=overwrite)
+            build_store(small_cfg(source), store[where], overwrite=overwrite)
     assert snapshot(source) == before
 
 
 def test_a_regular_file_is_no_store(source, tmp_path):
     (tmp_path / "f").write_text("data")
     with pytest.raises(StoreError, match="is a file"):
-        build_store(cfg(source), tmp_path / "f", overwrite=True)
+        build_store(small_cfg(source), tmp_path / "f", overwrite=True)
     assert (tmp_path / "f").read_text() == "data"
 
 
@@ -88,13 +71,7 @@ def test_staged_summaries_are_read_as_data(source, tmp_path, monkeypatch):
     """A killed run's staging with a planted pickle beside the JSON summaries: the resumed run reads JSON only."""
     monkeypatch.chdir(tmp_path)
     store = tmp_path / "s.zarr"
-    settings = cfg(source, part_images=4)
-
-    def kill_after_first_part(done, total):
-        raise KeyboardInterrupt  # as a kill between parts
-
-    with pytest.raises(KeyboardInterrupt):
-        build_store(settings, store, progress=kill_after_first_part)
+    settings = killed_build(source, store)
     staged = sorted(staging_dir(store).glob("part-*.json"))
     assert staged and all(json.loads(p.read_text())["records"] for p in staged)
     for k in range(4):
@@ -106,13 +83,7 @@ def test_staged_summaries_are_read_as_data(source, tmp_path, monkeypatch):
 
 def test_a_damaged_summary_is_named(source, tmp_path):
     store = tmp_path / "s.zarr"
-    settings = cfg(source, part_images=4)
-
-    def stop(done, total):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        build_store(settings, store, progress=stop)
+    settings = killed_build(source, store)
     part = next(k for k in range(8) if part_path(store, k).is_file())
     part_path(store, part).write_text('{"names": ["L"]')
     with pytest.raises(StoreError, match=f"staged summary of part {part} is damaged"):
@@ -124,5 +95,5 @@ def test_a_run_killed_while_it_began_starts_again(source, tmp_path):
     store = tmp_path / "s.zarr"
     staging_dir(store).mkdir(parents=True)
     (staging_dir(store) / ".config.json.tmp4242").write_bytes(b'{"dig')
-    build_store(cfg(source), store)
+    build_store(small_cfg(source), store)
     assert open_store(store).attrs["complete"]

@@ -1,0 +1,185 @@
+"""A store folder shared with other people's files and other writers: `--overwrite` deletes only what the store's
+metadata accounts for, at any depth; one writer at a time holds the store's lease; and hostile metadata is refused
+in one line with bounded memory (property-based)."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from pipeline.build import build_store
+from pipeline.common import lease
+from pipeline.store.format import StoreError, open_store, staging_dir
+from pipeline.store.lifecycle import LEASE_KEY
+from pipeline.store.ownership import chunk_grids, is_own
+from pipeline.store.reader import ShardReader
+from tests.stores import killed_build, small_cfg, snapshot
+
+
+@pytest.mark.parametrize("planted", ["label/c/sub/KEEPME.txt", "bins/c/0/KEEPME", "_staging/KEEPME.txt",
+                                     "L/c/99/0/0", "L/c/0/0/x", "L/c/01/0/0", "bins/KEEPME/", "notes.txt",
+                                     "_staging/parts/sub/x", "weights/c/1", "link"])  # fmt: skip
+def test_overwrite_deletes_nothing_when_anything_foreign_lies_at_any_depth(planted, source, tmp_path):
+    store = tmp_path / "s.zarr"
+    build_store(small_cfg(source), store)
+    target = store / planted
+    if planted == "link":
+        os.symlink(tmp_path / "photos", target)  # a link named like nothing of the store's, to a folder
+    elif planted.endswith("/"):
+        target.mkdir(parents=True)
+    elif target.is_dir():
+        target = target / "x"
+        target.write_bytes(b"mine")
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"mine")
+    before = snapshot(store)
+    with pytest.raises(StoreError, match="not the store's own") as refused:
+        build_store(small_cfg(source, size=64), store, overwrite=True)
+    assert planted.rstrip("/") in str(refused.value) and "\n" not in str(refused.value)
+    assert snapshot(store) == before
+    assert open_store(store).attrs["S"] == 32  # the store itself is as it was
+
+
+def test_a_killed_writers_temp_files_are_the_stores_own(source, tmp_path):
+    store = tmp_path / "s.zarr"
+    build_store(small_cfg(source), store)
+    staging_dir(store).mkdir()
+    (staging_dir(store) / ".0.tmp123-456").write_bytes(b"half a shard")
+    (store / "zarr.0123456789abcdef0123456789abcdef.partial").write_bytes(b"{")
+    (store / "L" / "c" / "0" / "0" / "0.0123456789abcdef0123456789abcdef.partial").write_bytes(b"x")
+    build_store(small_cfg(source, size=64), store, overwrite=True)
+    assert open_store(store).attrs["S"] == 64
+    assert not list(store.rglob("*.partial")) and not staging_dir(store).exists()
+
+
+def test_a_foreign_file_in_the_staging_area_outlives_the_run(source, tmp_path):
+    store = tmp_path / "s.zarr"
+    settings = killed_build(source, store)
+    (staging_dir(store) / "KEEPME.txt").write_text("mine")
+    build_store(settings, store)  # resumed and finished: its own staging files go, the foreign one stays
+    assert open_store(store).attrs["complete"]
+    assert [p.name for p in staging_dir(store).iterdir()] == ["KEEPME.txt"]
+    with pytest.raises(StoreError, match="_staging/KEEPME.txt"):
+        build_store(settings, store, overwrite=True)
+
+
+def test_the_chunk_grid_comes_from_each_arrays_own_metadata(tiny_store):
+    grids = chunk_grids(tiny_store[0])
+    assert grids["L"] == (3, 1, 1) and grids["label"] == (3,)  # 12 slots in shards of 4
+    assert is_own("L/c/2/0/0", grids) and not is_own("L/c/3/0/0", grids) and not is_own("L/c/2/0", grids)
+    assert not is_own("L/c/2/0/0/x", grids) and not is_own("L/c/-1/0/0", grids) and not is_own("zarr.json/x", grids)
+    assert is_own("_staging/part-000003.json", grids) and not is_own("_staging/part-3.pkl", grids)
+
+
+def record(host: str, pid: int, beat_ago: float) -> bytes:
+    now = time.time()
+    return json.dumps({"owner": "someone-else", "host": host, "pid": pid, "what": "colorize-preprocess",
+                       "since": now - 600, "beat": now - beat_ago}).encode()  # fmt: skip
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+@pytest.mark.parametrize("who", ["live here", "live elsewhere", "dead here", "silent elsewhere", "not a lease"])
+def test_one_writer_a_store_a_gone_writers_lease_is_taken_over(who, source, tmp_path, caplog):
+    store = tmp_path / "s.zarr"
+    (store / "_staging").mkdir(parents=True)
+    here = socket.gethostname()
+    planted = {"live here": record(here, os.getpid(), 1), "live elsewhere": record("node7", 4242, 1),
+               "dead here": record(here, dead_pid(), 1), "silent elsewhere": record("node7", 4242, 3600),
+               "not a lease": b"[1, 2"}[who]  # fmt: skip
+    (store / LEASE_KEY).write_bytes(planted)
+    if who.startswith("live"):
+        with pytest.raises(lease.LeaseHeld, match="being written by pid") as refused:
+            build_store(small_cfg(source), store)
+        assert "node7" in str(refused.value) or here in str(refused.value)
+        assert (store / LEASE_KEY).read_bytes() == planted and not (store / "zarr.json").exists()
+        return
+    build_store(small_cfg(source), store)
+    assert open_store(store).attrs["complete"] and not (store / LEASE_KEY).exists()
+    assert "taking over the lease" in caplog.text
+
+
+def test_a_writer_whose_lease_was_taken_over_stops(source, tmp_path, monkeypatch):
+    monkeypatch.setattr(lease, "BEAT", 0.05)
+    store = tmp_path / "s.zarr"
+
+    def taken_over(done, total):  # another writer takes the lease (this one looked dead to it)
+        (store / LEASE_KEY).write_bytes(record("node7", 4242, 0))
+        time.sleep(0.3)  # a heartbeat or two
+
+    with pytest.raises(lease.LeaseLost, match="taken over"):
+        build_store(small_cfg(source, part_images=4), store, progress=taken_over)
+    assert not json.loads((store / "zarr.json").read_text())["attributes"]["complete"]
+    assert json.loads((store / LEASE_KEY).read_text())["owner"] == "someone-else"  # the new holder's, kept
+
+
+def test_a_task_of_a_run_that_lost_the_store_writes_nothing(source, tmp_path):
+    from pipeline.build import resolve, stage_part
+    from pipeline.store.staging import part_done
+
+    store = tmp_path / "s.zarr"
+    settings, _ = resolve(killed_build(source, store))
+    (store / LEASE_KEY).write_bytes(record("node7", 4242, 0))  # another run holds the store now
+    part = next(k for k in range(3) if not part_done(store, k))
+    before = snapshot(store)
+    with pytest.raises(lease.LeaseLost, match="no longer holds"):
+        stage_part(settings, str(store), str(staging_dir(store) / "parts"), part, "cpu", 1, owner="the-old-run")
+    assert not part_done(store, part) and snapshot(store) == before
+
+
+# -- hostile metadata, property-based -------------------------------------------------------------------------------
+
+HUGE = st.sampled_from([10**9, 10**12, 2**63, 2**64 + 5, -1, 0, 1.5, "12", None, [3], True, float("inf")])
+NUMBER = st.one_of(st.integers(-(2**70), 2**70), HUGE)
+
+
+@pytest.fixture(scope="module")
+def pristine(tiny_store):
+    return tiny_store[0]
+
+
+@given(attrs=st.fixed_dictionaries({}, optional={"n_images": NUMBER, "n_slots": NUMBER, "S": NUMBER}),
+       array=st.sampled_from(["L", "bins", "label", "slots"]), shape0=st.one_of(st.none(), NUMBER),
+       per_shard=st.one_of(st.none(), NUMBER))  # fmt: skip
+@example(attrs={}, array="L", shape0=10**9, per_shard=None)
+@example(attrs={"n_images": 10**12}, array="L", shape0=None, per_shard=None)
+@example(attrs={}, array="L", shape0=None, per_shard=10**9)
+@example(attrs={"n_images": 10**9, "n_slots": 10**9}, array="label", shape0=10**9, per_shard=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_hostile_metadata_is_refused_in_one_line_with_bounded_memory(pristine, tmp_path_factory, attrs, array,
+                                                                     shape0, per_shard):  # fmt: skip
+    store = tmp_path_factory.mktemp("hostile") / "s.zarr"
+    shutil.copytree(pristine, store)
+    group = json.loads((store / "zarr.json").read_text())
+    group["attributes"] |= attrs
+    (store / "zarr.json").write_text(json.dumps(group))
+    meta = json.loads((store / array / "zarr.json").read_text())
+    if shape0 is not None:
+        meta["shape"][0] = shape0
+    if per_shard is not None:
+        meta["chunk_grid"]["configuration"]["chunk_shape"][0] = per_shard
+    (store / array / "zarr.json").write_text(json.dumps(meta))
+    tracemalloc.start()
+    try:
+        reader = ShardReader(store)
+        reader.read(np.arange(min(reader.n, 4)))
+    except StoreError as e:
+        assert "\n" not in str(e) and str(store) in str(e)
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 64 << 20, peak
