@@ -106,6 +106,16 @@ SCRIPTS = {
         "missing prior": lambda p: ["--store", p["store"], "--prior", p["missing"]],
         "out of range 3": lambda p: ["--store", p["store"], "--balance-lambda", "2"],
         "not a choice": lambda p: ["--store", p["store"], "--schedule", "cosine"],
+        "URL with #": lambda p: ["--store", "s3://bkt/s.zarr#x"],
+        "relative file URL": lambda p: ["--store", "file://mystore.zarr"],
+        "out URL with ?": lambda p: ["--store", p["store"], "--out", "s3://bkt/run?x=1"],
+        "infinite cache limit": lambda p: ["--store", p["store"], "--cache-limit", "inf"],
+        "infinite preload": lambda p: ["--store", p["store"], "--preload", "inf"],
+        "storage option inf": lambda p: ["--store", p["store"], "--storage-option", "retry_timeout=inf"],
+        "storage option negative": lambda p: ["--store", p["store"], "--storage-option", "max_retries=-1"],
+        "credential option": lambda p: ["--store", p["store"], "--storage-option", "account_key=abc"],
+        "out holds a run": lambda p: ["--store", p["store"], "--out", str(Path(p["checkpoint"]).parent)],
+        "zero ddp timeout": lambda p: ["--store", p["store"], "--ddp-timeout", "0"],
         **{f"config {name}": (lambda p, name=name: ["--store", p["store"], "--config", p[name]])
            for name in ("tag.yaml", "syntax.yaml", "string.yaml", "fast.yaml", "unknown.yaml", "list.yaml",
                         "nan.json", "bad.json", "deep.yaml", "deep.json")},
@@ -121,6 +131,7 @@ SCRIPTS = {
         "folder for a file": lambda p: ["--checkpoint", p["notastore"], "--store", p["store"]],
         "uncreatable out": lambda p: ["--checkpoint", p["checkpoint"], "--store", p["store"], "--out", p["below_file"]],
         "out is a file": lambda p: ["--checkpoint", p["checkpoint"], "--store", p["store"], "--out", p["file.txt"]],
+        "store URL with ?": lambda p: ["--checkpoint", p["checkpoint"], "--store", "s3://bkt/s.zarr?x=1"],
         **{f"checkpoint {name}": (lambda p, name=name: ["--checkpoint", p[name], "--store", p["store"]])
            for name in ("list.pt", "noconfig.pt", "shape.pt", "negsize.pt", "code.pt", "pickle.pt", "garbage.pt")},
     }),
@@ -156,6 +167,7 @@ SCRIPTS = {
         "uncreatable out": lambda p: [p["store"], "--out", p["below_file"]],
         "out is a file": lambda p: [p["store"], "--out", p["file.txt"]],
         "bad prior": lambda p: [p["store"], "--out", "q", "--zhang-prior", p["garbage.pt"]],
+        "percent-encoded URL": lambda p: ["s3://bkt/a%2Fb.zarr", "--out", "q"],
     }),
     "colorize-preprocess": (preprocess.main, {
         "not a number": lambda p: [p["source"], "s.zarr", "--size", "abc"],
@@ -172,6 +184,10 @@ SCRIPTS = {
         "store is the source": lambda p: [p["source"], p["source"], "--overwrite"],
         "uncreatable out": lambda p: [p["source"], p["below_file"]],
         "uncreatable quality out": lambda p: [p["source"], "s.zarr", "--quality-out", p["below_file"]],
+        "percent-encoded store URL": lambda p: [p["source"], "s3://bkt/vic%74im.zarr"],
+        "relative file URL": lambda p: [p["source"], "file://mystore.zarr"],
+        "source URL with ?": lambda p: ["s3://bkt/src?x=1", "s.zarr"],
+        "credential option": lambda p: [p["source"], "s.zarr", "--storage-option", "sse_customer_key_base64=abc"],
     }),
     "colorize-bench": (bench.main, {
         "not a name": lambda p: ["nonsense"],

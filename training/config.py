@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.cli import Refused, one_line
+from pipeline.common.files import read_bounded
 from pipeline.common.settings import check_values, given, setting
-from pipeline.common.storage import location, parse_options
+from pipeline.common.storage import TooLarge, location, parse_options
 from pipeline.store.cache import parse_bytes
 from training.data import DataConfig
 from training.models import check_width, spec_of
@@ -29,9 +30,10 @@ EMBEDDED = {
     "lr": 0.05,
     "ckpt_every": 200,
 }
+MAX_CONFIG = 16 << 20  # bytes of a --config file
 # Settings a resumed run may change: they decide where and how it runs and reports, not what it learns.
 RUN_LOCAL = ("out", "device", "loader_threads", "prefetch", "preload", "cache_dir", "cache_limit", "storage_option",
-             "stop_at", "sample_log", "ckpt_every", "keep", "log_every", "tensorboard",
+             "stop_at", "sample_log", "ddp_timeout", "ckpt_every", "keep", "log_every", "tensorboard",
              "eval_every", "val_images", "eval_images", "eval_store", "recovery")  # fmt: skip
 
 
@@ -95,6 +97,9 @@ class TrainConfig(DataConfig):
     val_images: int = setting(32, "images of the holdout or --eval-store each validation scores")
     eval_images: int = setting(64, "images evaluated at the end (0 = all)")
     stop_at: int = setting(0, "stop at this step with a checkpoint, as a pre-empted node would (0 = run to the end)")
+    ddp_timeout: float = setting(
+        300.0, "seconds a rank waits for the others (torchrun): then a lost or frozen rank ends the run in one line"
+    )
     sample_log: str = setting("", "a local folder: each rank appends the images of each of its batches (an audit)")
 
     def __post_init__(self):
@@ -135,6 +140,8 @@ class TrainConfig(DataConfig):
             raise ValueError(f"lr_step must be in (0, 1], got {self.lr_step}")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if not 0 < self.ddp_timeout <= 86400:
+            raise ValueError(f"ddp_timeout must be in (0, 86400] seconds, got {self.ddp_timeout}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         parse_bytes(self.cache_limit), parse_bytes(self.preload)
@@ -161,9 +168,11 @@ def read_config(path: str | Path) -> dict:
     right types, or Refused in one line. YAML is read with the safe loader: tags that build objects are refused."""
     path = location(path)
     try:
-        text = path.read_text()
+        text = read_bounded(path, MAX_CONFIG).decode()
     except UnicodeDecodeError:
         raise Refused(f"--config {path}: not a text file") from None
+    except TooLarge:
+        raise Refused(f"--config {path}: more than {MAX_CONFIG >> 20} MiB, not a file of settings") from None
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 

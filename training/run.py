@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from pipeline.common.cli import ArgumentParser, Refused, command, one_line
+from pipeline.common.lease import LeaseLost
 from pipeline.common.settings import add_flags
-from pipeline.common.storage import configure, location, parse_options
-from training import checkpoint
+from pipeline.common.storage import configure, first_contact, location, parse_options
+from training import checkpoint, ddp
 from training.config import EMBEDDED, ROOT, TrainConfig, config_from_args
 from training.data import on_device
 from training.models import MODELS, count_parameters, describe
@@ -40,16 +41,19 @@ METRICS = ["step", "epoch", "lr", "loss", "colour", "class", "images_per_s", "ga
 
 
 class MetricsLog:
-    """metrics.csv, one row every --log-every steps with the images/s since the last row (rank 0 writes)."""
+    """metrics.csv, one row every --log-every steps with the images/s since the last row (rank 0 writes). A resumed
+    run first drops the rows past its checkpoint's step (a run killed after its last checkpoint logged them), so
+    each step appears once."""
 
     def __init__(self, run: Run, board=None):
         self.board = board
         path = run.out / "metrics.csv" if run.rank == 0 else Path(os.devnull)
         fresh = run.step == 0 or not path.exists()
-        self.file = open(path, "w" if fresh else "a", newline="")  # noqa: SIM115 - closed by __exit__
+        kept = [] if fresh or run.rank else _rows_up_to(path, run.step)
+        self.file = open(path, "w", newline="")  # noqa: SIM115 - closed by __exit__
         self.writer = csv.writer(self.file)
-        if fresh:
-            self.writer.writerow(METRICS)
+        self.writer.writerow(METRICS)
+        self.writer.writerows(kept)
         self.t_last, self.seen = time.perf_counter(), 0
 
     def __enter__(self):
@@ -73,6 +77,13 @@ class MetricsLog:
                 self.board.add_scalar(f"train/{key}", float(value.detach()), step)
             self.board.add_scalar("train/lr", lr, step)
             self.board.add_scalar("train/images_per_s", rate, step)
+
+
+def _rows_up_to(path: Path, step: int) -> list[list[str]]:
+    """The rows of a metrics.csv of steps up to `step`, without its header."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    return [r for r in rows if r and r[0].isdigit() and int(r[0]) <= step]
 
 
 class SampleLog:
@@ -115,14 +126,37 @@ def resume_path(cfg: TrainConfig, resume: bool | str) -> str | None:
 
 def train(cfg: TrainConfig, resume: bool | str = False, stop_at: int | None = None) -> dict:
     """Train the run in cfg.out, or continue it (resume=True: from its own last checkpoint; a path: from that
-    checkpoint, into cfg.out); stop_at (default: --stop-at) ends early with a checkpoint (pre-emption)."""
-    from tqdm import tqdm
-
+    checkpoint, into cfg.out); stop_at (default: --stop-at) ends early with a checkpoint (pre-emption). The run
+    holds cfg.out's lease throughout; a lost DDP rank ends it with `ddp.RankLost`, one line."""
     stop_at = stop_at or cfg.stop_at or None
     path = resume_path(cfg, resume)
     run = setup(cfg, resume=bool(path))
-    if path:
-        restore(run, path)
+    try:
+        if path:
+            restore(run, path)
+        with ddp.Watch(run.rank, run.world, run.cfg.ddp_timeout) as watch:
+            try:
+                loop(run, stop_at)
+            except RuntimeError as e:
+                watch.explain(e, f"at step {run.step}; {resume_advice(run)}")
+                raise
+        return finish(run)
+    finally:
+        run.folder.release()
+
+
+def resume_advice(run: Run) -> str:
+    """How to continue a run that stopped: --resume, from its last checkpoint if it has one."""
+    if run.folder.has("checkpoint-last.pt"):
+        return f"continue the run with --resume (from {run.folder.ref('checkpoint-last.pt')})"
+    return "no checkpoint yet: --resume starts the run again"
+
+
+def loop(run: Run, stop_at: int | None) -> None:
+    """The training loop, from run.step to the end (or stop_at), with its logs, validations and checkpoints."""
+    from tqdm import tqdm
+
+    cfg = run.cfg
     board = None
     if run.rank == 0:
         (run.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
@@ -160,7 +194,6 @@ def train(cfg: TrainConfig, resume: bool | str = False, stop_at: int | None = No
         checkpoints(run, final=True)
     if board:
         board.close()
-    return finish(run)
 
 
 def validation(run: Run, validate, board) -> None:
@@ -284,14 +317,19 @@ def main(argv=None) -> int:
     cfg = config_from_args(args)
     configure(parse_options(cfg.storage_option))
     embedded = cfg.store == EMBEDDED["store"]  # built below when missing
-    for store in filter(None, (cfg.store, cfg.eval_store)):
-        if not (embedded and store in EMBEDDED.values()):
-            open_store(store)  # refused here, in one line, if it is missing, incomplete or damaged
-    if path := resume_path(cfg, args.resume):
+    with first_contact():  # checks before the run: an endpoint that does not answer is reported within seconds
+        for store in filter(None, (cfg.store, cfg.eval_store)):
+            if not (embedded and store in EMBEDDED.values()):
+                open_store(store)  # refused here, in one line, if it is missing, incomplete or damaged
+        path = resume_path(cfg, args.resume)
+        folder = RunFolder(cfg.out)
+        folder.check()
+        if int(os.environ.get("RANK", "0")) == 0:  # rank 0 takes the folder's lease
+            folder.check_free(bool(args.resume))
+    if path:  # read with the run's own patience: a checkpoint may take longer than the checks' budget
         check_resume(cfg, checkpoint.load(path), path)
     elif args.resume:
         print(f"--resume: no checkpoint in {cfg.out} yet, starting the run", file=sys.stderr)
-    RunFolder(cfg.out).check()
     if embedded:
         ensure_embedded_stores()
     try:
@@ -299,6 +337,10 @@ def main(argv=None) -> int:
     except NonFiniteLoss as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except (ddp.RankLost, LeaseLost) as e:  # the others stopped, or another run took the folder over
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(4)  # not a normal exit: it would wait on the lost rank in the process group's teardown
     return 0
 
 

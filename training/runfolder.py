@@ -4,31 +4,46 @@ An object store has no rename, so each object is written whole with one PUT and 
 completes: a reader finds the previous checkpoint or the new one, never part of one. The run works in a local
 folder (metrics.csv, TensorBoard's event files, the plots and reports) and copies what changed up at each
 checkpoint and at the end; checkpoints go straight up from memory. A resumed run takes its checkpoint and
-metrics.csv from the bucket, so any node can continue it.
+metrics.csv from the bucket, so any node can continue it. That local folder is the run's own (a new temporary
+folder), never shared with another run of the same --out.
+
+A run folder has one owner at a time: the run holds a lease in it (`lease.json`, `pipeline.common.lease`) while it
+trains, and a folder that holds a run, finished or running, is refused without --resume (`check_free`).
 """
 
-import hashlib
 import shutil
 import tempfile
 from pathlib import Path
 
+from pipeline.common import lease
+from pipeline.common.cli import Refused
 from pipeline.common.files import atomic_write, check_writable
 from pipeline.common.storage import ObjectPath, location
+
+LEASE = "lease.json"
+RUN_FILES = ("checkpoint-last.pt", "config.json", "metrics.csv")  # any of them: the folder holds a run
 
 
 class RunFolder:
     """A run's --out. `local` is where files are written first (the folder itself when --out is local)."""
 
-    def __init__(self, out: str, scratch: bool = False):
-        """scratch: for --out in a bucket, write first into a new temporary folder instead of the run's own (a
-        command that adds reports beside a run must not copy up a stale working copy of that run)."""
+    def __init__(self, out: str):
         self.out = str(out)
         where = location(self.out)
         self.url: ObjectPath | None = where if isinstance(where, ObjectPath) else None
-        self.local = Path(where) if self.url is None else Path()
-        if self.url:
-            self.local = Path(tempfile.mkdtemp(prefix="colorize-out-")) if scratch else work_folder(self.out)
+        self._local = Path(where) if self.url is None else None
         self._sent: dict[str, tuple[int, int]] = {}  # name -> (size, mtime_ns) last uploaded
+        self.lease: lease.Lease | None = None
+
+    @property
+    def local(self) -> Path:
+        """Where the run's files are written first: --out itself, or for a bucket this run's own temp folder."""
+        if self._local is None:
+            self._local = Path(tempfile.mkdtemp(prefix="colorize-run-"))
+        return self._local
+
+    def _path(self, name: str):
+        return self.url / name if self.url else self.local / name
 
     def __str__(self) -> str:
         return self.out
@@ -41,23 +56,48 @@ class RunFolder:
         """Refuse, in one line, an --out that cannot be written."""
         check_writable(self.url if self.url else self.local, "--out")
 
-    def prepare(self, resume: bool) -> None:
-        """Make the local folder; for a bucket, start it empty and, to continue a run, fetch its metrics.csv."""
-        if self.url:
-            shutil.rmtree(self.local, ignore_errors=True)
+    def check_free(self, resume: bool) -> None:
+        """Refuse, in one line, a folder another run is writing now, or (without resume) one that holds a run."""
+        held = lease.holder(self._path(LEASE))
+        if held is not None:
+            raise lease.LeaseHeld(f"--out {self.out} is being written by another run ({lease.describe(held)}); "
+                                  "one run per folder: choose another --out")  # fmt: skip
+        found = [name for name in RUN_FILES if self.has(name)]
+        if found and not resume:
+            raise Refused(f"--out {self.out} holds a run ({found[0]}): continue it with --resume, or choose "
+                          "another --out")  # fmt: skip
+
+    def claim(self, resume: bool) -> None:
+        """Take the folder's lease (refused as `check_free` says), make the local folder and, to continue a run in
+        a bucket, fetch its metrics.csv."""
+        self.check_free(resume)
+        self.lease = lease.Lease(self._path(LEASE), "colorize-train", f"--out {self.out}").acquire()
         self.local.mkdir(parents=True, exist_ok=True)
         if self.url and resume and (self.url / "metrics.csv").is_file():
             (self.local / "metrics.csv").write_bytes((self.url / "metrics.csv").read_bytes())
 
+    def release(self) -> None:
+        """Give the lease back; for a bucket, remove this run's local folder (everything in it is copied up)."""
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
+        if self.url and self._local is not None:
+            shutil.rmtree(self._local, ignore_errors=True)
+
+    def check_lease(self) -> None:
+        """LeaseLost if another run took the folder over while this one was silent."""
+        if self.lease is not None:
+            self.lease.check()
+
     def has(self, name: str) -> bool:
-        return (self.url / name).is_file() if self.url else (self.local / name).is_file()
+        return self._path(name).is_file()
 
     def save(self, name: str, write) -> None:
         """Write `name` whole (write(f) fills the file): renamed into place, or one PUT."""
-        atomic_write(self.url / name if self.url else self.local / name, write)
+        atomic_write(self._path(name), write)
 
     def delete(self, name: str) -> None:
-        (self.url / name if self.url else self.local / name).unlink(missing_ok=True)
+        self._path(name).unlink(missing_ok=True)
 
     def numbered(self, pattern: str) -> list[str]:
         """Names of the run's files matching a glob pattern (e.g. the step checkpoints), sorted."""
@@ -68,14 +108,9 @@ class RunFolder:
         """Copy up every local file that changed since it was last copied (nothing to do for a local --out)."""
         if not self.url:
             return
-        for path in sorted(p for p in self.local.rglob("*") if p.is_file()):
+        for path in sorted(p for p in self.local.rglob("*") if p.is_file() and p.name != LEASE):
             name = path.relative_to(self.local).as_posix()
             stat = path.stat()
             if self._sent.get(name) != (stat.st_size, stat.st_mtime_ns):
                 (self.url / name).write_bytes(path.read_bytes())
                 self._sent[name] = (stat.st_size, stat.st_mtime_ns)
-
-
-def work_folder(out: str) -> Path:
-    """The local folder where a run with --out in a bucket writes first (one per --out and machine)."""
-    return Path(tempfile.gettempdir()) / "colorize-runs" / hashlib.sha256(out.encode()).hexdigest()[:16]

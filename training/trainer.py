@@ -11,7 +11,7 @@ import torch
 
 from pipeline.common.storage import configure, parse_options
 from pipeline.store.cache import parse_bytes
-from training import checkpoint
+from training import checkpoint, ddp
 from training.config import RUN_LOCAL, TrainConfig, read_prior
 from training.data import Loader, StoreData
 from training.devices import resolve_device
@@ -114,15 +114,14 @@ def setup(cfg: TrainConfig, resume: bool = False) -> Run:
     folder ready (with its metrics.csv from the bucket when it continues there)."""
     configure(parse_options(cfg.storage_option))
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 and not torch.distributed.is_initialized():
+        ddp.init(cfg.ddp_timeout, rank, world)
     device = resolve_device(cfg.device, local_rank)
     data = StoreData(cfg.store, cfg.holdout, parse_bytes(cfg.preload), cfg.loader_threads, shard_cache(cfg))
     folder = RunFolder(cfg.out)  # after the store is read: a store refused leaves no run folder behind
     if rank == 0:
-        folder.prepare(resume)
-    folder.local.mkdir(parents=True, exist_ok=True)
+        folder.check_free(resume)
     torch.manual_seed(cfg.seed)
     size = cfg.size if cfg.size != data.S else 0
     loader = Loader(data, cfg, rank, world, pin=device.type == "cuda")
@@ -131,6 +130,9 @@ def setup(cfg: TrainConfig, resume: bool = False) -> Run:
         raise ValueError(f"batches of {smallest} images cannot be shared by {world} ranks: raise --batch-size")
     total = cfg.steps or cfg.epochs * loader.batches_per_epoch()
     nets = networks(cfg, device, balance(cfg, data), data.n_classes, _wrapper(cfg, world, local_rank, device))
+    if rank == 0:
+        folder.claim(resume)  # last: a run refused while it is set up holds no lease
+    folder.local.mkdir(parents=True, exist_ok=True)
     return Run(cfg, spec_of(cfg.variant), rank, world, device, data, loader, size=size, total=total, folder=folder,
                **nets)  # fmt: skip
 

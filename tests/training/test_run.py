@@ -38,6 +38,18 @@ def test_resumed_run_equals_uninterrupted(tiny_store, tmp_path):
     assert np.allclose(la, lb, rtol=1e-4)
 
 
+def test_a_resume_after_a_kill_logs_each_step_once(tiny_store, tmp_path):
+    """Killed after its last checkpoint (step 3) had logged steps 4 and 5: the resumed run logs them again, once."""
+    c = cfg(tiny_store[0], tmp_path)
+    train(c, stop_at=3)
+    logged = (tmp_path / "metrics.csv").read_text()
+    (tmp_path / "metrics.csv").write_text(logged + "4,0,0.1,9,9,9,1,,\n5,0,0.1,9,9,9,1,,\n")  # as the killed run wrote
+    train(c, resume=True)
+    steps = [r.split(",")[0] for r in (tmp_path / "metrics.csv").read_text().splitlines()]
+    assert steps == ["step", "1", "2", "3", "4", "5", "6"]
+    assert ",9,9,9," not in (tmp_path / "metrics.csv").read_text()
+
+
 def test_the_learning_rate_follows_eq_21_23(tiny_store, tmp_path):
     store, _ = tiny_store
     train(cfg(store, tmp_path, lr=0.1, lr_pow=0.9))
