@@ -12,6 +12,7 @@ runs the flow in this process; `python -m flows.serve` serves it as the deployme
 
 import contextlib
 import dataclasses
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -28,13 +29,13 @@ from prefect.settings import (
 from flows.artifacts import Progress, publish_summary, quality_check
 from flows.cluster import check_dask_address, dask_runner, security_of
 from pipeline.build import build_store, stage_part
-from pipeline.common.cli import ArgumentParser, command, make_dir
+from pipeline.common.cli import ArgumentParser, Refused, command, make_dir
 from pipeline.common.files import check_writable, has_files
 from pipeline.common.settings import add_flags, given, setting, signature
 from pipeline.common.storage import configure, first_contact, is_remote, location, parse_options
 from pipeline.config import PreprocessConfig
 from pipeline.layouts import detect
-from pipeline.store.lifecycle import check_safe, check_staging
+from pipeline.store.lifecycle import check_safe, check_staging, hold
 
 FLOW_NAME = "preprocess-imagenet"
 # A flow run in this process: no telemetry (machines without a network wait on it), and time for the temporary
@@ -64,7 +65,9 @@ class RunOptions:
     dask_security: str | None = setting(
         None, "TLS for --dask-address: ca=FILE,cert=FILE,key=FILE (the flow's client certificate), or config"
     )
-    storage_option: tuple[str, ...] = setting((), "KEY=VALUE for the object store (repeatable); no credentials")
+    storage_option: tuple[str, ...] = setting(
+        (), "KEY=VALUE for the object store (repeatable); no credentials", quiet=True
+    )
 
     def __post_init__(self):
         parse_options(self.storage_option)  # refused here when a credential is among them
@@ -122,8 +125,21 @@ def run_in_process(**params) -> dict:
     updates = dict(LOCAL_SETTINGS)
     if "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" not in os.environ:
         updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
-    with temporary_settings(updates=updates):
-        return preprocess_imagenet(**params)
+    runs = logging.getLogger("prefect.flow_runs")
+    runs.addFilter(_refusals_in_one_line)
+    try:
+        with temporary_settings(updates=updates):
+            return preprocess_imagenet(**params)
+    finally:
+        runs.removeFilter(_refusals_in_one_line)
+
+
+def _refusals_in_one_line(record: logging.LogRecord) -> bool:
+    """Prefect logs a flow's exception with its traceback; a refusal (`Refused`: a store another run writes, ...)
+    is input the command says no to in one line, so its record goes without one."""
+    if record.exc_info and isinstance(record.exc_info[1], Refused):
+        record.exc_info, record.exc_text = None, None
+    return True
 
 
 def check_inputs(cfg: PreprocessConfig, run: RunOptions) -> None:
@@ -159,7 +175,8 @@ def main(argv=None) -> int:
     if run.dask_address:
         check_dask_address(run.dask_address, security_of(run.dask_security) if run.dask_security else None)
     try:
-        print(run_in_process(**settings, **options))
+        with hold(run.store):  # one writer per store: refused here, in one line, before the flow starts
+            print(run_in_process(**settings, **options))
     except QualityFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -8,7 +8,6 @@ deterministic and a part's slots do not depend on the others, so a killed run re
 uninterrupted one, whatever the number of workers.
 """
 
-import contextlib
 import logging
 import os
 import queue
@@ -20,12 +19,11 @@ from dataclasses import replace
 import numpy as np
 
 from kernels.gamut import Q
-from pipeline.common.storage import configure, is_remote, location, options_in_use
+from pipeline.common.storage import configure, location, options_in_use
 from pipeline.config import PreprocessConfig
 from pipeline.layouts import Found, find
 from pipeline.part import cut_parts, process_part
-from pipeline.store.format import staging_dir
-from pipeline.store.lifecycle import StoreState, begin, check_owner, check_target, finalize, lease_of
+from pipeline.store.lifecycle import StoreState, begin, check_owner, check_target, finalize, held_here, lease_of
 from pipeline.store.shards import create_arrays
 from pipeline.store.staging import load_sources, part_done, save_sources, staged_summary
 
@@ -57,7 +55,7 @@ def stage_part(cfg: PreprocessConfig, store: str, parts_dir: str, part: int, dev
     if owner is not None:
         check_owner(store, owner, f"part {part}")
     if part_done(store, part):
-        return staged_summary(store, part)
+        return staged_summary(store, part, range(part * cfg.part_images, (part + 1) * cfg.part_images))
     import numba
 
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
@@ -106,10 +104,10 @@ def build_store(
     t0, cpu0 = time.perf_counter(), time.process_time()
     store = str(location(store).resolve())
     cfg, found = resolve(cfg)
-    if check_target(store, cfg, overwrite) is StoreState.DONE:  # read only: a finished store takes no lease
+    if check_target(store, cfg, overwrite, held_here(store)) is StoreState.DONE:  # read only: no lease for that
         log.info("%s is already complete for these settings; nothing to do", store)
         return {"store": store, "state": StoreState.DONE.value}
-    with _leased(store) as held:
+    with lease_of(store) as held:
         state = begin(store, cfg, overwrite, held.record["owner"])
         if state is StoreState.DONE:
             log.info("%s is already complete for these settings; nothing to do", store)
@@ -131,23 +129,6 @@ def build_store(
     result = {"store": store, "state": state.value, "seconds": seconds, "busy_seconds": busy}
     result |= {"driver_cpu_seconds": time.process_time() - cpu0, "n_sources": len(records)}
     return result | {"counts": attrs["counts"], "n_images": attrs["n_images"], "layout": found.layout}
-
-
-@contextlib.contextmanager
-def _leased(store: str):
-    """The store's lease (one writer per store), held while this run writes. Locally, the staging folder is removed
-    once it is empty, and so is the store folder if this run made it and left nothing in it (a refusal)."""
-    where = location(store)
-    made = not is_remote(where) and not where.exists()
-    try:
-        with lease_of(store) as held:
-            yield held
-    finally:
-        if not is_remote(where):
-            with contextlib.suppress(OSError):
-                staging_dir(where).rmdir()
-                if made:
-                    where.rmdir()
 
 
 def _stage_store(cfg, found: Found, store: str, state, workers: int, submit, log, progress, held) -> list[dict]:

@@ -116,6 +116,7 @@ SCRIPTS = {
         "credential option": lambda p: ["--store", p["store"], "--storage-option", "account_key=abc"],
         "out holds a run": lambda p: ["--store", p["store"], "--out", str(Path(p["checkpoint"]).parent)],
         "zero ddp timeout": lambda p: ["--store", p["store"], "--ddp-timeout", "0"],
+        "out in the store": lambda p: ["--store", p["store"], "--out", str(Path(p["store"]) / "run")],
         **{f"config {name}": (lambda p, name=name: ["--store", p["store"], "--config", p[name]])
            for name in ("tag.yaml", "syntax.yaml", "string.yaml", "fast.yaml", "unknown.yaml", "list.yaml",
                         "nan.json", "bad.json", "deep.yaml", "deep.json")},
@@ -187,6 +188,7 @@ SCRIPTS = {
         "percent-encoded store URL": lambda p: [p["source"], "s3://bkt/vic%74im.zarr"],
         "relative file URL": lambda p: [p["source"], "file://mystore.zarr"],
         "source URL with ?": lambda p: ["s3://bkt/src?x=1", "s.zarr"],
+        "file URL with ..": lambda p: [p["source"], "file:///tmp/victim/../s.zarr"],
         "credential option": lambda p: [p["source"], "s.zarr", "--storage-option", "sse_customer_key_base64=abc"],
     }),
     "colorize-bench": (bench.main, {

@@ -87,7 +87,9 @@ class TrainConfig(DataConfig):
         "", "a store in a bucket: keep whole shards in this local folder (shared by a node's ranks)"
     )
     cache_limit: str = setting("50GB", "at most this many bytes in --cache-dir (least recently used shards go first)")
-    storage_option: tuple[str, ...] = setting((), "KEY=VALUE for the object store (repeatable); no credentials")
+    storage_option: tuple[str, ...] = setting(
+        (), "KEY=VALUE for the object store (repeatable); no credentials", quiet=True
+    )
     channels_last: bool = setting(True, "channels_last on CUDA (the CPU backward of a strided 1x1 conv crashes)")
     ckpt_every: int = setting(500, "steps between checkpoint-last.pt's")
     keep: int = setting(0, "also keep the last N step checkpoints (checkpoint-00001000.pt, ...)")

@@ -217,7 +217,7 @@ def checkpoints(run: Run, final: bool = False) -> None:
         save_checkpoint(run)
         if run.cfg.keep and run.rank == 0:
             save_checkpoint(run, f"checkpoint-{run.step:08d}.pt")
-            for old in run.folder.numbered("checkpoint-[0-9]*.pt")[: -run.cfg.keep]:
+            for old in run.folder.step_checkpoints()[: -run.cfg.keep]:
                 run.folder.delete(old)
         if run.rank == 0:
             if run.board:
@@ -325,7 +325,7 @@ def main(argv=None) -> int:
         folder = RunFolder(cfg.out)
         folder.check()
         if int(os.environ.get("RANK", "0")) == 0:  # rank 0 takes the folder's lease
-            folder.check_free(bool(args.resume))
+            folder.check_free(bool(args.resume), (cfg.store, cfg.eval_store))
     if path:  # read with the run's own patience: a checkpoint may take longer than the checks' budget
         check_resume(cfg, checkpoint.load(path), path)
     elif args.resume:

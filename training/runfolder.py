@@ -11,6 +11,7 @@ A run folder has one owner at a time: the run holds a lease in it (`lease.json`,
 trains, and a folder that holds a run, finished or running, is refused without --resume (`check_free`).
 """
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +22,7 @@ from pipeline.common.files import atomic_write, check_writable
 from pipeline.common.storage import ObjectPath, location
 
 LEASE = "lease.json"
+STEP_CHECKPOINT = re.compile(r"checkpoint-[0-9]{8}\.pt", re.ASCII)
 RUN_FILES = ("checkpoint-last.pt", "config.json", "metrics.csv")  # any of them: the folder holds a run
 
 
@@ -56,8 +58,16 @@ class RunFolder:
         """Refuse, in one line, an --out that cannot be written."""
         check_writable(self.url if self.url else self.local, "--out")
 
-    def check_free(self, resume: bool) -> None:
-        """Refuse, in one line, a folder another run is writing now, or (without resume) one that holds a run."""
+    def check_free(self, resume: bool, stores: tuple[str, ...] = ()) -> None:
+        """Refuse, in one line, a folder that is a store or lies in one (of `stores`, or with a zarr.json), one another
+        run is writing now, or (without resume) one that holds a run."""
+        where = self.url or self.local.absolute()
+        for store in filter(None, stores):
+            store = location(store).absolute()
+            if type(store) is type(where) and (where == store or where.is_relative_to(store)):
+                raise Refused(f"--out {self.out} lies in the store {store}: choose another --out")
+        if self.has("zarr.json"):
+            raise Refused(f"--out {self.out} is a Zarr store (zarr.json): choose another --out")
         held = lease.holder(self._path(LEASE))
         if held is not None:
             raise lease.LeaseHeld(f"--out {self.out} is being written by another run ({lease.describe(held)}); "
@@ -99,10 +109,11 @@ class RunFolder:
     def delete(self, name: str) -> None:
         self._path(name).unlink(missing_ok=True)
 
-    def numbered(self, pattern: str) -> list[str]:
-        """Names of the run's files matching a glob pattern (e.g. the step checkpoints), sorted."""
+    def step_checkpoints(self) -> list[str]:
+        """The names of the step checkpoints (`checkpoint-NNNNNNNN.pt`, exactly as a run names them), sorted: the
+        only files `--keep` deletes."""
         folder = self.url if self.url else self.local
-        return sorted(p.name for p in folder.glob(pattern))
+        return sorted(p.name for p in folder.glob("checkpoint-*.pt") if STEP_CHECKPOINT.fullmatch(p.name))
 
     def publish(self) -> None:
         """Copy up every local file that changed since it was last copied (nothing to do for a local --out)."""

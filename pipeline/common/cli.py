@@ -82,6 +82,10 @@ def make_dir(path: str | Path, what: str = "--out", keep: bool = True) -> Path:
     if "://" in str(path):  # never taken for a relative folder named "s3:"
         raise Refused(f"{what} {path}: a URL; this command writes to a local folder")
     path = Path(path)
+    real = Path(os.path.realpath(path))  # where it lands: "new/../x" makes x, never new
+    if real != path.absolute():
+        make_dir(real, what, keep)
+        return path
     created, probe = [], path
     while not probe.exists() and probe.parent != probe:
         created.append(probe)

@@ -50,7 +50,7 @@ def read_bounded(path, limit: int) -> bytes:
     a file planted where others write (a shared store, a bucket) costs no more memory than that."""
     if isinstance(path, ObjectPath):
         return path.read_bytes(limit)
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size  # f.read(limit) would allocate the limit first
         if size > limit:
             raise TooLarge(path, size, limit)
@@ -60,19 +60,32 @@ def read_bounded(path, limit: int) -> bytes:
     return data
 
 
-def read_file(path) -> bytes:
-    """The bytes of a regular file (or an object). Anything else (a FIFO, a device, a folder) is an OSError at
-    once: opened without blocking and checked before a byte is read, since reading a FIFO waits for a writer."""
-    if isinstance(path, ObjectPath):
-        return path.read_bytes()
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+def open_regular(path, follow: bool = True):
+    """A regular file opened for reading, or OSError at once for anything else (a FIFO, a device, a folder; with
+    follow=False, a link): opened without blocking and checked before a byte is read, since reading a FIFO waits
+    for a writer."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OSError(errno.EINVAL, "not a regular file (a link)", str(path)) from None
+        raise
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
         kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "a device or socket"
         raise OSError(errno.EINVAL, f"not a regular file ({kind})", str(path))
     os.set_blocking(fd, True)
-    with os.fdopen(fd, "rb") as f:
+    return os.fdopen(fd, "rb")
+
+
+def read_file(path) -> bytes:
+    """The bytes of a regular file (or an object). Anything else (a FIFO, a device, a folder) is an OSError at
+    once: opened without blocking and checked before a byte is read, since reading a FIFO waits for a writer."""
+    if isinstance(path, ObjectPath):
+        return path.read_bytes()
+    with open_regular(path) as f:
         return f.read()
 
 

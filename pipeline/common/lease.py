@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.common.cli import Refused
+from pipeline.common.files import open_regular
 from pipeline.common.storage import ObjectPath, TooLarge, location
 
 log = logging.getLogger("colorize.lease")
@@ -33,6 +34,7 @@ BEAT = 15.0  # seconds between heartbeats
 STALE = 120.0  # seconds without a heartbeat after which a lease is anybody's: 8 missed beats
 SETTLE = 1.0  # seconds before a lease taken in a bucket is read back (servers that ignore conditions)
 MAX_LEASE = 1 << 16  # bytes of a lease: its record is under 300
+SKEW = 2 * BEAT  # seconds a heartbeat may lie in the future (clocks of two hosts differ): beyond, it is forged
 
 
 class LeaseHeld(Refused):
@@ -72,7 +74,7 @@ def is_stale(record: dict) -> bool:
             return True
         except PermissionError:
             pass  # alive, another user's
-    return not (-STALE < _now() - beat < STALE)  # silent, or a heartbeat from the future (`not`: nan is stale)
+    return not (-SKEW < _now() - beat < STALE)  # silent, or a heartbeat from the future (`not`: nan is stale)
 
 
 def _parse(data: bytes) -> dict:
@@ -90,14 +92,22 @@ def read(path) -> tuple[dict, str] | None:
         if isinstance(path, ObjectPath):
             data, tag = path.read_meta(MAX_LEASE)
         else:
-            with open(path, "rb") as f:
-                data = f.read(MAX_LEASE + 1)
-            tag = str(os.stat(path).st_mtime_ns)
+            _no_link(path)
+            with open_regular(path, follow=False) as f:
+                data, tag = f.read(MAX_LEASE + 1), str(os.fstat(f.fileno()).st_mtime_ns)
     except FileNotFoundError:
         return None
     except TooLarge as e:  # not a lease this project wrote: nobody holds it
         return {}, e.etag
+    except OSError as e:  # a FIFO, a folder, a link planted where the lease goes
+        raise LeaseHeld(f"{path}: {e.strerror or e}, where a lease belongs; remove it") from None
     return _parse(data) if len(data) <= MAX_LEASE else {}, tag
+
+
+def _no_link(path: Path) -> None:
+    """LeaseHeld if the folder a local lease goes in is a link: it would be written, and deleted, elsewhere."""
+    if path.parent.is_symlink():
+        raise LeaseHeld(f"{path.parent} is a link, where the lease's folder belongs; remove it")
 
 
 def holder(path) -> dict | None:
@@ -169,9 +179,10 @@ class Lease:
             return got is not None
         path = Path(self.path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        _no_link(path)
         if not takeover:
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
             except FileExistsError:
                 return False
             with os.fdopen(fd, "wb") as f:
@@ -222,7 +233,7 @@ class Lease:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, LeaseHeld):
             found = read(self.path)
             if found is not None and found[0].get("owner") == self.record["owner"]:
                 self.path.unlink(missing_ok=True)

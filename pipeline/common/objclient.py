@@ -70,7 +70,10 @@ def client(scheme: str, bucket: str, options: tuple, env: tuple = (), quick: boo
         given = "endpoint" in config
         endpoint = config.get("endpoint") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:
-            config["endpoint"] = check_url(endpoint, "--storage-option endpoint" if given else "AWS_ENDPOINT_URL")
+            try:
+                config["endpoint"] = check_url(endpoint, "--storage-option endpoint" if given else "AWS_ENDPOINT_URL")
+            except ValueError as e:
+                raise StorageError(str(e)) from None
             if endpoint.startswith("http://"):
                 http["allow_http"] = "true"
         if os.environ.get("AWS_PROFILE") and not os.environ.get("AWS_ACCESS_KEY_ID"):

@@ -14,9 +14,10 @@ import typing
 from pipeline.common.cli import finite_float
 
 
-def setting(default=dataclasses.MISSING, help: str = "", flag: bool = True):
-    """A dataclass field with the help of its flag."""
-    return dataclasses.field(default=default, metadata={"help": help, "flag": flag})
+def setting(default=dataclasses.MISSING, help: str = "", flag: bool = True, quiet: bool = False):
+    """A dataclass field with the help of its flag; quiet: a refusal never repeats its value (it may hold a
+    credential given by mistake)."""
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "quiet": quiet})
 
 
 def _scalar(tp) -> type:
@@ -91,11 +92,12 @@ def _accepts(tp, value) -> bool:
 def check_values(settings, values: dict, where: str) -> None:
     """ValueError naming the first setting of `values` that `settings` (a dataclass) does not have, or whose value
     is not of its field's type (a file's "16" is not the integer 16)."""
-    kinds = {f.name: f.type for f in dataclasses.fields(settings)}
-    unknown = sorted(set(values) - set(kinds), key=repr)
+    fields = {f.name: f for f in dataclasses.fields(settings)}
+    unknown = sorted(set(values) - set(fields), key=repr)
     if unknown:
         raise ValueError(f"{where}: unknown settings {', '.join(map(repr, unknown))}"[:300])
     for name, value in values.items():
-        if not _accepts(kinds[name], value):
-            want = getattr(kinds[name], "__name__", str(kinds[name]))
-            raise ValueError(f"{where}: {name} must be {want}, got {value!r:.60} ({type(value).__name__})")
+        if not _accepts(fields[name].type, value):
+            want = getattr(fields[name].type, "__name__", str(fields[name].type))
+            shown = "" if fields[name].metadata.get("quiet") else f"{value!r:.60} "
+            raise ValueError(f"{where}: {name} must be {want}, got {shown}({type(value).__name__})")

@@ -86,6 +86,8 @@ def location(text: str | os.PathLike, options: dict | None = None):
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
             raise _refused(text, "a file:// URL must be absolute (file:///folder/...); or give a plain path")
+        if any(seg in (".", "..") for seg in parts.path.split("/")):
+            raise _refused(text, "'.' and '..' segments are not taken in a URL; give the path they lead to")
         return Path(parts.path)
     if "@" in parts.netloc:
         raise ValueError(f"{parts.scheme}://...: credentials never go in a URL; set them in the environment")

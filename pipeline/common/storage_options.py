@@ -63,22 +63,25 @@ def _count(text: str, high: int) -> str:
 
 
 def check_url(text: str, what: str = "the endpoint") -> str:
-    """An http(s) URL of a server, with no user name or password in it (shown as `***` if there is one)."""
+    """An http(s) URL of a server. One with an `@` anywhere (a user name or password, however it is spelled) is
+    refused, and a refusal never repeats the URL, which may hold a password."""
+    if "@" in text:
+        raise ValueError(f"{what} holds an '@' (a user name or password?); credentials go in the environment")
     parts = urlsplit(text.strip())
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(f"{what} {redact(text)} holds a user name or password; credentials go in the environment")
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise ValueError(f"{what}: expected http(s)://HOST[:PORT][/PATH], got {redact(text)!r}")
     try:
-        parts.port  # noqa: B018 - raises for a port that is not a number in range
+        port_ok = parts.port is None or 0 < parts.port
     except ValueError:
-        raise ValueError(f"{what}: not a port in {redact(text)!r}") from None
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment or not port_ok:
+        raise ValueError(f"{what}: expected http(s)://HOST[:PORT][/PATH] with a port from 1 to 65535")
+    if not text.isprintable() or any(c.isspace() for c in text.strip()):
+        raise ValueError(f"{what}: expected a URL without spaces or unprintable characters")
     return text.strip()
 
 
 def redact(text: str) -> str:
-    """Text with every `user:password@` of a URL in it replaced by `***@`."""
-    return re.sub(r"(?<=//)[^/@\s]*@", "***@", str(text))
+    """Text with every `user:password@` of a URL in it (up to the last `@` of a run without spaces) as `***@`."""
+    return re.sub(r"(?<=//)\S*@", "***@", str(text))
 
 
 def _value(key: str, value: str) -> str:
@@ -93,7 +96,7 @@ def _value(key: str, value: str) -> str:
     if kind == "count":
         return _count(value, 1 << 16)
     if kind == "url":
-        return check_url(value, f"--storage-option {key}")
+        return check_url(value, "the URL")
     if kind == "name" and not _NAME.fullmatch(value):
         raise ValueError("expected a name (letters, digits and _.:/+=-)")
     if not value.isprintable() or len(value) > 256:

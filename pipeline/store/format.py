@@ -22,6 +22,7 @@ image i lay at index i) and is still read.
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict
 
 import numpy as np
@@ -31,7 +32,8 @@ from pipeline.common.files import read_bounded
 from pipeline.common.storage import ObjectPath, location
 
 FORMAT = "colorize-store"
-MAX_IMAGES = 1 << 33  # images or slots in one store: 6,700 ImageNets; a count beyond is a damaged zarr.json
+MAX_IMAGES = 1 << 31  # images or slots in one store: 1,600 ImageNets; a count beyond is a damaged zarr.json
+INDEX = re.compile(r"0|[1-9][0-9]*", re.ASCII)  # a chunk index as zarr writes it: ASCII digits, no leading 0
 MAX_SHARD_IMAGES = 1 << 16  # images in one shard file (the flow writes 64)
 MAX_SIZE = 8192  # S: the side of a stored crop
 MAX_META = 1 << 20  # bytes of an array's zarr.json (this project's are under 2 kB)
@@ -72,10 +74,15 @@ def zarr_root(store, read_only: bool = False):
 
 
 def image_slots(group) -> np.ndarray:
-    """int64 (N,): the slot of each stored image (format 3: image i at index i)."""
-    if "slots" in group:
+    """int64 (N,): the slot of each stored image (format 3: image i at index i); StoreError if the array does not
+    read (its chunks do not fit its metadata, say)."""
+    if "slots" not in group:
+        return np.arange(int(group.attrs["n_images"]), dtype=np.int64)
+    try:
         return np.asarray(group["slots"][:], dtype=np.int64)
-    return np.arange(int(group.attrs["n_images"]), dtype=np.int64)
+    except Exception as e:  # noqa: BLE001 - zarr raises many kinds for metadata and chunks that disagree
+        why = f"{type(e).__name__}: {one_line(e)[:100]}"
+        raise StoreError(f"{group.store}: array slots does not read ({why})") from None
 
 
 def read_slots(group, name: str, slots: np.ndarray, where="") -> np.ndarray:
@@ -146,28 +153,43 @@ def check_layout(group, store) -> None:
         if arr.shape != (n_slots, *items[name]) or not _whole(per, MAX_SHARD_IMAGES, 1):
             raise StoreError(f"{store}: array {name} has shape {arr.shape} in shards of {per}; the store says "
                              f"{(n_slots, *items[name])} in shards of 1 to {MAX_SHARD_IMAGES}")  # fmt: skip
+    for name in ("slots", "path", "prior", "weights"):
+        if name in group and not all(_whole(c, MAX_IMAGES, 1) for c in group[name].chunks):
+            raise StoreError(f"{store}: array {name} has chunks of {group[name].chunks}")
     if "slots" in group and group["slots"].shape != (n,):
         raise StoreError(f"{store}: array slots has shape {group['slots'].shape}, the store says ({n},)")
 
 
+def _size(path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1
+
+
 def missing_shards(group, store, show: int = 5) -> tuple[int, list[str]]:
-    """(how many shard files of the per-slot arrays should exist and do not, the first `show` of them): a deleted
-    shard reads as zeros. Costs one listing per array, never one key per expected shard."""
+    """(how many shard files of the per-slot arrays should exist and do not, or are shorter than their index, the
+    first `show` of them): a deleted shard reads as zeros. Costs one listing per array, never one key per
+    expected shard; and since every slot takes 16 bytes of its shard's index, a store whose shards are all there
+    holds at least 16 bytes per slot it claims, which bounds what is allocated from n_slots."""
     store = location(store)
     gone, shown = 0, []
     for name, ndim in ARRAY_NDIM.items():
         if name not in group:
             continue
         arr = group[name]
-        count = -(-arr.shape[0] // (arr.shards[0] if arr.shards else arr.chunks[0]))
+        per = arr.shards[0] if arr.shards else arr.chunks[0]
+        count = -(-arr.shape[0] // per)
         tail = ["0"] * (ndim - 1)
+        least = 16 * per + 4  # a shard holds at least its index: one smaller is damaged, and counted missing
         if isinstance(store, ObjectPath):
-            keys = (str(p.relative_to(store / name / "c")).split("/") for p in (store / name / "c").walk_files())
-            present = {int(k[0]) for k in keys if k[0].isdigit() and k[1:] == tail}
+            listed = (store / name / "c").listed()
+            present = {int(k[0]) for k, (size, _) in ((k.split("/"), v) for k, v in listed.items())
+                       if INDEX.fullmatch(k[0]) and k[1:] == tail and size >= least}  # fmt: skip
         else:
             folder = store / name / "c"
             names = os.listdir(folder) if folder.is_dir() else []
-            present = {int(d) for d in names if d.isdigit() and (store / shard_key(name, int(d))).is_file()}
+            present = {int(d) for d in names if INDEX.fullmatch(d) and _size(store / shard_key(name, int(d))) >= least}
         present = {k for k in present if k < count}
         gone += count - len(present)
         k, need = 0, min(show - len(shown), count - len(present))

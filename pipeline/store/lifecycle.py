@@ -8,6 +8,7 @@ being written by another run (a live lease in its staging area) is refused. Work
 an object store prefix.
 """
 
+import contextlib
 import enum
 import json
 import logging
@@ -22,6 +23,7 @@ from pipeline.common.storage import ObjectPath, location
 from pipeline.store.format import (
     FORMAT,
     FORMAT_VERSION,
+    INDEX,
     MANIFEST,
     MAX_GROUP_META,
     STAGING,
@@ -81,11 +83,14 @@ def check_staging(store) -> None:
         return
     _mapping(store / "zarr.json", "delete the store or choose another folder")
     staging = staging_dir(store)
-    _mapping(staging / "config.json", f"delete {staging} to restage")
+    stamp = _mapping(staging / "config.json", f"delete {staging} to restage")
+    per = stamp.get("config", {}).get("part_images") if isinstance(stamp.get("config"), dict) else None
     if staging.is_dir():
         for p in staging.iterdir():
-            if p.name.startswith("part-") and p.name.endswith(".json") and p.name[5:-5].isdigit():
-                load_part(store, int(p.name[5:-5]))
+            name = p.name.removeprefix("part-").removesuffix(".json")
+            if p.name.startswith("part-") and p.name.endswith(".json") and INDEX.fullmatch(name.lstrip("0") or "0"):
+                k = int(name)
+                load_part(store, k, range(k * per, (k + 1) * per) if type(per) is int and per > 0 else None)
 
 
 def foreign_entries(store) -> list[str]:
@@ -93,9 +98,55 @@ def foreign_entries(store) -> list[str]:
     return foreign(store)
 
 
-def lease_of(store) -> lease.Lease:
-    """The lease a run takes to write `store` (one writer per store)."""
-    return lease.Lease(location(store) / LEASE_KEY, "colorize-preprocess", f"store {location(store)}")
+_HELD: dict[str, lease.Lease] = {}  # leases this process took before its run (`hold`), by resolved store
+
+
+@contextlib.contextmanager
+def _leased(key: str):
+    """The lease of the store at `key`, taken and given back. Locally, the staging folder is removed once it is
+    empty, and so is the store folder if it was made here and nothing is left in it (a refusal, a finished store)."""
+    where = location(key)
+    made = not isinstance(where, ObjectPath) and not where.exists()
+    try:
+        with lease.Lease(where / LEASE_KEY, "colorize-preprocess", f"store {key}") as held:
+            yield held
+    finally:
+        if not isinstance(where, ObjectPath):
+            with contextlib.suppress(OSError):
+                staging_dir(where).rmdir()
+                if made:
+                    where.rmdir()
+
+
+@contextlib.contextmanager
+def hold(store):
+    """Take `store`'s lease now (LeaseHeld, one line, if another run writes it) and keep it until the block ends:
+    a command takes it before it starts its flow, and `lease_of` in the flow uses it."""
+    key = str(location(store).resolve())
+    with _leased(key) as held:
+        _HELD[key] = held
+        try:
+            yield held
+        finally:
+            _HELD.pop(key, None)
+
+
+def held_here(store) -> str | None:
+    """The id of the lease this process took on `store` with `hold`, or None."""
+    held = _HELD.get(str(location(store).resolve()))
+    return held.record["owner"] if held is not None else None
+
+
+@contextlib.contextmanager
+def lease_of(store):
+    """The lease a run holds while it writes `store` (one writer per store): the one this process took with `hold`,
+    or one taken here and given back at the end."""
+    key = str(location(store).resolve())
+    if key in _HELD:
+        yield _HELD[key]
+        return
+    with _leased(key) as held:
+        yield held
 
 
 def check_owner(store, owner: str, what: str) -> None:
@@ -132,6 +183,8 @@ def check_safe(store, cfg, overwrite: bool = False, owner: str | None = None) ->
         raise StoreError(f"{store} is the source, a folder above it or inside its {cfg.split}/: choose another STORE")
     if store.is_file():
         raise StoreError(f"{store} is a file, not a folder: choose another STORE")
+    if not isinstance(store, ObjectPath) and staging_dir(store).is_symlink():  # writes and deletes would land there
+        raise StoreError(f"{staging_dir(store)} is a link, where the store's staging folder belongs; remove it")
     if not store.is_dir() or not any(True for _ in store.iterdir()):
         return
     if not _is_own(store):

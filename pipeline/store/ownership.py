@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from pipeline.common.storage import ObjectPath, location
-from pipeline.store.format import ARRAYS, MANIFEST, STAGING, StoreError, read_meta
+from pipeline.store.format import ARRAYS, INDEX, MANIFEST, STAGING, StoreError, read_meta
 
 LEASE = "lease.json"
 STAGED = re.compile(r"(config\.json|lease\.json|\.write-check|part-\d{6,}\.json|parts/\d{6,}\.json)")
@@ -54,7 +54,7 @@ def _in_grid(parts: list[str], grid: tuple[int, ...], whole: bool) -> bool:
     them (a local folder on the way to one)."""
     if len(parts) > len(grid) or (whole and len(parts) != len(grid)):
         return False
-    return all(p.isdigit() and (len(p) == 1 or p[0] != "0") and int(p) < n for p, n in zip(parts, grid, strict=False))
+    return all(INDEX.fullmatch(p) and int(p) < n for p, n in zip(parts, grid, strict=False))
 
 
 def is_own(key: str, grids: dict[str, tuple[int, ...]], folder: bool = False) -> bool:
@@ -92,7 +92,10 @@ def listing(store) -> tuple[list[str], list[str]]:
     store = location(store)
     if isinstance(store, ObjectPath):
         cut = len(store.key) + 1 if store.key else 0
-        return sorted(p.key[cut:] for p in store.walk_files()), []
+        keys = sorted(p.key[cut:] for p in store.walk_files())
+        twice = {k for k, n in zip(keys, keys[1:], strict=False) if k == n}
+        # a key listed twice is one obstore names like another ("a/b/", a folder marker, lists as "a/b"): foreign
+        return [k if k not in twice else f"{k} (listed twice: a folder marker?)" for k in dict.fromkeys(keys)], []
     files, folders, top = [], [], str(store)
     if not store.is_dir():
         return [], []
@@ -138,7 +141,7 @@ def remove_own(store, below: tuple[str, ...] = (), keep: tuple[str, ...] = (), s
     alien = [f for f in files if not is_own(f, grids) or _is_link(store, f)]
     alien += [f"{d}/" for d in folders if not is_own(d, grids, folder=True)]
     if strict:
-        refuse_foreign(store, alien, "overwriting")
+        refuse_foreign(store, alien, "replacing the store")
     doomed = [f for f in files if f not in alien and f not in keep]
     if isinstance(store, ObjectPath):
         store.delete_keys([store / k for k in doomed])

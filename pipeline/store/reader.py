@@ -33,14 +33,7 @@ class ArrayLayout:
     dtype: np.dtype
     per_shard: int
     chain: str  # "image" (L's `colorize.med_rans`) or "zstd" (every other array, and L with --l-codec zstd)
-
-    @property
-    def max_chunk(self) -> int:
-        """The most bytes one image's chunk of this array can take, crc32c included: a bound on every read."""
-        raw = int(np.prod(self.tail, dtype=np.int64)) * self.dtype.itemsize
-        if self.chain == "image":
-            return lossless.max_encoded_bytes(int(np.prod(self.tail[:-1])), self.tail[-1]) + 4
-        return raw + raw // 128 + 1024 + 4  # zstd's bound on incompressible data, with room to spare
+    max_chunk: int  # bytes: the most one image's chunk can take, crc32c included (a bound on every read)
 
     @classmethod
     def of(cls, name: str, meta: dict, where) -> "ArrayLayout":
@@ -62,7 +55,13 @@ class ArrayLayout:
                 chain = CHAINS.get(names)
         if chain is None:
             raise StoreError(f"{where}: array {name} has a codec chain or layout this reader does not read")
-        return cls(name, tail, np.dtype(meta["data_type"]), per_shard, chain)
+        dtype = np.dtype(meta["data_type"])
+        raw = int(np.prod(tail, dtype=np.int64)) * dtype.itemsize
+        if chain == "image":
+            bound = lossless.max_encoded_bytes(int(np.prod(tail[:-1])), tail[-1]) + 4
+        else:
+            bound = raw + raw // 128 + 1024 + 4  # zstd's bound on incompressible data, with room to spare
+        return cls(name, tail, dtype, per_shard, chain, bound)
 
 
 @dataclass

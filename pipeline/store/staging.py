@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernels.gamut import Q
+from pipeline.common.cli import one_line
 from pipeline.common.files import atomic_write, read_bounded
 from pipeline.discover import Source
 from pipeline.store.format import StoreError, staging_dir
@@ -68,18 +70,44 @@ def save_part(store, part: int, counts: np.ndarray, records: list[dict]) -> None
     atomic_write(part_path(store, part), json.dumps(staged).encode())
 
 
-def load_part(store, part: int) -> StagedPart:
-    """A staged part's summary (StoreError naming it if it is damaged)."""
+def load_part(store, part: int, slots: range | None = None) -> StagedPart:
+    """A staged part's summary, checked as data before it is used (its counts, its records' fields and, given the
+    part's `slots`, that each stored record's slot is one of them, increasing); StoreError naming it otherwise."""
     try:
         staged = json.loads(read_bounded(part_path(store, part), MAX_STAGED))
-        return StagedPart(np.asarray(staged["counts"], dtype=np.int64), list(staged["records"]))
-    except (ValueError, KeyError, TypeError) as e:
-        raise StoreError(f"{store}: the staged summary of part {part} is damaged ({type(e).__name__}); "
+        counts, records = staged["counts"], staged["records"]
+        if not (isinstance(counts, list) and len(counts) == Q and all(type(c) is int and c >= 0 for c in counts)):
+            raise ValueError(f"counts: not {Q} whole numbers")
+        if not isinstance(records, list):
+            raise TypeError("records: not a list")
+        last = -1
+        for k, r in enumerate(records):
+            why = _bad_record(r, slots, last)
+            if why:
+                raise ValueError(f"record {k}: {why}")
+            last = r["slot"] if r["outcome"] == "stored" else last
+        return StagedPart(np.asarray(counts, dtype=np.int64), records)
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise StoreError(f"{store}: the staged summary of part {part} is damaged ({one_line(e)[:100]}); "
                          f"delete {staging_dir(store)} to restage") from None  # fmt: skip
 
 
-def staged_summary(store: str, part: int) -> dict:
+def _bad_record(r, slots: range | None, last: int) -> str:
+    """Why a staged record is not one a part writes ('' if it is)."""
+    if not isinstance(r, dict) or not isinstance(r.get("path"), str):
+        return "not a record with a path"
+    if r.get("outcome") == "skipped":
+        return "" if isinstance(r.get("kind"), str) and isinstance(r.get("reason"), str) else "a skip without a kind"
+    if r.get("outcome") != "stored":
+        return "outcome neither stored nor skipped"
+    slot = r.get("slot")
+    if type(slot) is not int or slot <= last or (slots is not None and slot not in slots):
+        return f"slot {slot!r:.20} not an increasing slot of the part"
+    return ""
+
+
+def staged_summary(store: str, part: int, slots: range | None = None) -> dict:
     """The summary of a part staged by an earlier (possibly killed) run, as `process_part` returns it."""
-    staged = load_part(store, part)
+    staged = load_part(store, part, slots)
     summary = {"part": part, "stored": staged.stored, "counts": staged.counts, "records": staged.records}
     return summary | {"pid": os.getpid()}

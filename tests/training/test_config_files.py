@@ -75,3 +75,12 @@ def test_the_refusal_names_the_setting(tmp_path, text, says):
     (tmp_path / "c.yaml").write_text(text)
     got = outcome(tmp_path / "c.yaml")
     assert isinstance(got, str) and says in got, got
+
+
+@pytest.mark.parametrize("value", ['"secret_access_key=YAMLSECRET5"', '[{"secret_access_key": "YAMLSECRET8"}]',
+                                   '["account_key=YAMLSECRET9"]', '{"session_token": "YAMLSECRET7"}'])  # fmt: skip
+def test_a_secret_in_a_config_file_is_refused_without_being_repeated(value, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"storage_option: {value}\n")
+    message = outcome(path)
+    assert isinstance(message, str) and "YAMLSECRET" not in message, message

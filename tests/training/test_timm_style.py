@@ -22,10 +22,12 @@ def test_validation_best_checkpoint_keep_and_tensorboard(tiny_store, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     store, _ = tiny_store
+    (tmp_path / "checkpoint-0-notes.pt").write_bytes(b"mine: --keep deletes the run's own step checkpoints only")
     assert main(args(store, tmp_path, "--steps", "6", "--eval-every", "2", "--ckpt-every", "2", "--keep", "2",
                      "--log-every", "1")) == 0  # fmt: skip
     names = sorted(p.name for p in tmp_path.glob("checkpoint*.pt"))
-    assert names == ["checkpoint-00000004.pt", "checkpoint-00000006.pt", "checkpoint-best.pt", "checkpoint-last.pt"]
+    assert names == ["checkpoint-0-notes.pt", "checkpoint-00000004.pt", "checkpoint-00000006.pt", "checkpoint-best.pt",
+                     "checkpoint-last.pt"]  # fmt: skip
     best = checkpoint.load(tmp_path / "checkpoint-best.pt")
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0}).Reload()
     psnr = {e.step: e.value for e in events.Scalars("val/psnr")}

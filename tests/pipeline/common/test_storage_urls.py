@@ -88,6 +88,22 @@ def test_bad_values_are_refused_in_one_line(pair):
     assert "\n" not in str(refused.value) and "S3CRET" not in str(refused.value)
 
 
+@pytest.mark.parametrize("url", ["http://user:pa/ss@h:9000", "http://user:p ss@h", "http://user:p@ss@h:1",
+                                 "http://:S3CRET@h", "https://S3CRET@h/x"])  # fmt: skip
+def test_a_password_in_an_endpoint_is_never_repeated_however_it_is_spelled(url, monkeypatch):
+    for option in ("endpoint", "proxy_url"):
+        with pytest.raises(ValueError) as refused:
+            parse_options([f"{option}={url}"])
+        assert not any(secret in str(refused.value) for secret in ("pa/ss", "p ss", "p@ss", "S3CRET"))
+        assert str(refused.value).count("--storage-option") == 1
+    from pipeline.common.storage import StorageError
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    with pytest.raises(StorageError) as refused:
+        location("s3://bkt/x").exists()
+    assert not any(secret in str(refused.value) for secret in ("pa/ss", "p ss", "p@ss", "S3CRET"))
+
+
 def test_good_values_are_normalised():
     got = parse_options(["Region=eu-west-1", "retry_timeout=2min", "max_retries=3", "allow_http=YES",
                          "endpoint_url=http://127.0.0.1:9000", "timeout=30"])  # fmt: skip
@@ -116,6 +132,8 @@ def test_good_values_are_normalised():
         "file://host/abs",
         "file:rel",
         "file:///a%20b",
+        "file:///tmp/victim/../x.zarr",
+        "file:///tmp/./x.zarr",
         "gs://x_y/../z",
     ],
 )
@@ -158,3 +176,12 @@ def test_keys_below_a_prefix_are_joined_as_written():
 
 def test_a_password_in_a_url_is_hidden():
     assert redact("error at http://user:secret@host:9000/b") == "error at http://***@host:9000/b"
+
+
+def test_a_path_through_a_missing_folder_makes_only_the_folder_it_names(tmp_path):
+    from pipeline.common.cli import make_dir
+
+    make_dir(tmp_path / "new.zarr" / ".." / "y", keep=False)  # a check: nothing is left
+    assert not list(tmp_path.iterdir())
+    make_dir(tmp_path / "new.zarr" / ".." / "y")
+    assert [p.name for p in tmp_path.iterdir()] == ["y"]

@@ -26,6 +26,7 @@ from tests.stores import killed_build, small_cfg, snapshot
 
 
 @pytest.mark.parametrize("planted", ["label/c/sub/KEEPME.txt", "bins/c/0/KEEPME", "_staging/KEEPME.txt",
+                                     "L/c/\uff11/0/0", "label/c/\u0663", "L/c/\u00b2/0/0",  # digits, not ASCII
                                      "L/c/99/0/0", "L/c/0/0/x", "L/c/01/0/0", "bins/KEEPME/", "notes.txt",
                                      "_staging/parts/sub/x", "weights/c/1", "link"])  # fmt: skip
 def test_overwrite_deletes_nothing_when_anything_foreign_lies_at_any_depth(planted, source, tmp_path):
@@ -141,6 +142,67 @@ def test_a_task_of_a_run_that_lost_the_store_writes_nothing(source, tmp_path):
     assert not part_done(store, part) and snapshot(store) == before
 
 
+@pytest.mark.parametrize("kind", ["fifo", "folder", "link"])
+@pytest.mark.parametrize("where", ["store", "run folder"])
+def test_a_planted_lease_that_is_no_file_is_refused_in_one_line(kind, where, source, tmp_path):
+    folder = tmp_path / ("s.zarr/_staging" if where == "store" else "run")
+    folder.mkdir(parents=True)
+    (tmp_path / "elsewhere.json").write_text("{}")
+    planted = folder / "lease.json"
+    {"fifo": lambda: os.mkfifo(planted), "folder": planted.mkdir,
+     "link": lambda: planted.symlink_to(tmp_path / "elsewhere.json")}[kind]()  # fmt: skip
+    t0 = time.monotonic()
+    with pytest.raises(lease.LeaseHeld, match="where a lease belongs") as refused:
+        if where == "store":
+            build_store(small_cfg(source), tmp_path / "s.zarr")
+        else:
+            lease.Lease(planted, "colorize-train", "--out run").acquire()
+    assert time.monotonic() - t0 < 10 and "\n" not in str(refused.value)
+    assert (tmp_path / "elsewhere.json").read_text() == "{}" and os.path.lexists(planted)
+
+
+def test_a_linked_staging_folder_is_refused_and_what_it_points_to_is_untouched(source, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "lease.json").write_text('{"app": "x"}')
+    (tmp_path / "s.zarr").mkdir()
+    (tmp_path / "s.zarr" / "_staging").symlink_to(victim)
+    for overwrite in (False, True):
+        with pytest.raises(StoreError, match="is a link"):
+            build_store(small_cfg(source), tmp_path / "s.zarr", overwrite=overwrite)
+    assert [p.name for p in victim.iterdir()] == ["lease.json"] and "app" in (victim / "lease.json").read_text()
+
+
+@pytest.mark.parametrize("edit", ["record without outcome", "records not dicts", "counts too short",
+                                  "slot out of its part", "slots not increasing", "skip without a kind"])  # fmt: skip
+def test_a_damaged_staged_summary_is_refused_in_one_line_before_anything(edit, source, tmp_path):
+    from pipeline.store.lifecycle import check_staging
+    from pipeline.store.staging import part_path
+
+    store = tmp_path / "s.zarr"
+    settings = killed_build(source, store)
+    staged = json.loads(part_path(store, 0).read_text())
+    stored = [r for r in staged["records"] if r["outcome"] == "stored"]
+    if edit == "record without outcome":
+        staged["records"][0] = {"x": 1}
+    elif edit == "records not dicts":
+        staged["records"] = [1, 2]
+    elif edit == "counts too short":
+        staged["counts"] = [1, 2, 3]
+    elif edit == "slot out of its part":
+        stored[0]["slot"] = 2**62
+    elif edit == "slots not increasing":
+        stored[1]["slot"] = stored[0]["slot"]
+    else:
+        staged["records"][0] = {"path": "a.jpg", "outcome": "skipped"}
+    part_path(store, 0).write_text(json.dumps(staged))
+    with pytest.raises(StoreError, match="staged summary of part 0 is damaged") as refused:
+        check_staging(store)  # what the command runs before the flow
+    assert "\n" not in str(refused.value)
+    with pytest.raises(StoreError, match="staged summary of part 0 is damaged"):
+        build_store(settings, store)
+
+
 # -- hostile metadata, property-based -------------------------------------------------------------------------------
 
 HUGE = st.sampled_from([10**9, 10**12, 2**63, 2**64 + 5, -1, 0, 1.5, "12", None, [3], True, float("inf")])
@@ -183,3 +245,45 @@ def test_hostile_metadata_is_refused_in_one_line_with_bounded_memory(pristine, t
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert peak < 64 << 20, peak
+
+
+def test_huge_consistent_counts_over_empty_shards_are_refused_with_bounded_memory(pristine, tmp_path):
+    """n_images = n_slots = 2^28 with every shape agreeing, and each of the 4,096 shard files it needs planted
+    empty: the slots would take 2 GB; the shards, shorter than their own index, back none of it."""
+    from pipeline.check import run as quality
+
+    store, n, per = tmp_path / "s.zarr", 1 << 28, 1 << 16
+    shutil.copytree(pristine, store)
+    group = json.loads((store / "zarr.json").read_text())
+    group["attributes"] |= {"n_images": n, "n_slots": n}
+    (store / "zarr.json").write_text(json.dumps(group))
+    for name in ("L", "bins", "label", "slots", "path"):
+        meta = json.loads((store / name / "zarr.json").read_text())
+        meta["shape"][0] = n
+        meta["chunk_grid"]["configuration"]["chunk_shape"][0] = per if name in ("L", "bins", "label") else n
+        (store / name / "zarr.json").write_text(json.dumps(meta))
+        for k in range(n // per if name in ("L", "bins", "label") else 0):
+            key = store / name / "c" / str(k) / ("0/0" if name != "label" else "")
+            key.parent.mkdir(parents=True, exist_ok=True)
+            (key if name != "label" else store / name / "c" / str(k)).touch()
+    tracemalloc.start()
+    try:
+        with pytest.raises(StoreError, match="shard file"):
+            ShardReader(store)
+        report, _ = quality(store)
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert not report.ok and peak < 64 << 20, peak
+
+
+def test_slots_out_of_range_fail_the_quality_check_without_a_traceback(pristine, tmp_path):
+    import zarr
+
+    from pipeline.check import run as quality
+
+    store = tmp_path / "s.zarr"
+    shutil.copytree(pristine, store)
+    zarr.open_group(str(store), mode="r+")["slots"][0] = 2**62
+    report, _ = quality(store)
+    assert not report.ok and any(c["check"].startswith("slots") and not c["ok"] for c in report.checks)

@@ -20,7 +20,10 @@ SHARD = 4
 def test_a_staged_summary_reads_back_and_marks_the_part_done(tmp_path):
     store = tmp_path / "s.zarr"
     staging_dir(store).mkdir(parents=True)
-    records = [{"path": "a.jpg", "outcome": "stored", "slot": 8}, {"path": "b.jpg", "outcome": "skipped"}]
+    records = [
+        {"path": "a.jpg", "outcome": "stored", "slot": 8},
+        {"path": "b.jpg", "outcome": "skipped", "kind": "empty", "reason": "an empty file"},
+    ]
     assert not part_done(store, 2)
     save_part(store, 2, np.arange(313), records)
     assert part_done(store, 2)
