@@ -250,8 +250,9 @@ def run(store, sample: int = 16, seed: int = 0, zhang_prior=None) -> tuple[Repor
         return rep, group  # reading slots would allocate from a count nothing backs
     slots = image_slots(group)
     n = len(slots)
+    span = f"{n} images at slots {slots.min()} to {slots.max()} of {group['label'].shape[0]}" if n else ""
     if not rep.check("slots increase within [0, slots)", n == 0 or (bool((np.diff(slots) > 0).all()) and
-                     0 <= slots[0] and slots[-1] < group["label"].shape[0])):  # fmt: skip
+                     0 <= slots[0] and slots[-1] < group["label"].shape[0]), span):  # fmt: skip
         return rep, group  # every read below goes through the slots
     counts = _scan(group, rep, slots)
     records = _manifest(store, group, rep, slots)

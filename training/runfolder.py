@@ -61,9 +61,9 @@ class RunFolder:
     def check_free(self, resume: bool, stores: tuple[str, ...] = ()) -> None:
         """Refuse, in one line, a folder that is a store or lies in one (of `stores`, or with a zarr.json), one another
         run is writing now, or (without resume) one that holds a run."""
-        where = self.url or self.local.absolute()
+        where = self.url or self.local.resolve()  # links followed: a link into a store is that store
         for store in filter(None, stores):
-            store = location(store).absolute()
+            store = location(store).resolve()
             if type(store) is type(where) and (where == store or where.is_relative_to(store)):
                 raise Refused(f"--out {self.out} lies in the store {store}: choose another --out")
         if self.has("zarr.json"):

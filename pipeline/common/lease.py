@@ -67,6 +67,8 @@ def is_stale(record: dict) -> bool:
         beat, pid = float(record["beat"]), int(record["pid"])
     except (KeyError, TypeError, ValueError):
         return True  # not a lease this project wrote: nobody holds it
+    if not 0 < pid < 1 << 22:  # beyond any pid Linux gives (pid_max <= 2^22): forged, so nobody holds it
+        return True
     if record.get("host") == socket.gethostname() and pid != os.getpid():
         try:
             os.kill(pid, 0)

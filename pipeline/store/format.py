@@ -109,14 +109,17 @@ def read_slots(group, name: str, slots: np.ndarray, where="") -> np.ndarray:
     return out
 
 
-def read_meta(path, limit: int = MAX_META) -> dict:
-    """A metadata file (`zarr.json`) as a mapping; StoreError naming it if it is bigger than `limit` bytes or is not
-    a JSON mapping (read with the limit, so a hostile file costs no more memory than that)."""
+def read_meta(path, limit: int = MAX_META, missing_ok: bool = False) -> dict | None:
+    """A metadata file (`zarr.json`) as a mapping (None if it is missing and missing_ok); StoreError naming it if it
+    is bigger than `limit` bytes or is not a JSON mapping (read with the limit, so a hostile file costs no more
+    memory than that)."""
     path = location(path)
     try:
         data = read_bounded(path, limit)
         meta = json.loads(data)
     except FileNotFoundError:
+        if missing_ok:
+            return None
         raise StoreError(f"{path} is missing") from None
     except (ValueError, RecursionError, UnicodeDecodeError) as e:
         raise StoreError(f"{path} is damaged ({one_line(e)[:120]})") from None
@@ -209,9 +212,8 @@ def open_store(path, mode: str = "r", check_shards: bool = True):
     if not (store / "zarr.json").is_file():
         raise StoreError(f"{store} is not a Zarr v3 store (no zarr.json)")
     read_meta(store / "zarr.json", MAX_GROUP_META)
-    for name in ARRAYS:  # zarr reads what it opens whole: each is bounded first
-        if (store / name / "zarr.json").is_file():
-            read_meta(store / name / "zarr.json")
+    for name in ARRAYS:  # zarr reads what it opens whole: each is bounded first (one request each)
+        read_meta(store / name / "zarr.json", missing_ok=True)
     try:
         group = zarr.open_group(zarr_root(store, read_only=mode == "r"), mode=mode)
     except Exception as e:  # noqa: BLE001 - any failure to open is reported the same way

@@ -228,9 +228,10 @@ def begin(store, cfg, overwrite: bool = False, owner: str | None = None) -> Stor
     stamp = staging_dir(store) / "config.json"
     build = {"digest": config_digest(cfg), "build_id": uuid.uuid4().hex, "config": asdict(cfg)}
     atomic_write(stamp, json.dumps(build, indent=1).encode())
-    zarr.open_group(zarr_root(store), mode="a", zarr_format=3).attrs.update(
-        {"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False}
-    )
+    # the group made with its attributes in one write of zarr.json (`attrs.update` writes it once per key, and a
+    # reader in between would see half of them)
+    attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False}
+    zarr.open_group(zarr_root(store), mode="a", zarr_format=3, attributes=attrs)
     return state
 
 
@@ -288,7 +289,7 @@ def finalize(store, cfg, records: list[dict], counts: np.ndarray, class_list: li
         "build_id": str(stamp.get("build_id") or uuid.uuid4().hex),  # this build's, as caches of it know it
         "complete": True,
     }
-    group.attrs.update(attrs)
+    group.update_attributes(attrs)  # one write, `complete: true` with everything else
     left = remove_own(store, below=(STAGING,), keep=(LEASE_KEY,), strict=False)
     if left:
         log.warning("%s: left %s in the staging area, which is not the store's own", store, ", ".join(left[:3]))

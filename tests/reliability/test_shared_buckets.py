@@ -215,6 +215,16 @@ def test_one_run_per_folder(out, tiny_store, s3, tmp_path, monkeypatch, capsys):
     assert "being written by another run" in one_line(capsys)
 
 
+def test_an_out_inside_the_store_is_refused_however_it_is_reached(tiny_store, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "link").symlink_to(tiny_store[0])
+    before = sorted(p.name for p in tiny_store[0].iterdir())
+    for out in (str(tiny_store[0] / "run"), "link/run", str(tmp_path / "link" / "L" / "x")):
+        assert train_main(["--store", str(tiny_store[0]), "--out", out, *TRAIN, "--steps", "1"]) == 2
+        assert "lies in the store" in one_line(capsys)
+    assert sorted(p.name for p in tiny_store[0].iterdir()) == before
+
+
 def test_two_trainings_on_one_bucket_out_the_second_is_refused(tiny_store, s3, tmp_path):
     s3.bucket("both")
     env = os.environ | s3.env

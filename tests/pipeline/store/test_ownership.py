@@ -94,14 +94,16 @@ def dead_pid() -> int:
     return p.pid
 
 
-@pytest.mark.parametrize("who", ["live here", "live elsewhere", "dead here", "silent elsewhere", "not a lease"])
+@pytest.mark.parametrize("who", ["live here", "live elsewhere", "dead here", "silent elsewhere", "not a lease",
+                                 "forged pid", "pid 0", "from the future"])  # fmt: skip
 def test_one_writer_a_store_a_gone_writers_lease_is_taken_over(who, source, tmp_path, caplog):
     store = tmp_path / "s.zarr"
     (store / "_staging").mkdir(parents=True)
     here = socket.gethostname()
     planted = {"live here": record(here, os.getpid(), 1), "live elsewhere": record("node7", 4242, 1),
                "dead here": record(here, dead_pid(), 1), "silent elsewhere": record("node7", 4242, 3600),
-               "not a lease": b"[1, 2"}[who]  # fmt: skip
+               "not a lease": b"[1, 2", "forged pid": record(here, 2**70, 1), "pid 0": record(here, 0, 1),
+               "from the future": record("node7", 4242, -3600)}[who]  # fmt: skip
     (store / LEASE_KEY).write_bytes(planted)
     if who.startswith("live"):
         with pytest.raises(lease.LeaseHeld, match="being written by pid") as refused:
