@@ -34,6 +34,7 @@ from pipeline.common.files import check_writable, has_files
 from pipeline.common.settings import add_flags, given, setting, signature
 from pipeline.common.storage import configure, first_contact, is_remote, location, parse_options
 from pipeline.config import PreprocessConfig
+from pipeline.imagenet import archive_source
 from pipeline.layouts import detect
 from pipeline.store.lifecycle import check_safe, check_staging, hold
 
@@ -145,9 +146,10 @@ def _refusals_in_one_line(record: logging.LogRecord) -> bool:
 def check_inputs(cfg: PreprocessConfig, run: RunOptions) -> None:
     """Refuse, in one line and writing nothing, a source with nothing to read or a store the run must not touch
     (the source, a foreign folder, one being written by another run, ...)."""
+    cfg = archive_source(cfg)  # an archive given as SOURCE: the one source of its folder
     root = location(cfg.source)
     split = root / cfg.split
-    if not cfg.list and not split.is_dir() and not any(root.glob("*.tar")):
+    if not cfg.list and not split.is_dir() and not split.is_file() and not any(root.glob("*.tar")):
         raise FileNotFoundError(f"no split folder {split}")
     layout = detect(root, cfg.split, cfg.layout, cfg.list)  # says what it found when nothing fits
     if layout in ("classes", "flat") and not has_files(split):

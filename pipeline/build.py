@@ -76,7 +76,9 @@ def serial(kwargs: dict) -> Future:
 def resolve(cfg: PreprocessConfig) -> tuple[PreprocessConfig, Found]:
     """The settings a store records (a local source made absolute, the layout detected, the part size chosen, in
     whole shards) and the sources found; ValueError when there are none."""
-    cfg = replace(cfg, source=str(location(cfg.source).resolve()))
+    from pipeline.imagenet import archive_source
+
+    cfg = archive_source(replace(cfg, source=str(location(cfg.source).resolve())))
     found = find(cfg)
     if not found.sources:  # checked before anything is written
         raise ValueError(f"no sources in {location(cfg.source) / cfg.split} ({found.layout} layout)")

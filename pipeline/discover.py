@@ -111,9 +111,11 @@ def discover(
     base = root / split
     if not base.is_dir():
         raise FileNotFoundError(f"no split folder {base}")
+    from pipeline.imagenet import class_file
+
     folders = subfolders(base)
-    synsets = root / "synsets.txt"
-    class_list = read_synsets(synsets) if synsets.is_file() else folders
+    synsets = class_file(root)
+    class_list = read_synsets(synsets) if synsets is not None else folders
     index = {w: i for i, w in enumerate(class_list)}
     if classes is not None:
         missing = sorted(set(classes) - set(folders))

@@ -99,10 +99,10 @@ def find(cfg) -> Found:
         sources, classes = discover(root, cfg.split, cfg.classes, cfg.per_class, cfg.seed)
         return Found(sources, classes, layout)
     if layout == "tar":
-        entries, skipped = _tars(root, cfg.split)
+        entries, skipped = _tars(root, cfg)
     else:
         entries, skipped = _flat(root, cfg) if layout == "flat" else _listed(root, cfg.list)
-    sources, classes = _labelled(root, entries)
+    sources, classes = _labelled(root, cfg.split, entries)
     return Found(_select(sources, cfg.classes, cfg.per_class, cfg.seed), classes, layout, skipped)
 
 
@@ -110,22 +110,41 @@ def _skip(path: str, kind: str, reason: str) -> dict:
     return {"path": path, "wnid": "", "label": -1, "outcome": "skipped", "kind": kind, "reason": reason}
 
 
-def _tars(root, split: str) -> tuple[list, list]:
-    """Entries and skip records of the shards. A `cls` index must name a class of synsets.txt when present.
-    Shards in an object store are listed at once, each header by header with ranged reads."""
+def _tars(root, cfg) -> tuple[list, list]:
+    """Entries and skip records of the shards (SOURCE/SPLIT/*.tar, or the archive SPLIT names). A sample's label
+    is its own (a `cls` index must name a class of the class list when there is one); else the class its tar is
+    named for (a per-class tar, alone or inside ImageNet's train archive); else its validation label by name
+    (`pipeline.imagenet.val_labels`). Shards in an object store are listed at once, header by header."""
+    from pipeline.imagenet import class_file, is_class, label_roots, stem, val_labels
     from pipeline.tars import samples
 
-    synsets = root / "synsets.txt"
-    n_classes = len(read_synsets(synsets)) if synsets.is_file() else None
-    base = _split_dir(root, split)
-    shards = [base / f for f in sorted(sum(entries(base), [])) if f.endswith(".tar")]  # a folder too: recorded
+    roots = label_roots(root, cfg.split)
+    listed_classes = class_file(*roots)
+    classes = read_synsets(listed_classes) if listed_classes else None
+    base = _split_dir(root, cfg.split)
+    if (root / cfg.split).is_file():  # an archive given as SOURCE
+        shards = [root / cfg.split]
+    else:
+        shards = [base / f for f in sorted(sum(entries(base), [])) if f.endswith(".tar")]  # a folder too: recorded
+    n_classes = len(classes) if classes is not None else None
     with ThreadPoolExecutor(16 if is_remote(root) else 1) as pool:
         listed = list(pool.map(lambda shard: samples(shard, n_classes), shards))
+    known = set(classes) if classes is not None else None
+    named: dict[str, str | None] = {}  # a tar's name -> the class it names, or None
+    by_name = None  # validation labels, read when a sample needs them
     entries_, skipped = [], []
     for shard, (found, bad) in zip(shards, listed, strict=True):
         rel = shard.relative_to(root).as_posix()
         paths = [f"{rel}/{s.image.name}" for s in found]  # unique: a name used twice is read once
-        entries_ += [(p, s.label, s.image.offset, s.image.size) for p, s in zip(paths, found, strict=True)]
+        for path, s in zip(paths, found, strict=True):
+            label = s.label
+            if label is None:
+                tar = stem(s.container)
+                label = named.setdefault(tar, tar if is_class(tar, known) else None)
+            if label is None:
+                by_name = val_labels(roots, cfg.labels) if by_name is None else by_name
+                label = by_name.get(stem(s.image.name))
+            entries_.append((path, label, s.image.offset, s.image.size))
         taken = set(paths)
         for s in bad:  # the manifest and the quality check tell records apart by path
             path = rel if s.name is None else _unique(f"{rel}/{_printable(s.name)}", taken)
@@ -148,8 +167,10 @@ def _printable(name: str) -> str:
 
 
 def _flat(root, cfg) -> tuple[list, list]:
+    from pipeline.imagenet import val_labels
+
     base = root / cfg.split
-    labels = read_labels(location(cfg.labels) if cfg.labels else root / "LOC_val_solution.csv")
+    labels = val_labels([root], cfg.labels)
     entries_ = []
     for name in files_below(base):
         wnid = labels.get(name, labels.get(PurePosixPath(name).stem)) if labels else None
@@ -211,11 +232,13 @@ def _listed(root, list_file: str) -> tuple[list, list]:
     return entries_, [_skip(_unique(rel, taken), kind, reason) for rel, kind, reason in skips]
 
 
-def _labelled(root, entries: list) -> tuple[list[Source], list[str]]:
+def _labelled(root, split: str, entries: list) -> tuple[list[Source], list[str]]:
     """Sources from (path, wnid | class index | None, offset, size) and the class list that labels them:
     synsets.txt when present, else the indices found (named "0" to "K-1"), then the other wnids found."""
-    synsets = root / "synsets.txt"
-    if synsets.is_file():
+    from pipeline.imagenet import class_file, label_roots
+
+    synsets = class_file(*label_roots(root, split))
+    if synsets is not None:
         classes = read_synsets(synsets)  # pipeline.tars keeps class indices inside it
     else:  # every index found must be a class of the list, or the labels would point past its end
         classes = [str(k) for k in range(max((w + 1 for _, w, _, _ in entries if isinstance(w, int)), default=0))]

@@ -27,20 +27,20 @@ unreadable header with data after it: it ends such a listing silently, so the by
 """
 
 import functools
-import json
 import os
-import re
 import stat
 import tarfile
 from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
 
+from pipeline.common.objects import Seekable
 from pipeline.common.storage import ObjectPath
+from pipeline.labels import MAX_CLASSES, BadLabel, parse_label
+from pipeline.labels import short as _short
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 LABEL_EXTS = ("cls", "txt", "json")
-MAX_CLASSES = 32768  # labels are stored as int16
 MAX_LABEL_BYTES = 1 << 20
-MAX_WNID = 256
 BLOCK = tarfile.BLOCKSIZE
 
 
@@ -58,6 +58,7 @@ class Sample:
     image: Member
     label: str | int | None
     label_member: str | None = None  # the member the label was read from
+    container: str = ""  # the tar the sample lies in: the shard, or a tar inside it (its name may be the class)
 
 
 @dataclass(frozen=True)
@@ -77,29 +78,85 @@ class Listing:
     end: int  # the file's size
 
 
-class BadLabel(ValueError):
+class _NotAFile(OSError):
     pass
 
 
+def _open(path):
+    """(an open file, its size) of a shard: a RangeFile over an object (header by header with ranged reads, never
+    downloaded whole), or the local file; _NotAFile for a local path that is not a regular file."""
+    if isinstance(path, ObjectPath):
+        f = path.open("rb")
+        return f, f.size
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open
+        raise _NotAFile(path)
+    f = open(path, "rb")  # noqa: SIM115 - the caller closes it
+    return f, os.fstat(f.fileno()).st_size
+
+
 def index_tar(path) -> Listing:
-    """List a shard's members, and check where the listing stopped against the file's end. A shard in an object
-    store is read through a RangeFile: header by header with ranged reads, never downloaded whole."""
+    """List a shard's members, and check where the listing stopped against the file's end."""
+    return index_archive(path)[0]
+
+
+def index_archive(path) -> tuple[Listing, dict[str, Listing]]:
+    """The shard's listing, and the listing of each tar inside it (ImageNet's train archive holds one tar per
+    class), by member name, its offsets those of the shard: each read in place through a window, nothing
+    extracted."""
     try:
-        if isinstance(path, ObjectPath):
-            f = path.open("rb")
-            end = f.size
-        else:
-            if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open
-                return Listing([], [], Skip(None, "not_a_file", "the shard is not a regular file"), 0)
-            f = open(path, "rb")  # noqa: SIM115 - closed below
-            end = os.fstat(f.fileno()).st_size
-        with f:
-            members, others = [], []
-            stop, error, last = _walk(f, members, others)
-            clean = error is None and end - stop >= BLOCK and _zeros_to_end(f, stop)  # one whole zero block at least
+        f, end = _open(path)
+    except _NotAFile:
+        return Listing([], [], Skip(None, "not_a_file", "the shard is not a regular file"), 0), {}
     except OSError as e:
-        return Listing([], [], Skip(None, "unreadable", f"{type(e).__name__}: {e}"), 0)
+        return Listing([], [], Skip(None, "unreadable", f"{type(e).__name__}: {e}"), 0), {}
+    try:
+        with f:
+            outer = index_file(f, end)
+            inner = {}
+            for m in outer.members:
+                if is_inner_tar(m.name) and m.offset + m.size <= end:
+                    listing = index_file(Window(f, m.offset, m.size), m.size)
+                    inner[m.name] = _shifted(listing, m.offset)
+    except OSError as e:
+        return Listing([], [], Skip(None, "unreadable", f"{type(e).__name__}: {e}"), 0), {}
+    return outer, inner
+
+
+def is_inner_tar(name: str) -> bool:
+    return name.lower().endswith(".tar")
+
+
+def index_file(f, end: int) -> Listing:
+    """The listing of the tar in `f`, a file of `end` bytes."""
+    members, others = [], []
+    stop, error, last = _walk(f, members, others)
+    clean = error is None and end - stop >= BLOCK and _zeros_to_end(f, stop)  # one whole zero block at least
     return Listing(members, others, _damage(stop, end, clean, error, last), end)
+
+
+def _shifted(listing: Listing, by: int) -> Listing:
+    """A listing of a tar inside a shard with its offsets made the shard's."""
+    members = [replace(m, offset=m.offset + by) for m in listing.members]
+    others = [replace(o, at=o.at + by) for o in listing.others]
+    return Listing(members, others, listing.damage, listing.end + by)
+
+
+class Window(Seekable):
+    """A read-only, seekable view of `size` bytes of an open file from `start`: a member read as a file."""
+
+    def __init__(self, f, start: int, size: int):
+        super().__init__()
+        self.f, self.start, self.size, self.pos = f, start, size, 0
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), max(0, self.size - self.pos))
+        if n == 0:
+            return 0
+        self.f.seek(self.start + self.pos)
+        data = self.f.read(n)
+        buffer[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
 
 
 def _walk(f, members: list[Member], others: list[Skip]) -> tuple[int, str | None, str | None]:
@@ -184,7 +241,11 @@ def _damage(stop: int, end: int, clean: bool, error: str | None, last: str | Non
 
 @functools.lru_cache(maxsize=64)
 def _locations(path, stamp: float) -> dict[str, tuple[int, int]]:
-    return {m.name: (m.offset, m.size) for m in index_tar(path).members}  # the last copy of a name, as read
+    outer, inner = index_archive(path)
+    found = {m.name: (m.offset, m.size) for m in outer.members}  # the last copy of a name, as read
+    for name, listing in inner.items():
+        found |= {f"{name}/{m.name}": (m.offset, m.size) for m in listing.members}
+    return found
 
 
 def member_location(path, name: str) -> tuple[int, int]:
@@ -217,8 +278,27 @@ def read_member(path, offset: int, size: int) -> bytes:
 
 def samples(path, n_classes: int | None = None) -> tuple[list[Sample], list[Skip]]:
     """The samples of one shard and the skips of its members, both in shard order, then the shard's own record
-    if its listing ended early. n_classes: the length of the class list that `cls` indices must fall in."""
-    listing = index_tar(path)
+    if its listing ended early. A tar inside the shard is read as a shard of its own, its members named
+    `<inner>.tar/<member>` and their samples' `container` that tar's name. n_classes: the length of the class
+    list that `cls` indices must fall in."""
+    outer, inner = index_archive(path)
+    bound = MAX_CLASSES if n_classes is None else min(n_classes, MAX_CLASSES)
+    top = replace(outer, members=[m for m in outer.members if m.name not in inner])
+    out, skipped = _samples_of(path, top, "", PurePosixPath(str(path)).name, bound)
+    for name, listing in inner.items():
+        prefixed = replace(listing, members=[replace(m, name=f"{name}/{m.name}") for m in listing.members],
+                           others=[replace(o, name=f"{name}/{o.name}") for o in listing.others])  # fmt: skip
+        found, skips = _samples_of(path, prefixed, name, name, bound)
+        out += found
+        skipped += skips
+    skipped.sort(key=lambda s: (s.at, s.name is None))
+    if outer.damage:
+        skipped.append(replace(outer.damage, reason=f"{outer.damage.reason}; {len(out)} samples kept"))
+    return out, skipped
+
+
+def _samples_of(path, listing: Listing, name: str, container: str, bound: int) -> tuple[list[Sample], list[Skip]]:
+    """The samples and skips of one tar's listing (the shard's, or a tar inside it, `name`)."""
     skipped = list(listing.others)
     last = {m.name: k for k, m in enumerate(listing.members)}
     groups: dict[str, list[Member]] = {}
@@ -229,15 +309,15 @@ def samples(path, n_classes: int | None = None) -> tuple[list[Sample], list[Skip
             skipped.append(Skip(m.name, "duplicate_member", "the name is used again later in the shard", at=m.offset))
         else:
             groups.setdefault(split_key(m.name)[0], []).append(m)
-    bound = MAX_CLASSES if n_classes is None else min(n_classes, MAX_CLASSES)
     out = []
     for key, members in groups.items():
         sample, skips = _sample(path, key, members, listing.end, bound)
-        out += [sample] if sample else []
+        out += [replace(sample, container=container)] if sample else []
         skipped += skips
-    skipped.sort(key=lambda s: s.at)
-    if listing.damage:
-        skipped.append(replace(listing.damage, reason=f"{listing.damage.reason}; {len(out)} samples kept"))
+    if name and listing.damage:  # a tar inside the shard: recorded under its name, the rest of the shard kept
+        at = min([m.offset for m in listing.members], default=listing.end)
+        skipped.append(replace(listing.damage, name=name, reason=f"{listing.damage.reason}; {len(out)} samples kept",
+                               at=at))  # fmt: skip
     return out, skipped
 
 
@@ -286,60 +366,9 @@ def _read_label(path, m: Member, bound: int) -> str | int:
     return parse_label(split_key(m.name)[1], data, bound)
 
 
-def parse_label(ext: str, data: bytes, bound: int = MAX_CLASSES) -> str | int:
-    """The label in a `cls`, `txt` or `json` member's bytes (the forms in the module docstring), or BadLabel."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BadLabel(f"not UTF-8 text: {_short(data)}") from None
-    if ext == "cls":
-        digits = text.strip()
-        if not re.fullmatch(r"-?[0-9]+", digits):
-            raise BadLabel(f"not an integer class index: {_short(text)}")
-        return _index(int(digits) if len(digits) <= 12 else bound, bound, digits)  # longer: out of range
-    if ext == "txt":
-        words = text.split(maxsplit=1)
-        if not words:
-            raise BadLabel(f"no word in the text: {_short(text)}")
-        return _wnid(words[0])
-    try:
-        value = json.loads(text)
-    except Exception as e:  # noqa: BLE001 - any text: ValueError, RecursionError on deep nesting, ...
-        raise BadLabel(f"not JSON ({type(e).__name__}): {_short(text)}") from None
-    if isinstance(value, str):
-        return _wnid(value)
-    if isinstance(value, dict) and "wnid" in value:
-        return _wnid(value["wnid"], text)
-    if isinstance(value, dict) and "cls" in value:
-        if not isinstance(value["cls"], int) or isinstance(value["cls"], bool):
-            raise BadLabel(f'"cls" is not an integer: {_short(text)}')
-        return _index(value["cls"], bound, text)
-    raise BadLabel(f'neither a wnid string nor an object with "wnid" or "cls": {_short(text)}')
-
-
-def _index(value: int, bound: int, found: str) -> int:
-    if not 0 <= value < bound:
-        raise BadLabel(f"class index out of [0, {bound}): {_short(found)}")
-    return value
-
-
-def _wnid(value, found: str | None = None) -> str:
-    """value if it is a wnid; found: the text it came from, shown instead (a JSON value may nest deeply)."""
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_WNID or not value.isprintable() or " " in value:
-        shown = _short(found if found is not None else value)
-        raise BadLabel(f"not a wnid (1 to {MAX_WNID} printable characters, no spaces): {shown}")
-    return value
-
-
 def _utf8(name: str) -> bool:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _short(value, n: int = 60) -> str:
-    """repr of a value found in a shard, cut to about n characters."""
-    text = repr(value[: n + 1] if isinstance(value, str | bytes) else value)
-    return text if len(text) <= n else text[: n - 3] + "..."

@@ -303,15 +303,11 @@ class ObjectPath:
         return partial.zarr_store(scoped, self, read_only)
 
 
-class RangeFile(io.RawIOBase):
-    """A read-only, seekable file over one object, read in blocks of `block` bytes with ranged GETs (tarfile lists
-    a shard through it, header by header, without downloading the members it skips)."""
+class Seekable(io.RawIOBase):
+    """A read-only, seekable file of `size` bytes at position `pos`; subclasses fill `readinto`."""
 
-    def __init__(self, path: ObjectPath, size: int, block: int = 1 << 16):
-        super().__init__()
-        self.path, self.size, self.block, self.pos = path, size, block, 0
-        self._cache: dict[int, bytes] = {}
-        self._lock = threading.Lock()
+    size: int = 0
+    pos: int = 0
 
     def readable(self) -> bool:
         return True
@@ -326,6 +322,17 @@ class RangeFile(io.RawIOBase):
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
         self.pos = max(0, base + offset)
         return self.pos
+
+
+class RangeFile(Seekable):
+    """A read-only, seekable file over one object, read in blocks of `block` bytes with ranged GETs (tarfile lists
+    a shard through it, header by header, without downloading the members it skips)."""
+
+    def __init__(self, path: ObjectPath, size: int, block: int = 1 << 16):
+        super().__init__()
+        self.path, self.size, self.block, self.pos = path, size, block, 0
+        self._cache: dict[int, bytes] = {}
+        self._lock = threading.Lock()
 
     def readinto(self, buffer) -> int:
         n = min(len(buffer), max(0, self.size - self.pos))

@@ -1,0 +1,104 @@
+"""ImageNet's archives in their official structure, built from photos in class folders (SOURCE/train/<wnid>/*):
+the train archive (one tar per class inside one tar), the per-class tars extracted from it, the validation
+archive (flat JPEGs named ILSVRC2012_val_NNNNNNNN) with LOC_val_solution.csv or the devkit (meta.mat written by
+scipy.io.savemat in the devkit's structure, whose ILSVRC2012_IDs are not the sorted wnids' order)."""
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+
+def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tf.addfile(info, io.BytesIO(data))
+
+
+def class_tar(folder: Path) -> bytes:
+    """The per-class tar of a class folder: its photos as members named as in ImageNet's (no folder)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for photo in sorted(p for p in folder.iterdir() if p.is_file()):
+            _add(tf, photo.name, photo.read_bytes())
+    return buf.getvalue()
+
+
+def train_archive(split: Path, out: Path) -> Path:
+    """ILSVRC2012_img_train.tar of the class folders under `split`: one `<wnid>.tar` per class."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for folder in sorted(p for p in split.iterdir() if p.is_dir()):
+            _add(tf, f"{folder.name}.tar", class_tar(folder))
+    return out
+
+
+def class_tars(split: Path, out: Path) -> Path:
+    """The per-class tars extracted from the train archive, in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    for folder in sorted(p for p in split.iterdir() if p.is_dir()):
+        (out / f"{folder.name}.tar").write_bytes(class_tar(folder))
+    return out
+
+
+def val_photos(split: Path) -> list[tuple[str, str, bytes]]:
+    """(validation name, wnid, bytes) of the photos under `split`'s class folders, in class then name order."""
+    return [(val, p.parent.name, p.read_bytes()) for p, val in _val_names(split)]
+
+
+def val_names(split: Path) -> dict[str, str]:
+    """{a photo's file name in its class folder: its validation name}."""
+    return {p.name: val for p, val in _val_names(split)}
+
+
+def _val_names(split: Path) -> list[tuple[Path, str]]:
+    photos = sorted((p.parent.name, p) for p in split.glob("*/*") if p.is_file())
+    return [(p, f"ILSVRC2012_val_{i:08d}.JPEG") for i, (_, p) in enumerate(photos, 1)]
+
+
+def val_archive(split: Path, out: Path) -> Path:
+    """ILSVRC2012_img_val.tar: the photos as flat JPEGs named ILSVRC2012_val_NNNNNNNN.JPEG."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, _, data in val_photos(split):
+            _add(tf, name, data)
+    return out
+
+
+def loc_val_solution(split: Path, out: Path) -> Path:
+    """Kaggle's LOC_val_solution.csv for those names (a box after the wnid, as in the real file)."""
+    rows = ["ImageId,PredictionString"] + [f"{Path(n).stem},{w} 10 20 30 40 " for n, w, _ in val_photos(split)]
+    out.write_text("\n".join(rows) + "\n")
+    return out
+
+
+def devkit(split: Path, root: Path, wnids: list[str], archive: bool = False) -> Path:
+    """ILSVRC2012_devkit_t12 at `root` (or its .tar.gz): meta.mat's `synsets` give each wnid an ILSVRC2012_ID, in
+    reverse sorted order (so an ID is not its wnid's place in the sorted list), and the ground truth gives each
+    validation image its ID."""
+    import scipy.io
+
+    ids = {w: len(wnids) - k for k, w in enumerate(sorted(wnids))}
+    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
+              "num_train_images"]  # fmt: skip
+    synsets = np.zeros((len(wnids) + 1, 1), dtype=[(f, "O") for f in fields])
+    for k, w in enumerate(sorted(wnids, key=ids.get)):
+        synsets[k, 0] = (ids[w], w, f"words of {w}", "a gloss", 0, np.zeros((1, 0)), 0, 1300)
+    synsets[len(wnids), 0] = (len(wnids) + 1, "n00001740", "entity", "an inner node", 1, np.array([[1]]), 1, 0)
+    meta = io.BytesIO()
+    scipy.io.savemat(meta, {"synsets": synsets})
+    truth = "".join(f"{ids[w]}\n" for _, w, _ in val_photos(split)).encode()
+    files = {"ILSVRC2012_devkit_t12/data/meta.mat": meta.getvalue(),
+             "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt": truth,
+             "ILSVRC2012_devkit_t12/readme.txt": b"the devkit\n"}  # fmt: skip
+    if archive:
+        out = root / "ILSVRC2012_devkit_t12.tar.gz"
+        with tarfile.open(out, "w:gz") as tf:
+            for name, data in files.items():
+                _add(tf, name, data)
+        return out
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root / "ILSVRC2012_devkit_t12"

@@ -1,0 +1,137 @@
+"""ImageNet as distributed, read in place: the train archive (a tar of per-class tars), the per-class tars, the
+validation archive labelled by LOC_val_solution.csv or the devkit; locally and in a bucket. Each store equals the
+store of the same photos as class folders: same pixels, same labels, every source recorded."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import obstore
+import pytest
+
+from pipeline import check
+from pipeline.build import build_store
+from pipeline.config import PreprocessConfig
+from pipeline.store.format import MANIFEST, open_store
+from tests import imagenet_archives as ia
+from tests.conftest import real_photos
+from tests.stores import snapshot
+
+WNIDS = ["n01440764", "n01443537", "n01484850", "n02102040"]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> Path:
+    """SOURCE/train/<wnid>/<wnid>_<k>.JPEG: 4 classes of 3 real photos."""
+    root = tmp_path_factory.mktemp("folders") / "src"
+    for k, (_, data) in enumerate(real_photos(12)):
+        wnid = WNIDS[k % 4]
+        (root / "train" / wnid).mkdir(parents=True, exist_ok=True)
+        (root / "train" / wnid / f"{wnid}_{k:05d}.JPEG").write_bytes(data)
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder_store(folders, tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("ref") / "s.zarr"
+    build_store(cfg(folders), store)
+    return store
+
+
+def cfg(source, **kw) -> PreprocessConfig:
+    return PreprocessConfig(**({"source": str(source), "size": 32, "grayscale": "include", "shard_images": 4} | kw))
+
+
+def by_image(store) -> dict[str, tuple]:
+    """{a photo's file name: (its L, its bins, its class)} of a store, read by its recorded path."""
+    g = open_store(store)
+    slots, classes = g["slots"][:], g.attrs["classes"]
+    L, bins, label = g["L"].oindex[slots], g["bins"].oindex[slots], g["label"].oindex[slots]
+    names = [Path(str(p)).name for p in g["path"][:]]
+    return {n: (L[i], bins[i], classes[label[i]] if label[i] >= 0 else None) for i, n in enumerate(names)}
+
+
+def same_photos(store, reference, rename=lambda n: n) -> None:
+    got, want = by_image(store), {rename(n): v for n, v in by_image(reference).items()}
+    assert sorted(got) == sorted(want)
+    for name, (L, bins, wnid) in got.items():
+        assert np.array_equal(L, want[name][0]) and np.array_equal(bins, want[name][1]), name
+        assert wnid == want[name][2] and wnid is not None, name
+
+
+def manifest(store) -> list[dict]:
+    return [json.loads(line) for line in (store / MANIFEST).read_text().splitlines()]
+
+
+@pytest.mark.parametrize("form", ["archive in train/", "archive as SOURCE", "per-class tars"])
+@pytest.mark.parametrize("class_list", [None, "synsets.txt", "LOC_synset_mapping.txt"])
+def test_the_train_archive_and_its_class_tars_are_read_in_place(form, class_list, folders, folder_store, tmp_path):
+    root = tmp_path / "src"
+    if form == "per-class tars":
+        ia.class_tars(folders / "train", root / "train")
+    else:
+        ia.train_archive(folders / "train", root / "train" / "ILSVRC2012_img_train.tar")
+    if class_list:
+        (root / class_list).write_text("".join(f"{w} words of {w}\n" for w in reversed(WNIDS)))
+    source = root / "train" / "ILSVRC2012_img_train.tar" if form == "archive as SOURCE" else root
+    before = snapshot(root)
+    store = tmp_path / "s.zarr"
+    build_store(cfg(source), store)
+    same_photos(store, folder_store)
+    assert snapshot(root) == before  # read in place: nothing extracted beside it
+    records = manifest(store)
+    assert len(records) == 12 and all(r["outcome"] == "stored" for r in records)
+    inner = {"archive in train/": "train/ILSVRC2012_img_train.tar/n01440764.tar/", "per-class tars":
+             "train/n01440764.tar/", "archive as SOURCE": "ILSVRC2012_img_train.tar/n01440764.tar/"}[form]  # fmt: skip
+    assert any(r["path"].startswith(inner) for r in records)  # the archive and the member, named
+    wanted = list(reversed(WNIDS)) if class_list else WNIDS  # the class list's order, else the sorted wnids
+    assert open_store(store).attrs["classes"] == wanted
+    assert check.main([str(store), "--out", str(tmp_path / "q"), "--sample", "4"]) == 0  # re-decoded in place
+
+
+@pytest.mark.parametrize("labels", ["LOC_val_solution.csv", "devkit", "devkit.tar.gz"])
+def test_the_val_archive_is_labelled_by_the_csv_or_the_devkit(labels, folders, folder_store, tmp_path):
+    root = tmp_path / "src"
+    ia.val_archive(folders / "train", root / "val" / "ILSVRC2012_img_val.tar")
+    if labels == "LOC_val_solution.csv":
+        ia.loc_val_solution(folders / "train", root / labels)
+    else:
+        ia.devkit(folders / "train", root, WNIDS, archive=labels.endswith(".gz"))
+    store = tmp_path / "s.zarr"
+    build_store(cfg(root, split="val"), store)
+    same_photos(store, folder_store, rename=ia.val_names(folders / "train").get)  # the same photos, renamed
+
+
+def test_a_damaged_class_tar_inside_the_archive_is_a_skip_and_the_rest_is_kept(folders, tmp_path):
+    root = tmp_path / "src"
+    archive = ia.train_archive(folders / "train", root / "train" / "ILSVRC2012_img_train.tar")
+    data = bytearray(archive.read_bytes())
+    inner = data.find(b"n01443537_")  # the first member header of the second class tar
+    data[inner + 148 : inner + 156] = b"garbage!"  # its header checksum
+    archive.write_bytes(bytes(data))
+    store = tmp_path / "s.zarr"
+    build_store(cfg(root), store)
+    records = manifest(store)
+    damaged = [r for r in records if r["outcome"] == "skipped"]
+    assert [r["path"] for r in damaged] == ["train/ILSVRC2012_img_train.tar/n01443537.tar"]
+    assert damaged[0]["kind"] in ("damaged_archive", "truncated_archive") and "0 samples kept" in damaged[0]["reason"]
+    assert sum(r["outcome"] == "stored" for r in records) == 9  # the other three classes
+
+
+def test_the_archives_in_a_bucket_are_read_in_place(folders, folder_store, s3, tmp_path):
+    local = tmp_path / "src"
+    ia.train_archive(folders / "train", local / "train" / "ILSVRC2012_img_train.tar")
+    ia.val_archive(folders / "train", local / "val" / "ILSVRC2012_img_val.tar")
+    ia.devkit(folders / "train", local, WNIDS, archive=True)
+    url = s3.put_tree(local, "imagenet", "src")
+    s3.bucket("stores")
+    build_store(cfg(url), "s3://stores/train.zarr")
+    build_store(cfg(f"{url}/train/ILSVRC2012_img_train.tar"), "s3://stores/whole.zarr")  # the archive as SOURCE
+    build_store(cfg(url, split="val"), "s3://stores/val.zarr")
+    for name in ("train", "whole", "val"):  # each store as a local copy
+        for key in s3.keys("stores", f"{name}.zarr"):
+            (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / key).write_bytes(bytes(obstore.get(s3.client("stores"), key).bytes()))
+    same_photos(tmp_path / "train.zarr", folder_store)
+    same_photos(tmp_path / "whole.zarr", folder_store)
+    same_photos(tmp_path / "val.zarr", folder_store, rename=ia.val_names(folders / "train").get)
