@@ -14,9 +14,13 @@ from pipeline.store.chunks import L_CODECS
 class PreprocessConfig:
     """Everything that decides a store's content (saved in its attributes); the flow's parameters and flags."""
 
-    source: str = setting(help="ImageNet-layout root: SOURCE/SPLIT/<class>/<files>")
+    source: str = setting(help="ImageNet-layout root (SOURCE/SPLIT/<class>/<files>), or one archive or shard")
     split: str = setting("train", "the split folder under SOURCE")
-    layout: str = setting("auto", "classes (SPLIT/<wnid>/*), flat (SPLIT/*), list (--list), tar (WebDataset)")
+    layout: str = setting(
+        "auto",
+        "classes (SPLIT/<wnid>/*), flat (SPLIT/*), list (--list), tar (WebDataset, ImageNet's archives), "
+        "parquet (Hugging Face shards)",
+    )
     labels: str | None = setting(None, "flat layout: a labels file (default: SOURCE/LOC_val_solution.csv)")
     list: str | None = setting(None, "a file of paths relative to SOURCE, one per line, a wnid after each")
     size: int = setting(224, "canonical size S (a multiple of 4)")

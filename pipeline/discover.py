@@ -32,6 +32,10 @@ class Source:
 def read_source(root, src: Source) -> bytes:
     """The bytes of a source: a file, or a tar member read in place (a ranged read in an object store)."""
     root = location(root)
+    if ".parquet/" in src.path:  # a row: its row group and its place in it
+        from pipeline.parquet import ROW_GROUPS
+
+        return ROW_GROUPS.row(root / src.path[: src.path.index(".parquet/") + 8], src.offset, src.size)
     if src.offset >= 0:
         from pipeline.tars import read_member
 
@@ -56,6 +60,12 @@ def read_sources(root, sources: list[Source], pool=None) -> list[tuple[bytes | N
 def read_path(root, path: str) -> bytes:
     """The bytes of a source named as a store records it: a file, or `<shard>.tar/<member>`."""
     root = location(root)
+    if ".parquet/" in path:
+        from pipeline.parquet import locate
+
+        shard, row = path.split(".parquet/", 1)
+        group, at = locate(root / f"{shard}.parquet", int(row))
+        return read_source(root, Source(path, "", -1, group, at))
     if ".tar/" in path:
         from pipeline.tars import member_location
 

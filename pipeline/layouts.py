@@ -5,7 +5,9 @@
   `LOC_val_solution.csv` at SOURCE's root (`ImageId,PredictionString`, wnid first) or by lines of
   `filename wnid`; without labels every label is -1;
 - `list`: `--list FILE`, one path per line relative to SOURCE, an optional wnid after it;
-- `tar`: WebDataset shards, SOURCE/<split>/*.tar or SOURCE/*.tar (`pipeline.tars`).
+- `tar`: WebDataset shards, SOURCE/<split>/*.tar or SOURCE/*.tar (`pipeline.tars`), ImageNet's archives among them;
+- `parquet`: Hugging Face Parquet shards, SOURCE/<split>/*.parquet or SOURCE/data/<split>-*.parquet
+  (`pipeline.parquet`).
 `auto` detects the layout and says what it found when none fits. Label = the wnid's line in SOURCE/synsets.txt
 when present (-1 when it is not there), else its place in the class list found: class indices of tar labels
 first, named "0" to "K-1" (K = the largest index + 1), then the other wnids, sorted. What cannot be a source is
@@ -21,7 +23,7 @@ from pipeline.common.files import files_below
 from pipeline.common.storage import ObjectPath, is_remote, location
 from pipeline.discover import Source, discover, read_synsets
 
-LAYOUTS = ("auto", "classes", "flat", "list", "tar")
+LAYOUTS = ("auto", "classes", "flat", "list", "tar", "parquet")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 
 
@@ -75,13 +77,14 @@ def detect(root, split: str, layout: str, list_file: str | None) -> str:
     folders, files = entries(base)
     has = {
         "tar": any(f.endswith(".tar") for f in files + folders),
+        "parquet": bool(parquet_files(root, split)),
         "classes": bool(folders),
         "flat": any(PurePosixPath(f).suffix.lower() in IMAGE_SUFFIXES for f in files),
     }
     if layout == "auto":
         if has["classes"] and has["flat"]:
             raise ValueError(f"{found}: both fit, choose --layout classes or --layout flat (recursive)")
-        for name in ("tar", "classes", "flat"):
+        for name in ("tar", "parquet", "classes", "flat"):
             if has[name]:
                 return name
         raise ValueError(f"no files under {root / split} in a layout this flow reads: {found}")
@@ -98,11 +101,14 @@ def find(cfg) -> Found:
     if layout == "classes":
         sources, classes = discover(root, cfg.split, cfg.classes, cfg.per_class, cfg.seed)
         return Found(sources, classes, layout)
+    given = None  # class names a source carries (a Parquet schema's)
     if layout == "tar":
         entries, skipped = _tars(root, cfg)
+    elif layout == "parquet":
+        entries, skipped, given = _parquets(root, cfg.split)
     else:
         entries, skipped = _flat(root, cfg) if layout == "flat" else _listed(root, cfg.list)
-    sources, classes = _labelled(root, cfg.split, entries)
+    sources, classes = _labelled(root, cfg.split, entries, given)
     return Found(_select(sources, cfg.classes, cfg.per_class, cfg.seed), classes, layout, skipped)
 
 
@@ -150,6 +156,35 @@ def _tars(root, cfg) -> tuple[list, list]:
             path = rel if s.name is None else _unique(f"{rel}/{_printable(s.name)}", taken)
             skipped.append(_skip(path, s.kind, s.reason))
     return entries_, skipped
+
+
+def parquet_files(root, split: str) -> list:
+    """The Parquet shards of a split: SOURCE/<split>/*.parquet, the Hub's SOURCE/data/<split>-*.parquet, or the
+    one shard SPLIT names (given as SOURCE), sorted."""
+    root = location(root)
+    if split.endswith(".parquet") and (root / split).is_file():
+        return [root / split]
+    base = root / split
+    if base.is_dir():
+        return [base / f for f in sorted(entries(base)[1]) if f.endswith(".parquet")]
+    data = root / "data"
+    return [data / f for f in sorted(entries(data)[1]) if f.startswith(f"{split}-") and f.endswith(".parquet")]
+
+
+def _parquets(root, split: str) -> tuple[list, list, list[str] | None]:
+    """Entries, skip records and class names (the first shard's that has them) of the Parquet shards."""
+    from pipeline.parquet import index_shard
+
+    shards = parquet_files(root, split)
+    with ThreadPoolExecutor(16 if is_remote(root) else 1) as pool:
+        listed = list(pool.map(index_shard, shards))
+    entries_, skipped, names = [], [], None
+    for shard, (rows, skips, found) in zip(shards, listed, strict=True):
+        rel = shard.relative_to(root).as_posix()
+        names = names or found
+        entries_ += [(f"{rel}/{r.index}", r.label, r.group, r.at) for r in rows]
+        skipped += [_skip(f"{rel}/{s.name}" if s.name else rel, s.kind, s.reason) for s in skips]
+    return entries_, skipped, names
 
 
 def _unique(path: str, taken: set[str]) -> str:
@@ -232,14 +267,17 @@ def _listed(root, list_file: str) -> tuple[list, list]:
     return entries_, [_skip(_unique(rel, taken), kind, reason) for rel, kind, reason in skips]
 
 
-def _labelled(root, split: str, entries: list) -> tuple[list[Source], list[str]]:
+def _labelled(root, split: str, entries: list, given: list[str] | None = None) -> tuple[list[Source], list[str]]:
     """Sources from (path, wnid | class index | None, offset, size) and the class list that labels them:
-    synsets.txt when present, else the indices found (named "0" to "K-1"), then the other wnids found."""
+    synsets.txt when present, else the class names the source carries (`given`), else the indices found (named
+    "0" to "K-1"), then the other wnids found."""
     from pipeline.imagenet import class_file, label_roots
 
     synsets = class_file(*label_roots(root, split))
     if synsets is not None:
         classes = read_synsets(synsets)  # pipeline.tars keeps class indices inside it
+    elif given is not None and all(w < len(given) for _, w, _, _ in entries if isinstance(w, int)):
+        classes = list(given) + sorted({w for _, w, _, _ in entries if isinstance(w, str)} - set(given))
     else:  # every index found must be a class of the list, or the labels would point past its end
         classes = [str(k) for k in range(max((w + 1 for _, w, _, _ in entries if isinstance(w, int)), default=0))]
         classes += sorted({w for _, w, _, _ in entries if isinstance(w, str)} - set(classes))

@@ -326,7 +326,8 @@ class Seekable(io.RawIOBase):
 
 class RangeFile(Seekable):
     """A read-only, seekable file over one object, read in blocks of `block` bytes with ranged GETs (tarfile lists
-    a shard through it, header by header, without downloading the members it skips)."""
+    a shard through it, header by header, without downloading the members it skips); a read of a block or more,
+    or any read with block <= 0 (Parquet's exact column chunks), fetches just its bytes."""
 
     def __init__(self, path: ObjectPath, size: int, block: int = 1 << 16):
         super().__init__()
@@ -336,6 +337,11 @@ class RangeFile(Seekable):
 
     def readinto(self, buffer) -> int:
         n = min(len(buffer), max(0, self.size - self.pos))
+        if n and (self.block <= 0 or n >= self.block):  # a read of its own size: exactly those bytes, uncached
+            data = self.path.read_range(self.pos, n)
+            buffer[: len(data)] = data
+            self.pos += len(data)
+            return len(data)
         got = 0
         while got < n:
             k, at = divmod(self.pos + got, self.block)

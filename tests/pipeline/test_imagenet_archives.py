@@ -63,6 +63,14 @@ def manifest(store) -> list[dict]:
     return [json.loads(line) for line in (store / MANIFEST).read_text().splitlines()]
 
 
+def built(source, tmp_path, **kw) -> tuple[int, list[dict]]:
+    """(how many sources a build of `source` stored, the records of those it skipped)."""
+    store = tmp_path / "s.zarr"
+    build_store(cfg(source, **kw), store)
+    records = manifest(store)
+    return sum(r["outcome"] == "stored" for r in records), [r for r in records if r["outcome"] == "skipped"]
+
+
 @pytest.mark.parametrize("form", ["archive in train/", "archive as SOURCE", "per-class tars"])
 @pytest.mark.parametrize("class_list", [None, "synsets.txt", "LOC_synset_mapping.txt"])
 def test_the_train_archive_and_its_class_tars_are_read_in_place(form, class_list, folders, folder_store, tmp_path):
@@ -109,13 +117,10 @@ def test_a_damaged_class_tar_inside_the_archive_is_a_skip_and_the_rest_is_kept(f
     inner = data.find(b"n01443537_")  # the first member header of the second class tar
     data[inner + 148 : inner + 156] = b"garbage!"  # its header checksum
     archive.write_bytes(bytes(data))
-    store = tmp_path / "s.zarr"
-    build_store(cfg(root), store)
-    records = manifest(store)
-    damaged = [r for r in records if r["outcome"] == "skipped"]
+    stored, damaged = built(root, tmp_path)
     assert [r["path"] for r in damaged] == ["train/ILSVRC2012_img_train.tar/n01443537.tar"]
     assert damaged[0]["kind"] in ("damaged_archive", "truncated_archive") and "0 samples kept" in damaged[0]["reason"]
-    assert sum(r["outcome"] == "stored" for r in records) == 9  # the other three classes
+    assert stored == 9  # the other three classes
 
 
 def test_the_archives_in_a_bucket_are_read_in_place(folders, folder_store, s3, tmp_path):
@@ -135,3 +140,68 @@ def test_the_archives_in_a_bucket_are_read_in_place(folders, folder_store, s3, t
     same_photos(tmp_path / "train.zarr", folder_store)
     same_photos(tmp_path / "whole.zarr", folder_store)
     same_photos(tmp_path / "val.zarr", folder_store, rename=ia.val_names(folders / "train").get)
+
+
+def by_row(store) -> dict[str, tuple]:
+    """{a row's image name (the Image struct's `path`, through the shard's row): (L, bins, label index)}."""
+    g = open_store(store)
+    slots = g["slots"][:]
+    return {str(p): (g["L"][s], g["bins"][s], int(g["label"][s])) for p, s in zip(g["path"][:], slots, strict=True)}
+
+
+@pytest.mark.parametrize("form", ["SOURCE/train/*.parquet", "the Hub's data/train-*.parquet", "one shard as SOURCE"])
+def test_hugging_face_parquet_shards_are_read_by_row_group(form, folders, folder_store, tmp_path):
+    root = tmp_path / "src"
+    words = [f"words of {w}" for w in WNIDS]
+    where = root / ("train" if form.startswith("SOURCE") else "data")
+    shards = ia.hf_parquet(folders / "train", where, names=words)
+    source = shards[0] if form == "one shard as SOURCE" else root
+    store = tmp_path / "s.zarr"
+    build_store(cfg(source), store)
+    assert open_store(store).attrs["classes"] == words  # the schema's class names, in their order
+    reference = by_image(folder_store)
+    photos = sorted((w, n) for n, (_, _, w) in reference.items())  # the rows' order: class, then name
+    if form == "one shard as SOURCE":  # its rows are named below its own name
+        shards, photos = [Path(shards[0].name)], photos[:6]
+    rows = [(s.relative_to(root).as_posix() if s.is_absolute() else str(s), k) for s in shards for k in range(6)]
+    got = by_row(store)
+    assert len(got) == len(rows)
+    for (shard, k), (wnid, name) in zip(rows, photos, strict=True):
+        L, bins, label = got[f"{shard}/{k}"]
+        assert np.array_equal(L, reference[name][0]) and np.array_equal(bins, reference[name][1])
+        assert label == WNIDS.index(wnid)
+    assert check.main([str(store), "--out", str(tmp_path / "q"), "--sample", "4"]) == 0  # re-decoded by row
+
+
+def test_a_damaged_row_group_is_a_skip_and_the_other_rows_are_kept(folders, tmp_path):
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "src"
+    shard = ia.hf_parquet(folders / "train", root / "train", shards=1, row_group=4)[0]
+    meta = pq.ParquetFile(shard).metadata.row_group(1)
+    data = bytearray(shard.read_bytes())
+    for c in range(meta.num_columns):  # every column chunk of the second row group
+        col = meta.column(c)
+        start = col.dictionary_page_offset or col.data_page_offset
+        data[start : start + 16] = b"\xff" * 16
+    shard.write_bytes(bytes(data))
+    stored, bad = built(root, tmp_path)
+    assert [r["path"] for r in bad] == ["train/train-00000-of-00001.parquet/row-group-1"]
+    assert bad[0]["kind"] == "damaged_row_group" and "rows 4 to 7" in bad[0]["reason"]
+    assert stored == 8
+
+
+def test_parquet_in_a_bucket_is_read_by_row_group_not_whole(folders, s3, tmp_path, monkeypatch):
+    """One class of four from a shard of 12 single-row groups: the bytes fetched are the footer, the labels and the
+    three rows' groups, not the shard."""
+    from pipeline.common.objects import ObjectPath
+
+    shard = ia.hf_parquet(folders / "train", tmp_path / "src" / "train", shards=1, row_group=1)[0]
+    url = s3.put_tree(tmp_path / "src", "hf-data", "src")
+    fetched = []
+    read_range = ObjectPath.read_range
+    monkeypatch.setattr(ObjectPath, "read_range", lambda p, a, n: fetched.append(n) or read_range(p, a, n))
+    store = tmp_path / "s.zarr"
+    build_store(cfg(url, classes="n01443537"), store)
+    assert sum(r["outcome"] == "stored" for r in manifest(store)) == 3
+    assert 0 < sum(fetched) < 0.4 * shard.stat().st_size, (sum(fetched), shard.stat().st_size)
