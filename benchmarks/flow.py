@@ -137,7 +137,7 @@ def workload(args, tmp: Path) -> Workload:
         files, _ = discover(root, "train")
         part = args.part_images or auto_part_images(len(files))
         cfg = PreprocessConfig(source=str(root.resolve()), part_images=part)
-        shapes.append((files, cfg, cut_parts(files, part)))
+        shapes.append((files, cfg, [p.sources for p in cut_parts(files, part, cfg.shard_images)]))
     return Workload(origin, source, *shapes[0], *shapes[1])
 
 

@@ -35,7 +35,7 @@ from pipeline.common.settings import add_flags, given, setting, signature
 from pipeline.common.storage import configure, first_contact, is_remote, location, parse_options
 from pipeline.config import PreprocessConfig
 from pipeline.imagenet import archive_source
-from pipeline.layouts import detect, parquet_files
+from pipeline.layouts import TAR_SHARDS, detect, entries, parquet_files
 from pipeline.store.lifecycle import check_safe, check_staging, hold
 
 FLOW_NAME = "preprocess-imagenet"
@@ -149,7 +149,8 @@ def check_inputs(cfg: PreprocessConfig, run: RunOptions) -> None:
     cfg = archive_source(cfg)  # an archive given as SOURCE: the one source of its folder
     root = location(cfg.source)
     split = root / cfg.split
-    if not (cfg.list or split.is_dir() or split.is_file() or any(root.glob("*.tar")) or parquet_files(root, cfg.split)):
+    shards = any(f.endswith(TAR_SHARDS) for f in entries(root)[1])
+    if not (cfg.list or split.is_dir() or split.is_file() or shards or parquet_files(root, cfg.split)):
         raise FileNotFoundError(f"no split folder {split}")
     layout = detect(root, cfg.split, cfg.layout, cfg.list)  # says what it found when nothing fits
     if layout in ("classes", "flat") and not has_files(split):

@@ -22,7 +22,7 @@ from kernels.gamut import Q
 from pipeline.common.storage import configure, location, options_in_use
 from pipeline.config import PreprocessConfig
 from pipeline.layouts import Found, find
-from pipeline.part import cut_parts, process_part
+from pipeline.part import cut_parts, process_part, slot_count
 from pipeline.store.lifecycle import StoreState, begin, check_owner, check_target, finalize, held_here, lease_of
 from pipeline.store.shards import create_arrays
 from pipeline.store.staging import load_sources, part_done, save_sources, staged_summary
@@ -54,13 +54,13 @@ def stage_part(cfg: PreprocessConfig, store: str, parts_dir: str, part: int, dev
     configure(options or {})
     if owner is not None:
         check_owner(store, owner, f"part {part}")
+    staged = load_sources(parts_dir, part)
     if part_done(store, part):
-        return staged_summary(store, part, range(part * cfg.part_images, (part + 1) * cfg.part_images))
+        return staged_summary(store, part, range(staged.first_slot, staged.first_slot + len(staged.sources)))
     import numba
 
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    first_slot = part * cfg.part_images
-    return process_part(cfg, store, part, load_sources(parts_dir, part), device, first_slot)
+    return process_part(cfg, store, part, staged.sources, device, staged.first_slot)
 
 
 def serial(kwargs: dict) -> Future:
@@ -140,10 +140,11 @@ def _stage_store(cfg, found: Found, store: str, state, workers: int, submit, log
     from pipeline.decode import dali_device
 
     device = dali_device() if cfg.decoder == "auto" else cfg.decoder
-    parts = cut_parts(found.sources, cfg.part_images)
+    parts = cut_parts(found.sources, cfg.part_images, cfg.shard_images)
     log.info("%s: %d sources (%s layout, %d skipped before decoding) in %d parts, decoder %s (%s)", cfg.source,
              len(found.sources), found.layout, len(found.skipped), len(parts), device, state.value)  # fmt: skip
-    create_arrays(store, len(found.sources), cfg.size, cfg.full_bins, cfg.shard_images, cfg.zstd_level, cfg.l_codec)
+    n_slots = slot_count(parts)
+    create_arrays(store, n_slots, cfg.size, cfg.full_bins, cfg.shard_images, cfg.zstd_level, cfg.l_codec)
     parts_dir = save_sources(store, parts)
     threads = max(1, (os.cpu_count() or 1) // workers)
     task = {"cfg": cfg, "store": store, "parts_dir": parts_dir, "device": device, "threads": threads}

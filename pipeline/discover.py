@@ -37,16 +37,19 @@ def read_source(root, src: Source) -> bytes:
 
         return ROW_GROUPS.row(root / src.path[: src.path.index(".parquet/") + 8], src.offset, src.size)
     if src.offset >= 0:
+        from pipeline.gztars import split_member
         from pipeline.tars import read_member
 
-        shard = src.path[: src.path.index(".tar/") + 4]
+        shard, _ = split_member(src.path)
         return read_member(root / shard, src.offset, src.size)
     return read_file(root / src.path)
 
 
 def read_sources(root, sources: list[Source], pool=None) -> list[tuple[bytes | None, str]]:
     """(bytes, "") or (None, why it could not be read) per source, in order; with a thread pool, fetched at once
-    (for object stores, whose answers take tens of ms each)."""
+    (for object stores, whose answers take tens of ms each). Members of gzip'd shards are read here, in their
+    order in the shard, so that its stream only moves forward."""
+    from pipeline.gztars import is_gz, split_member
 
     def one(src: Source) -> tuple[bytes | None, str]:
         try:
@@ -54,7 +57,18 @@ def read_sources(root, sources: list[Source], pool=None) -> list[tuple[bytes | N
         except OSError as e:
             return None, f"unreadable file: {type(e).__name__}: {e.strerror or e}"
 
-    return list(pool.map(one, sources)) if pool is not None else [one(s) for s in sources]
+    def streamed(src: Source) -> bool:
+        return src.offset >= 0 and is_gz((split_member(src.path) or ("",))[0])
+
+    out: list = [None] * len(sources)
+    serial = [k for k, s in enumerate(sources) if streamed(s)]
+    for k in sorted(serial, key=lambda k: (split_member(sources[k].path)[0], sources[k].offset)):
+        out[k] = one(sources[k])
+    rest = [k for k in range(len(sources)) if out[k] is None]
+    got = pool.map(one, [sources[k] for k in rest]) if pool is not None else map(one, [sources[k] for k in rest])
+    for k, value in zip(rest, got, strict=True):
+        out[k] = value
+    return out
 
 
 def read_path(root, path: str) -> bytes:
@@ -66,11 +80,14 @@ def read_path(root, path: str) -> bytes:
         shard, row = path.split(".parquet/", 1)
         group, at = locate(root / f"{shard}.parquet", int(row))
         return read_source(root, Source(path, "", -1, group, at))
-    if ".tar/" in path:
+    from pipeline.gztars import split_member
+
+    found = split_member(path)
+    if found is not None:
         from pipeline.tars import member_location
 
-        shard, member = path.split(".tar/", 1)
-        offset, size = member_location(root / f"{shard}.tar", member)
+        shard, member = found
+        offset, size = member_location(root / shard, member)
         return read_source(root, Source(path, "", -1, offset, size))
     return read_file(root / path)
 

@@ -130,5 +130,10 @@ def _meta_wnids(data: bytes, where) -> dict[int, str]:
 
 
 def stem(path: str) -> str:
-    """A member's or file's name without folders and extension (how validation labels name an image)."""
-    return PurePosixPath(path).stem
+    """A member's or file's name without folders and extension (how validation labels name an image; an archive
+    loses its whole `.tar.gz`)."""
+    name = PurePosixPath(path).name
+    for suffix in ARCHIVES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return PurePosixPath(name).stem

@@ -24,6 +24,7 @@ from pipeline.common.storage import ObjectPath, is_remote, location
 from pipeline.discover import Source, discover, read_synsets
 
 LAYOUTS = ("auto", "classes", "flat", "list", "tar", "parquet")
+TAR_SHARDS = (".tar", ".tar.gz", ".tgz")  # plain shards read in place, gzip'd ones as streams (pipeline.gztars)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 
 
@@ -61,7 +62,7 @@ def describe(base) -> str:
         return f"no folder {base}"
     folders, files = entries(base)
     images = sum(1 for f in files if PurePosixPath(f).suffix.lower() in IMAGE_SUFFIXES)
-    tars = sum(1 for f in files + folders if f.endswith(".tar"))
+    tars = sum(1 for f in files + folders if f.endswith(TAR_SHARDS))
     return f"{images} image files directly under {base.name}/, {len(folders)} folders, {tars} tar shards"
 
 
@@ -76,7 +77,7 @@ def detect(root, split: str, layout: str, list_file: str | None) -> str:
     found = describe(base)
     folders, files = entries(base)
     has = {
-        "tar": any(f.endswith(".tar") for f in files + folders),
+        "tar": any(f.endswith(TAR_SHARDS) for f in files + folders),
         "parquet": bool(parquet_files(root, split)),
         "classes": bool(folders),
         "flat": any(PurePosixPath(f).suffix.lower() in IMAGE_SUFFIXES for f in files),
@@ -131,7 +132,7 @@ def _tars(root, cfg) -> tuple[list, list]:
     if (root / cfg.split).is_file():  # an archive given as SOURCE
         shards = [root / cfg.split]
     else:
-        shards = [base / f for f in sorted(sum(entries(base), [])) if f.endswith(".tar")]  # a folder too: recorded
+        shards = [base / f for f in sorted(sum(entries(base), [])) if f.endswith(TAR_SHARDS)]  # a folder too: recorded
     n_classes = len(classes) if classes is not None else None
     with ThreadPoolExecutor(16 if is_remote(root) else 1) as pool:
         listed = list(pool.map(lambda shard: samples(shard, n_classes), shards))

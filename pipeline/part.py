@@ -13,6 +13,7 @@ import contextlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,9 +29,46 @@ REMOTE_READS = 16  # sources of a remote batch fetched at once: object stores an
 REMOTE_WRITES = 4  # shards of a batch uploaded at once, while the next batch decodes
 
 
-def cut_parts(sources: list[Source], part_images: int) -> list[list[Source]]:
-    """The source list cut into consecutive parts of part_images files (the last may be shorter)."""
-    return [sources[i : i + part_images] for i in range(0, len(sources), part_images)]
+@dataclass(frozen=True)
+class Part:
+    """A part of the source list: its sources, and the slot of its first one (the first of a whole store shard)."""
+
+    first_slot: int
+    sources: list[Source]
+
+
+def cut_parts(sources: list[Source], part_images: int, shard_images: int) -> list[Part]:
+    """The source list cut into consecutive parts of part_images sources (a multiple of shard_images), except that
+    the members of a gzip'd shard make a part of their own, whatever its size: gzip has no random access, so a
+    part reads its shard's stream once, from the start. Each part's first slot begins a whole store shard, so no
+    store shard has two writers (the slots between two parts stay empty). Depends on the sources alone, so that
+    a resumed run cuts the same parts."""
+    parts, slot, k = [], 0, 0
+    while k < len(sources):
+        stream, j = gz_shard(sources[k]), k + 1
+        if stream is not None:
+            while j < len(sources) and gz_shard(sources[j]) == stream:
+                j += 1
+        else:
+            while j < len(sources) and j - k < part_images and gz_shard(sources[j]) is None:
+                j += 1
+        parts.append(Part(slot, sources[k:j]))
+        slot = -(-(slot + j - k) // shard_images) * shard_images
+        k = j
+    return parts
+
+
+def gz_shard(src: Source) -> str | None:
+    """The gzip'd shard a source is a member of, or None."""
+    from pipeline.gztars import is_gz, split_member
+
+    found = split_member(src.path) if src.offset >= 0 else None
+    return found[0] if found is not None and is_gz(found[0]) else None
+
+
+def slot_count(parts: list[Part]) -> int:
+    """The slots of the store the parts fill: up to the last part's last source."""
+    return parts[-1].first_slot + len(parts[-1].sources) if parts else 0
 
 
 def batch_size(shard_images: int) -> int:

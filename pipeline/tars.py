@@ -239,9 +239,16 @@ def _damage(stop: int, end: int, clean: bool, error: str | None, last: str | Non
     return Skip(None, "damaged_archive", f"listing stopped at byte {stop} ({why}): {unread} bytes not read")
 
 
+def _listings(path) -> tuple[Listing, dict[str, Listing]]:
+    """A shard's listing and those of the tars inside it; a gzip'd shard's, decompressed once (no tars inside)."""
+    from pipeline.gztars import index_gz, is_gz
+
+    return (index_gz(path), {}) if is_gz(path) else index_archive(path)
+
+
 @functools.lru_cache(maxsize=64)
 def _locations(path, stamp: float) -> dict[str, tuple[int, int]]:
-    outer, inner = index_archive(path)
+    outer, inner = _listings(path)
     found = {m.name: (m.offset, m.size) for m in outer.members}  # the last copy of a name, as read
     for name, listing in inner.items():
         found |= {f"{name}/{m.name}": (m.offset, m.size) for m in listing.members}
@@ -265,6 +272,11 @@ def split_key(name: str) -> tuple[str, str]:
 
 
 def read_member(path, offset: int, size: int) -> bytes:
+    """A member's data, read where it lies (a gzip'd shard's from its forward-moving stream)."""
+    from pipeline.gztars import STREAMS, is_gz
+
+    if is_gz(path):
+        return STREAMS.read(path, offset, size)
     if isinstance(path, ObjectPath):
         data = path.read_range(offset, size)
     else:
@@ -281,7 +293,7 @@ def samples(path, n_classes: int | None = None) -> tuple[list[Sample], list[Skip
     if its listing ended early. A tar inside the shard is read as a shard of its own, its members named
     `<inner>.tar/<member>` and their samples' `container` that tar's name. n_classes: the length of the class
     list that `cls` indices must fall in."""
-    outer, inner = index_archive(path)
+    outer, inner = _listings(path)
     bound = MAX_CLASSES if n_classes is None else min(n_classes, MAX_CLASSES)
     top = replace(outer, members=[m for m in outer.members if m.name not in inner])
     out, skipped = _samples_of(path, top, "", PurePosixPath(str(path)).name, bound)

@@ -130,3 +130,30 @@ def hf_parquet(split: Path, out: Path, shards: int = 2, row_group: int = 4, name
         pq.write_table(table, path, row_group_size=row_group)
         paths.append(path)
     return paths
+
+
+def gz_shards(split: Path, out: Path, per_shard: int = 5, labels: bool = True) -> list[Path]:
+    """The photos under `split` as gzip'd WebDataset shards (`shard-NNNNNN.tar.gz`, `per_shard` samples each, in
+    class then name order): `<wnid>_<k>.jpg` with `<wnid>_<k>.txt` holding the wnid when `labels`."""
+    photos = sorted((p.parent.name, p) for p in split.glob("*/*") if p.is_file())
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in range(0, len(photos), per_shard):
+        path = out / f"shard-{k // per_shard:06d}.tar.gz"
+        with tarfile.open(path, "w:gz", format=tarfile.USTAR_FORMAT) as tf:
+            for wnid, photo in photos[k : k + per_shard]:
+                _add(tf, f"{photo.stem}.jpg", photo.read_bytes())
+                if labels:
+                    _add(tf, f"{photo.stem}.txt", wnid.encode())
+        paths.append(path)
+    return paths
+
+
+def class_gz_tars(split: Path, out: Path) -> Path:
+    """Per-class tars gzip'd (`<wnid>.tar.gz`), their members unlabelled: the name is the class."""
+    import gzip
+
+    out.mkdir(parents=True, exist_ok=True)
+    for folder in sorted(p for p in split.iterdir() if p.is_dir()):
+        (out / f"{folder.name}.tar.gz").write_bytes(gzip.compress(class_tar(folder)))
+    return out

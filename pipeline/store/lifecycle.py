@@ -83,14 +83,23 @@ def check_staging(store) -> None:
         return
     _mapping(store / "zarr.json", "delete the store or choose another folder")
     staging = staging_dir(store)
-    stamp = _mapping(staging / "config.json", f"delete {staging} to restage")
-    per = stamp.get("config", {}).get("part_images") if isinstance(stamp.get("config"), dict) else None
+    _mapping(staging / "config.json", f"delete {staging} to restage")
     if staging.is_dir():
         for p in staging.iterdir():
             name = p.name.removeprefix("part-").removesuffix(".json")
             if p.name.startswith("part-") and p.name.endswith(".json") and INDEX.fullmatch(name.lstrip("0") or "0"):
-                k = int(name)
-                load_part(store, k, range(k * per, (k + 1) * per) if type(per) is int and per > 0 else None)
+                load_part(store, int(name), _part_slots(staging, int(name)))
+
+
+def _part_slots(staging, part: int) -> range | None:
+    """The slots a staged part owns, from its source list (None when it does not read: the run rewrites it)."""
+    from pipeline.store.staging import PARTS_DIR, load_sources
+
+    try:
+        staged = load_sources(staging / PARTS_DIR, part)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return range(staged.first_slot, staged.first_slot + len(staged.sources))
 
 
 def foreign_entries(store) -> list[str]:

@@ -36,20 +36,25 @@ def part_done(store, part: int) -> bool:
     return part_path(store, part).is_file()
 
 
-def save_sources(store, parts: list[list[Source]]) -> str:
-    """Write each part's source list into the staging area, one file per part; returns the folder."""
+def save_sources(store, parts: list) -> str:
+    """Write each part's first slot and source list (`pipeline.part.Part`) into the staging area, one file per
+    part; returns the folder."""
     folder = staging_dir(store) / PARTS_DIR
     folder.mkdir(exist_ok=True, parents=True)
     for k, p in enumerate(parts):
-        rows = [(s.path, s.wnid, s.label, s.offset, s.size) for s in p]  # not dataclasses.astuple: it deep-copies
-        atomic_write(folder / f"{k:06d}.json", json.dumps(rows).encode(), sync=False)
+        rows = [(s.path, s.wnid, s.label, s.offset, s.size) for s in p.sources]  # not astuple: it deep-copies
+        staged = {"first_slot": p.first_slot, "sources": rows}
+        atomic_write(folder / f"{k:06d}.json", json.dumps(staged).encode(), sync=False)
     return str(folder)
 
 
-def load_sources(folder, part: int) -> list[Source]:
+def load_sources(folder, part: int):
+    """A part's first slot and sources (`pipeline.part.Part`) as `save_sources` wrote them."""
     from pipeline.common.storage import location
+    from pipeline.part import Part
 
-    return [Source(*s) for s in json.loads(read_bounded(location(folder) / f"{part:06d}.json", MAX_STAGED))]
+    staged = json.loads(read_bounded(location(folder) / f"{part:06d}.json", MAX_STAGED))
+    return Part(int(staged["first_slot"]), [Source(*s) for s in staged["sources"]])
 
 
 @dataclass

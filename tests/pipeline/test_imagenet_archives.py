@@ -205,3 +205,59 @@ def test_parquet_in_a_bucket_is_read_by_row_group_not_whole(folders, s3, tmp_pat
     build_store(cfg(url, classes="n01443537"), store)
     assert sum(r["outcome"] == "stored" for r in manifest(store)) == 3
     assert 0 < sum(fetched) < 0.4 * shard.stat().st_size, (sum(fetched), shard.stat().st_size)
+
+
+def renamed_jpg(name: str) -> str:
+    return f"{Path(name).stem}.jpg"
+
+
+@pytest.mark.parametrize("form", ["labelled shards", "per-class .tar.gz"])
+def test_gzipped_tar_shards_are_read_as_streams_one_part_each(form, folders, folder_store, tmp_path, monkeypatch):
+    from pipeline import gztars
+
+    root = tmp_path / "src"
+    if form == "labelled shards":
+        shards = ia.gz_shards(folders / "train", root / "train", per_shard=5)  # 12 photos: 5, 5, 2
+        rename = renamed_jpg
+    else:
+        ia.class_gz_tars(folders / "train", root / "train")
+        shards, rename = sorted((root / "train").iterdir()), None
+    opened = []
+    monkeypatch.setattr(gztars, "open_stream", lambda p, o=gztars.open_stream: opened.append(str(p)) or o(p))
+    store = tmp_path / "s.zarr"
+    build_store(cfg(root, part_images=8), store)
+    same_photos(store, folder_store, rename=rename or (lambda n: n))
+    assert sorted(opened) == sorted(str(s) for s in shards for _ in range(2))  # listed once, read once
+    firsts = _first_slots(store)
+    assert len(firsts) == len(shards) and all(first % 4 == 0 for first in firsts)  # a part each, on a store shard
+
+
+def _first_slots(store) -> list[int]:
+    g = open_store(store)
+    first: dict[str, int] = {}
+    for path, slot in zip(g["path"][:], g["slots"][:], strict=True):
+        first.setdefault(str(path).split(".tar.gz/")[0], int(slot))
+    return sorted(first.values())
+
+
+def test_a_broken_gzip_stream_keeps_the_samples_before_the_break(folders, tmp_path):
+    root = tmp_path / "src"
+    shard = ia.gz_shards(folders / "train", root / "train", per_shard=12)[0]
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) * 2 // 3])  # cut: the stream ends inside a member
+    stored, bad = built(root, tmp_path)
+    assert bad[-1]["path"] == "train/shard-000000.tar.gz" and "samples kept" in bad[-1]["reason"]
+    assert bad[-1]["kind"] in ("damaged_archive", "truncated_archive")
+    assert all(r["kind"] == "truncated_member" for r in bad[:-1])  # the member the cut went through
+    assert 3 <= stored < 12
+
+
+def test_gzipped_shards_in_a_bucket(folders, folder_store, s3, tmp_path):
+    ia.gz_shards(folders / "train", tmp_path / "src" / "train", per_shard=5)
+    url = s3.put_tree(tmp_path / "src", "gz-shards", "src")
+    s3.bucket("gz-stores")
+    build_store(cfg(url), "s3://gz-stores/s.zarr")
+    for key in s3.keys("gz-stores", "s.zarr"):
+        (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / key).write_bytes(bytes(obstore.get(s3.client("gz-stores"), key).bytes()))
+    same_photos(tmp_path / "s.zarr", folder_store, rename=renamed_jpg)
