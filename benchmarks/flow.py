@@ -15,6 +15,7 @@ and a cost per image (the slope between the two sizes): the flow/floor ratio of 
 one a dataset of ImageNet's size sees.
 """
 
+import argparse
 import itertools
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.packing import FORMS, pack
 from benchmarks.report import machine, summary, write
 from pipeline.common.cli import ArgumentParser
 
@@ -98,30 +100,6 @@ class Workload:
     parts_once: list
 
 
-def pack_tar(source: Path, out: Path, per_shard: int = 512) -> Path:
-    """The files of source/train as WebDataset shards out/train/shard-NNNNN.tar (`<key>.jpg` + `<key>.cls`, the
-    class index from the source's folders), in the folder layout's order."""
-    import io
-    import tarfile
-
-    from pipeline.discover import discover
-
-    files, _ = discover(source, "train")
-    (out / "train").mkdir(parents=True, exist_ok=True)
-    if (source / "synsets.txt").is_file():
-        (out / "synsets.txt").write_bytes((source / "synsets.txt").read_bytes())
-    for k in range(0, len(files), per_shard):
-        with tarfile.open(out / "train" / f"shard-{k // per_shard:05d}.tar", "w") as tf:
-            for n, src in enumerate(files[k : k + per_shard], k):
-                members = [(f"{n:08d}.jpg", (source / src.path).read_bytes())]
-                members += [(f"{n:08d}.cls", b"%d" % src.label)] if src.label >= 0 else []  # no label: unknown
-                for name, data in members:
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tf.addfile(info, io.BytesIO(data))
-    return out
-
-
 def workload(args, tmp: Path) -> Workload:
     from benchmarks.photos import imagenet_sample
     from pipeline.build import auto_part_images
@@ -165,9 +143,9 @@ def interleaved(args, w: Workload, tmp: Path) -> tuple[dict, dict, dict]:
 
         runs = itertools.count()
 
-        def pipeline(source=w.source, into: str = str(tmp), name: str = "pipeline"):
+        def pipeline(source=w.source, into: str = str(tmp), name: str = "pipeline", split: str = "train"):
             out = run_in_process(source=str(source), store=f"{into}/run{next(runs)}.zarr", dask_address=address,
-                                 part_images=args.part_images, quality=False)  # fmt: skip
+                                 part_images=args.part_images, quality=False, split=split)  # fmt: skip
             driver_s.setdefault(name, []).append(out["driver_cpu_seconds"])
             return out["n_images"]
 
@@ -180,10 +158,11 @@ def interleaved(args, w: Workload, tmp: Path) -> tuple[dict, dict, dict]:
         methods = {"floor": floor, "pipeline": pipeline, "naive": naive}
         once = {"floor_once": lambda: floor(w.cfg_once, w.parts_once)}
         methods |= once | {"pipeline_once": lambda: pipeline(w.origin, name="pipeline_once")}
-        if args.layout == "tar":  # the same files, as WebDataset shards read in place
-            tars = pack_tar(w.source, tmp / "tar")
-            times["pipeline_tar"] = []
-            methods["pipeline_tar"] = lambda: pipeline(tars)
+        for form in args.layout:  # the same files in each distributed form, read in place
+            root, split = pack(form, w.source, tmp / form)
+            times[f"pipeline_{form}"] = []
+            methods[f"pipeline_{form}"] = lambda root=root, split=split: pipeline(root, split=split)
+            methods[f"pipeline_{form}"]()  # warm, as the folder's run above
         if args.store_url:  # the same files into an object store: each part PUTs its own shards
             url = f"{args.store_url.rstrip('/')}/{tmp.name}"  # this run's own prefix, removed at the end
             times["pipeline_url"], times["pipeline_url_once"] = [], []
@@ -203,6 +182,13 @@ def interleaved(args, w: Workload, tmp: Path) -> tuple[dict, dict, dict]:
     return times, counts | {"driver_cpu_s": driver_s}, rss
 
 
+def _forms(text: str) -> tuple[str, ...]:
+    forms = tuple(FORMS) if text == "all" else tuple(f for f in text.split(",") if f != "classes")
+    if unknown := [f for f in forms if f not in FORMS]:
+        raise argparse.ArgumentTypeError(f"unknown form {unknown[0]!r}: {', '.join(FORMS)} or all")
+    return forms
+
+
 def main(argv=None) -> int:
     from flows.preprocess import run_in_process
 
@@ -213,8 +199,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=4, help="list every source file this many times (symlinks), >= 2")
     p.add_argument("--naive-images", type=int, default=64)
     p.add_argument("--part-images", type=int, help="files per Prefect task (the flow's option; default: its own)")
-    p.add_argument("--layout", choices=("classes", "tar"), default="classes",
-                   help="tar: also the flow on the same files packed as WebDataset shards")  # fmt: skip
+    p.add_argument("--layout", type=_forms, default=(), metavar="FORM[,FORM...]|all",
+                   help=f"also the flow on the same files packed in these forms: {', '.join(FORMS)}")  # fmt: skip
     p.add_argument("--store-url", help="also write the stores under this object store prefix (s3://...), interleaved")
     p.add_argument("--out", default="reports/benchmarks")
     args = p.parse_args(argv)
@@ -252,7 +238,8 @@ def results(args, w: Workload, times: dict, counts: dict) -> dict:
     n, n_once = len(w.sources), len(w.once)
     stats = {k: summary(v) for k, v in times.items()}
     per = {"floor": n, "pipeline": n, "naive": min(args.naive_images, n), "floor_once": n_once, "pipeline_once": n_once}
-    per["pipeline_tar"] = per["pipeline_url"] = n
+    per["pipeline_url"] = n
+    per |= {f"pipeline_{form}": n for form in args.layout}
     per["pipeline_url_once"] = n_once
     rate = {k: per[k] / stats[k]["median_s"] for k in stats}
     cpu = {k: float(np.median(v)) for k, v in counts.pop("driver_cpu_s").items()}
@@ -276,7 +263,7 @@ def results(args, w: Workload, times: dict, counts: dict) -> dict:
         "per_run_s": {k: med[k] - n * slope[k] for k in slope},
         "per_image_pipeline_over_floor": slope["pipeline"] / slope["floor"],
         "pipeline_vs_naive": rate["pipeline"] / rate["naive"],
-        "tar_over_folder": rate["pipeline_tar"] / rate["pipeline"] if "pipeline_tar" in rate else None,
+        "over_folder": {form: rate[f"pipeline_{form}"] / rate["pipeline"] for form in args.layout},
         "url_over_local": rate["pipeline_url"] / rate["pipeline"] if "pipeline_url" in rate else None,
         "store_url": args.store_url,
         "driver_cpu_ms_per_file": driver,
@@ -328,12 +315,25 @@ def _markdown(d: dict) -> str:
             f"- into an object store ({d['store_url']}), the same files: {m['pipeline_url']['median_s']:.2f} s = "
             f"**{r['pipeline_url']:.0f} images/s**, {d['url_over_local']:.2f}x the rate to local disk"
         ]
-    if d["tar_over_folder"]:
-        lines[-1:-1] = [
-            f"- the same files as WebDataset tar shards, read in place: {m['pipeline_tar']['median_s']:.2f} s = "
-            f"**{r['pipeline_tar']:.0f} images/s**, {d['tar_over_folder']:.2f}x the folder's rate"
-        ]
+    if d["over_folder"]:
+        lines += ["The same files in each distributed form, read in place, in the same interleaved rounds:", "",
+                  "| form | median per pass | images/s | / class folders | best pass / best pass |",
+                  "|---|---|---|---|---|",
+                  f"| class folders | {m['pipeline']['median_s']:.2f} s | {r['pipeline']:.0f} | 1.00x "
+                  "| 1.00x |"]  # fmt: skip
+        best = m["pipeline"]["min_s"]
+        lines += [
+            f"| {FORM_NAMES[f]} | {m[f'pipeline_{f}']['median_s']:.2f} s | {r[f'pipeline_{f}']:.0f} | **{x:.2f}x** "
+            f"| {best / m[f'pipeline_{f}']['min_s']:.2f}x |"
+            for f, x in d["over_folder"].items()
+        ] + [""]
     return "\n".join(lines)
+
+
+FORM_NAMES = {"tar": "WebDataset tar shards", "train-archive": "ILSVRC2012_img_train.tar (tars in a tar)",
+              "class-tars": "per-class tars", "val-archive": "ILSVRC2012_img_val.tar + LOC_val_solution.csv",
+              "parquet": "Hugging Face Parquet (row groups of 100)",
+              "tar-gz": "gzip'd tar shards (one part each)"}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -54,14 +54,14 @@ def assert_same(a: dict, b: dict) -> None:
 @pytest.fixture(scope="module")
 def sources(mixed_source, tmp_path_factory):
     """The mixed source as class folders and as WebDataset tar shards, on disk."""
-    from benchmarks.flow import pack_tar
+    from benchmarks.packing import webdataset
 
     folders = tmp_path_factory.mktemp("objects") / "src"  # what an object store can hold: no links, no FIFOs
     for f in sorted(mixed_source[0].rglob("*")):
         if f.is_file() and not f.is_symlink() and os.access(f, os.R_OK):
             (folders / f.relative_to(mixed_source[0])).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(f, folders / f.relative_to(mixed_source[0]))
-    tars = pack_tar(folders, tmp_path_factory.mktemp("tars") / "src", per_shard=7)
+    tars = webdataset(folders, tmp_path_factory.mktemp("tars") / "src", per_shard=7)
     return {"classes": folders, "tar": tars}
 
 

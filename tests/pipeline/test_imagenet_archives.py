@@ -9,11 +9,11 @@ import numpy as np
 import obstore
 import pytest
 
+from benchmarks import packing as ia
 from pipeline import check
 from pipeline.build import build_store
 from pipeline.config import PreprocessConfig
 from pipeline.store.format import MANIFEST, open_store
-from tests import imagenet_archives as ia
 from tests.conftest import real_photos
 from tests.stores import snapshot
 
@@ -261,3 +261,27 @@ def test_gzipped_shards_in_a_bucket(folders, folder_store, s3, tmp_path):
         (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / key).write_bytes(bytes(obstore.get(s3.client("gz-stores"), key).bytes()))
     same_photos(tmp_path / "s.zarr", folder_store, rename=renamed_jpg)
+
+
+@pytest.mark.parametrize("form", list(ia.FORMS))
+def test_each_form_the_benchmark_packs_holds_the_same_photos(form, folders, folder_store, tmp_path):
+    """`benchmarks preprocess --layout all` compares forms of the same work: each store holds the folders' photos
+    (pixels and classes, whatever their names in the form)."""
+
+    def content(store) -> list[tuple]:  # the label as an index: WebDataset's `cls` indices name no class
+        classes = open_store(store).attrs["classes"]
+        return sorted((L.tobytes(), b.tobytes(), classes.index(w)) for L, b, w in by_image(store).values())
+
+    root, split = ia.pack(form, folders, tmp_path / form)
+    store = tmp_path / "s.zarr"
+    build_store(cfg(root, split=split), store)
+    assert content(store) == content(folder_store)
+    assert all(r["outcome"] == "stored" for r in manifest(store))
+
+
+def test_the_benchmark_refuses_an_unknown_form():
+    from benchmarks import flow
+
+    with pytest.raises(SystemExit) as e:
+        flow.main(["--layout", "tar,zip"])
+    assert e.value.code == 2

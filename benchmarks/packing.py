@@ -1,13 +1,17 @@
-"""ImageNet's archives in their official structure, built from photos in class folders (SOURCE/train/<wnid>/*):
-the train archive (one tar per class inside one tar), the per-class tars extracted from it, the validation
-archive (flat JPEGs named ILSVRC2012_val_NNNNNNNN) with LOC_val_solution.csv or the devkit (meta.mat written by
-scipy.io.savemat in the devkit's structure, whose ILSVRC2012_IDs are not the sorted wnids' order)."""
+"""The same photos in each form ImageNet and Hugging Face datasets are distributed in, built from class folders
+(SOURCE/train/<wnid>/*): ImageNet's train archive (one tar per class inside one tar), the per-class tars extracted
+from it, the validation archive (flat JPEGs named ILSVRC2012_val_NNNNNNNN) with LOC_val_solution.csv or the devkit
+(meta.mat written by scipy.io.savemat in the devkit's structure, whose ILSVRC2012_IDs are not the sorted wnids'
+order), the Hub's Parquet shards, WebDataset tar shards and gzip'd tar shards. `FORMS` packs a whole source for
+`benchmarks preprocess`; the tests build each form from real photos and compare the stores."""
 
 import io
 import tarfile
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.discover import discover
 
 
 def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -157,3 +161,58 @@ def class_gz_tars(split: Path, out: Path) -> Path:
     for folder in sorted(p for p in split.iterdir() if p.is_dir()):
         (out / f"{folder.name}.tar.gz").write_bytes(gzip.compress(class_tar(folder)))
     return out
+
+
+def webdataset(source: Path, out: Path, per_shard: int = 512) -> Path:
+    """The files of source/train as WebDataset shards out/train/shard-NNNNN.tar (`<key>.jpg` + `<key>.cls`, the
+    class index from the source's folders), in the folder layout's order."""
+    files, _ = discover(source, "train")
+    (out / "train").mkdir(parents=True, exist_ok=True)
+    _class_list(source, out)
+    for k in range(0, len(files), per_shard):
+        with tarfile.open(out / "train" / f"shard-{k // per_shard:05d}.tar", "w") as tf:
+            for n, src in enumerate(files[k : k + per_shard], k):
+                _add(tf, f"{n:08d}.jpg", (source / src.path).read_bytes())
+                if src.label >= 0:  # no label: unknown
+                    _add(tf, f"{n:08d}.cls", b"%d" % src.label)
+    return out
+
+
+def _class_list(source: Path, out: Path) -> None:
+    if (source / "synsets.txt").is_file():
+        (out / "synsets.txt").write_bytes((source / "synsets.txt").read_bytes())
+
+
+def _val(split: Path, out: Path) -> None:
+    val_archive(split, out / "val" / "ILSVRC2012_img_val.tar")
+    loc_val_solution(split, out / "LOC_val_solution.csv")
+
+
+def _count(split: Path) -> int:
+    return sum(1 for p in split.glob("*/*") if p.is_file())
+
+
+def _parquet(split: Path, out: Path) -> None:
+    # the Hub's row groups for image datasets: 100 rows
+    hf_parquet(split, out / "train", shards=max(1, -(-_count(split) // 1024)), row_group=100)
+
+
+# name: (pack source/train into out, the flow's split). Each form holds the same photos as the class folders; the
+# gzip'd shards are as many as a folder run's parts (four), since each is one part.
+FORMS = {
+    "tar": (lambda split, out: webdataset(split.parent, out), "train"),
+    "train-archive": (lambda split, out: train_archive(split, out / "train" / "ILSVRC2012_img_train.tar"), "train"),
+    "class-tars": (lambda split, out: class_tars(split, out / "train"), "train"),
+    "val-archive": (_val, "val"),
+    "parquet": (_parquet, "train"),
+    "tar-gz": (lambda split, out: gz_shards(split, out / "train", per_shard=-(-_count(split) // 4)), "train"),
+}
+
+
+def pack(form: str, source: Path, out: Path) -> tuple[Path, str]:
+    """(the root of `source`'s photos packed as `form` in `out`, the split to read)."""
+    fill, split = FORMS[form]
+    out.mkdir(parents=True, exist_ok=True)
+    fill(source / "train", out)
+    _class_list(source, out)
+    return out, split
