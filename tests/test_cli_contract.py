@@ -22,6 +22,8 @@ import pipeline.check as check
 import training.colorize as colorize
 import training.demo as demo
 import training.evaluate as evaluate
+import training.export as export
+import training.onnx_colorize as onnx_colorize
 import training.run as train
 from training.run import TrainConfig
 
@@ -117,6 +119,11 @@ SCRIPTS = {
         "out holds a run": lambda p: ["--store", p["store"], "--out", str(Path(p["checkpoint"]).parent)],
         "zero ddp timeout": lambda p: ["--store", p["store"], "--ddp-timeout", "0"],
         "out in the store": lambda p: ["--store", p["store"], "--out", str(Path(p["store"]) / "run")],
+        "init missing": lambda p: ["--store", p["store"], "--init", p["missing"]],
+        "init code": lambda p: ["--store", p["store"], "--init", p["code.pt"]],
+        "init of another width": lambda p: ["--store", p["store"], "--init", p["checkpoint"]],
+        "init a run folder": lambda p: ["--store", p["store"], "--init", str(Path(p["checkpoint"]).parent)],
+        "photos and a store": lambda p: ["--store", p["store"], "--photos", p["source"]],
         **{f"config {name}": (lambda p, name=name: ["--store", p["store"], "--config", p[name]])
            for name in ("tag.yaml", "syntax.yaml", "string.yaml", "fast.yaml", "unknown.yaml", "list.yaml",
                         "nan.json", "bad.json", "deep.yaml", "deep.json")},
@@ -158,6 +165,23 @@ SCRIPTS = {
         "missing checkpoint": lambda p: ["--checkpoint", p["missing"], "--port", "0"],
         **{f"checkpoint {name}": (lambda p, name=name: ["--checkpoint", p[name], "--port", "0"])
            for name in ("list.pt", "noconfig.pt", "shape.pt", "code.pt", "garbage.pt")},
+    }),
+    "colorize-export": (export.main, {
+        "missing input": lambda p: [p["missing"], "--out", "m"],
+        "folder for a file": lambda p: [p["notastore"], "--out", "m"],
+        "uncreatable out": lambda p: [p["checkpoint"], "--out", p["below_file"]],
+        "out is a file": lambda p: [p["checkpoint"], "--out", p["file.txt"]],
+        "out holds a run": lambda p: [p["checkpoint"], "--out", str(Path(p["checkpoint"]).parent)],
+        "not an evaluation": lambda p: [p["checkpoint"], "--out", "m", "--evaluation", p["bad.json"]],
+        "out URL with #": lambda p: [p["checkpoint"], "--out", "s3://bkt/m#x"],
+        **{f"checkpoint {name}": (lambda p, name=name: [p[name], "--out", "m"])
+           for name in ("list.pt", "noconfig.pt", "shape.pt", "negsize.pt", "code.pt", "pickle.pt", "garbage.pt")},
+    }),
+    "colorize --onnx": (onnx_colorize.dispatch, {
+        "missing model": lambda p: ["--onnx", p["missing"], p["photo"], "--out", "o"],
+        "not an ONNX file": lambda p: ["--onnx", p["garbage.pt"], p["photo"], "--out", "o"],
+        "a FIFO for a model": lambda p: ["--onnx", p["fifo.JPEG"], p["photo"], "--out", "o"],
+        "not a number": lambda p: ["--onnx", p["garbage.pt"], p["photo"], "--out", "o", "--max-pixels", "x"],
     }),
     "colorize-quality": (check.main, {
         "not a number": lambda p: [p["store"], "--sample", "x", "--out", "q"],
@@ -240,6 +264,7 @@ ONE_PER_SCRIPT = {
     "colorize-quality": lambda p: [p["file.txt"]],
     "colorize-preprocess": lambda p: [p["source"], p["source"], "--overwrite"],
     "colorize-bench": lambda p: ["loader", "--store", p["notastore"]],
+    "colorize-export": lambda p: [p["code.pt"], "--out", "m"],
 }
 
 

@@ -93,3 +93,38 @@ def test_the_core_serves_the_demo(core, model, tmp_path):
 def test_commands_that_need_an_extra_name_it(core, tmp_path, command, extra):
     done = subprocess.run([core / command[0], *command[1:]], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2 and f"pip install 'colorize[{extra}]'" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def no_torch(tmp_path_factory):
+    """The bin folder of a fresh venv holding the project without torch: its files, and what `colorize --onnx`
+    imports (numpy, numba, Pillow, PyYAML, onnxruntime), as a deployment installs them."""
+    tmp = tmp_path_factory.mktemp("deploy")
+    subprocess.run([sys.executable, "-m", "venv", tmp / "venv"], check=True)
+    pip = [tmp / "venv" / "bin" / "python", "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "numpy", "numba", "Pillow", "pyyaml", "onnxruntime"], check=True, cwd=tmp)
+    src = tmp / "src"
+    src.mkdir()
+    for name in PROJECT:
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, src / name)
+    subprocess.run([*pip, "--no-deps", src], check=True, cwd=tmp)
+    return tmp / "venv" / "bin"
+
+
+def test_onnx_colorizes_in_an_environment_without_torch(no_torch, model, tmp_path):
+    from training.export import main as export
+    from training.onnx_colorize import dispatch
+
+    checkpoint, photo = model
+    assert export([str(checkpoint), "--out", str(tmp_path / "m"), "--onnx"]) == 0
+    assert subprocess.run([no_torch / "python", "-c", "import torch"], capture_output=True).returncode != 0
+    onnx = ["--onnx", str(tmp_path / "m" / "model.onnx"), str(photo), "--out"]
+    done = subprocess.run([no_torch / "colorize", *onnx, tmp_path / "deploy"], capture_output=True, text=True,
+                          cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert dispatch([*onnx, str(tmp_path / "here")]) == 0
+    assert colorize_main(["--model", str(tmp_path / "m"), str(photo), "--out", str(tmp_path / "torch")]) == 0
+    deployed, here, torch_ = (
+        np.asarray(Image.open(tmp_path / d / "photo.png"), np.int16) for d in ("deploy", "here", "torch")
+    )
+    assert np.array_equal(deployed, here) and np.abs(deployed - torch_).max() <= 1

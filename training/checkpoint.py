@@ -60,7 +60,10 @@ def load(path: str | Path) -> dict:
 
 def add_model_arguments(parser) -> None:
     """The flags of the commands that run a trained model: which checkpoint, which recovery, which device."""
-    parser.add_argument("--checkpoint", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a checkpoint of a run (checkpoint-last.pt), a path or a URL")
+    source.add_argument("--model", dest="checkpoint", metavar="DIR_OR_URL",
+                        help="a model folder written by colorize-export (model.safetensors, config.json)")  # fmt: skip
     parser.add_argument("--recovery", choices=("argmax", "annealed", "regression"), help="default: the run's own")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
 
@@ -77,9 +80,13 @@ def recovery_of(cfg: dict, asked: str | None) -> str:
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict, int]:
     """(model in eval mode on `device` (`training.devices.resolve_device`), its training config as a dict, its
-    step) from a checkpoint; CheckpointError if its settings or weights do not make a registered model."""
+    step) from a checkpoint or a model folder; CheckpointError if its settings or weights do not make a
+    registered model."""
     from training.devices import resolve_device
+    from training.modelfolder import is_model_folder, load_folder
 
+    if is_model_folder(path):
+        return load_folder(path, device)
     target = resolve_device(device)
     state = load(path)
     cfg = state["config"]

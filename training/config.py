@@ -50,6 +50,7 @@ class TrainConfig(DataConfig):
     variant: str = setting("full", "a registered model (--list-models): unet, unet+cls, unet+aff, full, ...")
     head: str = setting("", "its loss: classify (Eq. 19), soft (Zhang's), l1 or l2 (regression); default: its own")
     width: float = setting(1.0, "channel multiplier (1 = the paper's)")
+    init: str = setting("", "start from these weights (a model folder or a checkpoint), fresh optimiser and schedule")
     recovery: str = setting("", "argmax (Eq. 15-16), annealed (Zhang's mean) or regression; default: the model's")
     lam_col: float = setting(1.0, "weight of the colour loss (Eq. 20)")
     lam_cls: float = setting(0.003, "weight of the class loss (Eq. 20)")

@@ -1,4 +1,4 @@
-"""A local web demo: `colorize-demo --checkpoint C [--port 7860]`, then open the printed address.
+"""A local web demo: `colorize-demo --checkpoint C | --model DIR [--port 7860]`, then open the printed address.
 
 Drop a photo on the page (and, optionally, a colour reference photo): it shows the gray input, the
 colorization and the reference-guided one side by side, each at the photo's full resolution and with a

@@ -188,7 +188,10 @@ def main(argv=None) -> int:
         idx = np.arange(n)
     if args.max_images:
         idx = idx[: args.max_images]
-    out = RunFolder(args.out or str(location(args.checkpoint).parent))  # a bucket's: copied up
+    from training.modelfolder import is_model_folder
+
+    beside = args.checkpoint if is_model_folder(args.checkpoint) else str(location(args.checkpoint).parent)
+    out = RunFolder(args.out or beside)  # a bucket's: copied up
     out.check()
     size = cfg["size"] or 224
     metrics = evaluate(model, args.store, idx, device, size, cfg["head"], recovery, args.guided)

@@ -27,11 +27,12 @@ import torch
 from pipeline.common.cli import ArgumentParser, Refused, command, one_line
 from pipeline.common.lease import LeaseLost
 from pipeline.common.settings import add_flags
-from pipeline.common.storage import configure, first_contact, location, parse_options
+from pipeline.common.storage import configure, first_contact, location, parse_options, reachable
 from training import checkpoint, ddp
 from training.config import EMBEDDED, ROOT, TrainConfig, config_from_args
 from training.data import on_device
 from training.models import MODELS, count_parameters, describe
+from training.photostore import build_photo_store, photo_store_path
 from training.runfolder import RunFolder
 from training.trainer import NonFiniteLoss, Run, check_resume, restore, save_checkpoint, setup, train_step
 from training.validate import Validator
@@ -309,17 +310,24 @@ def main(argv=None) -> int:
     again = "continue the run in --out from its last checkpoint, or from CHECKPOINT into --out"
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT", help=again)
     p.add_argument("--list-models", action="store_true", help="print the registered models and exit")
+    p.add_argument("--photos", metavar="DIR_OR_URL",
+                   help="build the store of these photos in --out (store.zarr, reused later), then train")  # fmt: skip
     args = p.parse_args(argv)
     if args.list_models:
         print(models_table())
         return 0
     require("train", "colorize-train")
+    if args.photos:
+        if args.store:
+            p.error("--photos builds the store in --out: not with --store")
+        args.store = photo_store_path(args.out or TrainConfig.out)
     cfg = config_from_args(args)
     configure(parse_options(cfg.storage_option))
     embedded = cfg.store == EMBEDDED["store"]  # built below when missing
     with first_contact():  # checks before the run: an endpoint that does not answer is reported within seconds
+        reachable(cfg.init, args.photos or "")
         for store in filter(None, (cfg.store, cfg.eval_store)):
-            if not (embedded and store in EMBEDDED.values()):
+            if not (embedded and store in EMBEDDED.values()) and store != (args.photos and cfg.store):
                 open_store(store)  # refused here, in one line, if it is missing, incomplete or damaged
         path = resume_path(cfg, args.resume)
         folder = RunFolder(cfg.out)
@@ -328,10 +336,16 @@ def main(argv=None) -> int:
             folder.check_free(bool(args.resume), (cfg.store, cfg.eval_store))
     if path:  # read with the run's own patience: a checkpoint may take longer than the checks' budget
         check_resume(cfg, checkpoint.load(path), path)
+    elif cfg.init:
+        from training.finetune import check_init
+
+        check_init(cfg.variant, cfg.width, cfg.head, cfg.init)
     elif args.resume:
         print(f"--resume: no checkpoint in {cfg.out} yet, starting the run", file=sys.stderr)
     if embedded:
         ensure_embedded_stores()
+    if args.photos:
+        build_photo_store(args.photos, cfg.store, cfg.size)
     try:
         train(cfg, resume=args.resume)
     except NonFiniteLoss as e:

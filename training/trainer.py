@@ -130,6 +130,13 @@ def setup(cfg: TrainConfig, resume: bool = False) -> Run:
         raise ValueError(f"batches of {smallest} images cannot be shared by {world} ranks: raise --batch-size")
     total = cfg.steps or cfg.epochs * loader.batches_per_epoch()
     nets = networks(cfg, device, balance(cfg, data), data.n_classes, _wrapper(cfg, world, local_rank, device))
+    if cfg.init and not resume:  # a resumed run continues its own weights
+        from training.finetune import initialise
+
+        initialise(nets["model"], cfg.variant, cfg.width, cfg.init, print if rank == 0 else lambda *a, **k: None)
+    classifies = getattr(nets["model"], "classifier", None) is not None
+    if rank == 0 and classifies and cfg.lam_cls > 0 and not data.group.attrs.get("classes"):
+        print(f"{cfg.store} holds no image labels: the class loss is off (Eq. 18 needs them)", flush=True)
     if rank == 0:
         folder.claim(resume)  # last: a run refused while it is set up holds no lease
     folder.local.mkdir(parents=True, exist_ok=True)
@@ -219,6 +226,8 @@ def save_checkpoint(run: Run, name: str = "checkpoint-last.pt") -> None:
         state = {"model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "step": run.step}
         state |= {"config": asdict(run.cfg), "torch_rng": torch.get_rng_state(), "n_classes": run.data.n_classes}
         state |= {"world": run.world}  # informative: the order and the batches do not depend on it
+        state |= {"store": {"path": run.cfg.store, "build_id": str(run.data.group.attrs.get("build_id", "")),
+                            "images": int(run.data.n)}}  # the store's fingerprint, for the model folder  # fmt: skip
         state |= {"schedulers": [s.state_dict() for s in run.schedulers], "best_psnr": run.best_psnr}
         if run.disc is not None:
             state |= {"discriminator": run.disc.state_dict(), "optimizer_d": run.opt_d.state_dict()}

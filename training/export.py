@@ -1,0 +1,118 @@
+"""Export a trained model: `colorize-export CHECKPOINT_OR_RUN --out DIR [--onnx]`.
+
+DIR becomes a model folder in the Hugging Face layout (`training.modelfolder`): model.safetensors, config.json,
+README.md (the model card, its metrics those of the run's evaluation.json), and with --onnx model.onnx, whose
+outputs are checked against PyTorch's on the spot. A run folder exports its checkpoint-last.pt, the checkpoint
+its evaluation.json scores; a checkpoint file takes evaluation.json from beside it only when that scores it.
+"""
+
+import json
+import sys
+
+from pipeline.common.cli import ArgumentParser, Refused, command, one_line
+from pipeline.common.extras import require
+from pipeline.common.files import atomic_write
+from pipeline.common.storage import first_contact, is_url, location, reachable
+from training import checkpoint, modelcard, modelfolder
+
+
+def resolve(source: str) -> tuple[str, dict | None]:
+    """(the checkpoint to export, the evaluation that scores it, or None)."""
+    place = location(source)
+    if place.is_dir() if not is_url(source) else not place.is_file():
+        ckpt = place / "checkpoint-last.pt"
+        if not ckpt.is_file():
+            raise Refused(f"{source}: no checkpoint-last.pt in it (a run folder) and not a checkpoint file")
+        return str(ckpt), _evaluation(place / "evaluation.json", "checkpoint-last.pt")
+    return source, _evaluation(place.parent / "evaluation.json", place.name)
+
+
+def _evaluation(path, checkpoint_name: str) -> dict | None:
+    try:
+        evaluation = modelcard.read_evaluation(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    scored = str((evaluation or {}).get("checkpoint", "")).rstrip("/").rsplit("/", 1)[-1]
+    return evaluation if scored == checkpoint_name else None
+
+
+def check_out(out: str) -> None:
+    """Refuse an --out that holds anything but a model folder: the export writes README.md and config.json, which
+    a run folder, for one, holds too."""
+    folder = location(out)
+    if is_url(out):
+        names = [p.name for p in folder.iterfiles()] if not folder.is_file() else ["(an object)"]
+    elif folder.is_dir():
+        names = [p.name for p in folder.iterdir()]
+    else:
+        names = ["(a file)"] if folder.exists() else []
+    if names and not (modelfolder.CONFIG in names and _is_ours(folder)):
+        raise Refused(f"--out {out} holds {sorted(names)[0]} and is not a model folder: choose another --out")
+
+
+def _is_ours(folder) -> bool:
+    try:
+        return json.loads((folder / modelfolder.CONFIG).read_bytes()).get("format") == modelfolder.FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def export(source: str, out: str, onnx: bool = False, evaluation: dict | None = None) -> dict:
+    """Write the model folder `out` of a checkpoint or run folder; returns its config."""
+    check_out(out)
+    ckpt, found = resolve(source)
+    evaluation = evaluation or found
+    state = checkpoint.load(ckpt)
+    model, _, _ = checkpoint.load_model(ckpt, "cpu")
+    config = modelfolder.model_config(state, model)
+    folder = location(out)
+    if not is_url(out):
+        folder.mkdir(parents=True, exist_ok=True)
+    name = folder.name or "model"
+    files = {modelfolder.WEIGHTS: modelfolder.weights_bytes(model),
+             modelfolder.CONFIG: (json.dumps(config, indent=1) + "\n").encode(),
+             modelfolder.CARD: modelcard.card(name, config, evaluation, onnx).encode()}  # fmt: skip
+    if onnx:
+        import tempfile
+        from pathlib import Path
+
+        from training.onnx_export import export_onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            export_onnx(model, config, Path(tmp) / modelfolder.ONNX)
+            files[modelfolder.ONNX] = (Path(tmp) / modelfolder.ONNX).read_bytes()
+    for name_, data in files.items():
+        atomic_write(folder / name_, data)
+    return config
+
+
+@command
+def main(argv=None) -> int:
+    p = ArgumentParser(prog="colorize-export", description=__doc__.split("\n\n")[0])
+    p.add_argument("source", metavar="CHECKPOINT_OR_RUN", help="a checkpoint, or a run folder (its checkpoint-last.pt)")
+    p.add_argument("--out", required=True, help="the model folder to write (local or a URL)")
+    p.add_argument("--onnx", action="store_true", help="also model.onnx (dynamic batch, height and width)")
+    p.add_argument(
+        "--evaluation", help="an evaluation.json of this checkpoint (default: the run's own, if it scores it)"
+    )
+    args = p.parse_args(argv)
+    if args.onnx:
+        require("export", "colorize-export --onnx")
+    with first_contact():
+        reachable(args.source, args.out)
+    evaluation = None
+    if args.evaluation:
+        try:
+            evaluation = modelcard.read_evaluation(location(args.evaluation).read_text())
+        except (OSError, ValueError) as e:
+            raise Refused(f"--evaluation {args.evaluation}: {one_line(e)[:160]}") from None
+        if evaluation is None:
+            raise Refused(f"--evaluation {args.evaluation}: not an evaluation.json of colorize-evaluate")
+    config = export(args.source, args.out, args.onnx, evaluation)
+    files = [modelfolder.WEIGHTS, modelfolder.CONFIG, modelfolder.CARD] + ([modelfolder.ONNX] if args.onnx else [])
+    print(f"{args.out}: {', '.join(files)} ({config['system']}, step {config['training']['step']})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
