@@ -124,6 +124,7 @@ SCRIPTS = {
         "init of another width": lambda p: ["--store", p["store"], "--init", p["checkpoint"]],
         "init a run folder": lambda p: ["--store", p["store"], "--init", str(Path(p["checkpoint"]).parent)],
         "photos and a store": lambda p: ["--store", p["store"], "--photos", p["source"]],
+        "photos none there": lambda p: ["--photos", p["notastore"], "--out", "r", "--size", "64"],
         **{f"config {name}": (lambda p, name=name: ["--store", p["store"], "--config", p[name]])
            for name in ("tag.yaml", "syntax.yaml", "string.yaml", "fast.yaml", "unknown.yaml", "list.yaml",
                         "nan.json", "bad.json", "deep.yaml", "deep.json")},

@@ -29,8 +29,8 @@ def resolve(source: str) -> tuple[str, dict | None]:
 
 def _evaluation(path, checkpoint_name: str) -> dict | None:
     try:
-        evaluation = modelcard.read_evaluation(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError):
+        evaluation = modelcard.read_evaluation(modelfolder.read_json(path)) if path.exists() else None
+    except (OSError, ValueError):  # unreadable, or not an evaluation: the card says it was not evaluated
         return None
     scored = str((evaluation or {}).get("checkpoint", "")).rstrip("/").rsplit("/", 1)[-1]
     return evaluation if scored == checkpoint_name else None
@@ -48,11 +48,13 @@ def check_out(out: str) -> None:
         names = ["(a file)"] if folder.exists() else []
     if names and not (modelfolder.CONFIG in names and _is_ours(folder)):
         raise Refused(f"--out {out} holds {sorted(names)[0]} and is not a model folder: choose another --out")
+    if pickled := sorted(n for n in names if n.lower().endswith(modelfolder.PICKLES)):
+        raise Refused(f"--out {out} holds {pickled[0]}, a pickle, which would make the folder refused: remove it")
 
 
 def _is_ours(folder) -> bool:
     try:
-        return json.loads((folder / modelfolder.CONFIG).read_bytes()).get("format") == modelfolder.FORMAT
+        return modelfolder.read_json(folder / modelfolder.CONFIG).get("format") == modelfolder.FORMAT
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -65,9 +67,9 @@ def export(source: str, out: str, onnx: bool = False, evaluation: dict | None = 
     state = checkpoint.load(ckpt)
     model, _, _ = checkpoint.load_model(ckpt, "cpu")
     config = modelfolder.model_config(state, model)
+    if problem := modelfolder.out_of_bounds(config):
+        raise Refused(f"{ckpt}: a model folder cannot hold this model ({problem})")
     folder = location(out)
-    if not is_url(out):
-        folder.mkdir(parents=True, exist_ok=True)
     name = folder.name or "model"
     files = {modelfolder.WEIGHTS: modelfolder.weights_bytes(model),
              modelfolder.CONFIG: (json.dumps(config, indent=1) + "\n").encode(),
@@ -81,8 +83,13 @@ def export(source: str, out: str, onnx: bool = False, evaluation: dict | None = 
         with tempfile.TemporaryDirectory() as tmp:
             export_onnx(model, config, Path(tmp) / modelfolder.ONNX)
             files[modelfolder.ONNX] = (Path(tmp) / modelfolder.ONNX).read_bytes()
+    if not is_url(out):
+        folder.mkdir(parents=True, exist_ok=True)
     for name_, data in files.items():
         atomic_write(folder / name_, data)
+    stale = folder / modelfolder.ONNX
+    if not onnx and (stale.is_file() if is_url(out) else stale.exists()):
+        stale.unlink()  # an earlier export's graph: it would not be these weights
     return config
 
 
@@ -103,11 +110,9 @@ def main(argv=None) -> int:
     evaluation = None
     if args.evaluation:
         try:
-            evaluation = modelcard.read_evaluation(location(args.evaluation).read_text())
+            evaluation = modelcard.read_evaluation(modelfolder.read_json(location(args.evaluation)))
         except (OSError, ValueError) as e:
             raise Refused(f"--evaluation {args.evaluation}: {one_line(e)[:160]}") from None
-        if evaluation is None:
-            raise Refused(f"--evaluation {args.evaluation}: not an evaluation.json of colorize-evaluate")
     config = export(args.source, args.out, args.onnx, evaluation)
     files = [modelfolder.WEIGHTS, modelfolder.CONFIG, modelfolder.CARD] + ([modelfolder.ONNX] if args.onnx else [])
     print(f"{args.out}: {', '.join(files)} ({config['system']}, step {config['training']['step']})", file=sys.stderr)

@@ -10,6 +10,7 @@ with the class loss off (Eq. 18 needs a label), as any run on an unlabelled stor
 import torch
 
 from pipeline.common.cli import Refused
+from pipeline.common.files import read_file
 from pipeline.common.storage import location
 from training import checkpoint, modelfolder
 
@@ -28,7 +29,7 @@ def read_init(path: str) -> tuple[dict[str, torch.Tensor], dict]:
         modelfolder.check_folder(path)
         config = modelfolder.read_config(path)
         try:
-            weights = load_bytes((location(str(path)) / modelfolder.WEIGHTS).read_bytes())
+            weights = load_bytes(read_file(location(str(path)) / modelfolder.WEIGHTS))
         except Exception as e:  # noqa: BLE001 - a damaged or absent file: one refusal
             raise checkpoint.CheckpointError(f"{path}/{modelfolder.WEIGHTS}: not readable safetensors ({e})") from None
         return weights, {k: config[k] for k in ("system", "width", "head")}
@@ -39,6 +40,8 @@ def read_init(path: str) -> tuple[dict[str, torch.Tensor], dict]:
 
 def _fit(own: dict, weights: dict, made: dict, variant: str, width: float, path: str) -> list[str]:
     """The classifier's keys to keep fresh (another number of classes); InitMismatch for any other difference."""
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise InitMismatch(f"--init {path}: {modelfolder.first_difference(own, weights) or 'not tensors by name'}")
     fresh = [k for k in own if k.startswith(CLASSIFIER) and k in weights and weights[k].shape != own[k].shape]
     rest = {k: v for k, v in weights.items() if k not in fresh}
     difference = modelfolder.first_difference({k: v for k, v in own.items() if k not in fresh}, rest)

@@ -2,8 +2,9 @@
 parse, with a `model-index` whose figures are the run's own evaluation (evaluation.json, unrounded), then what
 the model is, how it was trained, its evaluation beside the gray baseline, its limits and its use."""
 
-import json
 from pathlib import PurePosixPath
+
+from training.modelfolder import number
 
 ONNX_FILE = "model.onnx"
 METRICS = {  # evaluation.json's key: (the model-index's type, its name)
@@ -103,6 +104,19 @@ def card(name: str, config: dict, evaluation: dict | None, onnx: bool) -> str:
     return "\n".join(lines)
 
 
-def read_evaluation(text: str) -> dict | None:
-    data = json.loads(text)
-    return data if isinstance(data, dict) and isinstance(data.get("model"), dict) and "images" in data else None
+def read_evaluation(data) -> dict:
+    """An evaluation.json's contents (`colorize-evaluate`), checked: its figures finite numbers, its names text;
+    ValueError, naming what is wrong, otherwise."""
+
+    def figures(d) -> bool:
+        return isinstance(d, dict) and all(number(d[k], (int, float)) for k in METRICS if k in d)
+
+    if not isinstance(data, dict) or not figures(data.get("model")) or not any(k in data["model"] for k in METRICS):
+        raise ValueError("not an evaluation.json of colorize-evaluate (no figures of the model)")
+    if "gray" in data and not figures(data["gray"]):
+        raise ValueError("its gray baseline's figures are not numbers")
+    if not number(data.get("images")) or data["images"] < 0:
+        raise ValueError("its image count is not a number")
+    if not all(isinstance(data.get(k, ""), str) for k in ("store", "split", "checkpoint", "recovery")):
+        raise ValueError("its store, split, checkpoint or recovery is not text")
+    return data

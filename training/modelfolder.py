@@ -7,27 +7,24 @@ refused, since loading a pickle can run code; the project's own checkpoints load
 with `weights_only`. A folder whose config or weights do not make a registered model is refused in one line.
 """
 
-import json
-
 import torch
 
 from pipeline.common.cli import one_line
 from pipeline.common.storage import is_url, location
 from training.checkpoint import CheckpointError
 from training.loss import AB_SCALE, T_DEFAULT
+from training.modelconfig import FORMAT, MAX_CONFIG, number, out_of_bounds, read_json  # noqa: F401 - re-exported
 from training.models import create_model, spec_of
 
 WEIGHTS, CONFIG, CARD, ONNX = "model.safetensors", "config.json", "README.md", "model.onnx"
-FORMAT = "colorize-model"
 PICKLES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
-MAX_CONFIG = 1 << 20  # bytes of config.json: a real one is a few kB
 
 
 def is_model_folder(path) -> bool:
     """Whether `path` (a folder or a URL prefix) holds a model folder's config.json."""
     p = location(path) if is_url(str(path)) else location(str(path))
     try:
-        return (p / CONFIG).is_file()
+        return (p / CONFIG).exists()  # a FIFO or a folder there is refused by read_config, not taken for a file
     except OSError:
         return False
 
@@ -85,6 +82,14 @@ def model_config(state: dict, model: torch.nn.Module) -> dict:
     }
 
 
+def _store(state: dict, cfg: dict) -> dict:
+    """The training store's fingerprint as the checkpoint records it (text and numbers only), else its path."""
+    store = state.get("store")
+    if isinstance(store, dict) and isinstance(store.get("path"), str) and isinstance(store.get("build_id"), str):
+        return {"path": store["path"], "build_id": store["build_id"], "images": int(store.get("images") or 0)}
+    return {"path": str(cfg.get("store"))}
+
+
 def weights_bytes(model: torch.nn.Module) -> bytes:
     from safetensors.torch import save
 
@@ -102,14 +107,10 @@ def check_folder(path) -> None:
 
 
 def read_config(path) -> dict:
-    folder = location(str(path))
     try:
-        data = (folder / CONFIG).read_bytes()
-        config = json.loads(data) if len(data) <= MAX_CONFIG else None
+        config = read_json(location(str(path)) / CONFIG)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}/{CONFIG} does not read as JSON ({one_line(e)[:160]})") from None
-    if config is None:
-        raise CheckpointError(f"{path}/{CONFIG}: {len(data):,} bytes, more than a model's config holds")
     if (
         not isinstance(config, dict)
         or config.get("format") != FORMAT
@@ -117,72 +118,58 @@ def read_config(path) -> dict:
     ):
         raise CheckpointError(f"{path}/{CONFIG} is not a model folder's config of this project (no format "
                               f"{FORMAT!r} with its train_config)")  # fmt: skip
-    if problem := _out_of_bounds(config):
+    if problem := out_of_bounds(config):
         raise CheckpointError(f"{path}/{CONFIG}: {problem}")
     return config
 
 
-def _out_of_bounds(config: dict) -> str | None:
-    """What in a config no model of this project has, checked before a model is built from it (a forged number of
-    classes would otherwise allocate a classifier of that size)."""
-    from pipeline.labels import MAX_CLASSES
-
-    def number(v, kind=int) -> bool:
-        return isinstance(v, kind) and not isinstance(v, bool) and v == v  # noqa: PLR0124 - nan is not a number here
-
-    size = config["input"].get("size") if isinstance(config.get("input"), dict) else None
-    checks = {
-        "n_classes": number(config.get("n_classes")) and 1 <= config["n_classes"] <= MAX_CLASSES,
-        "width": number(config.get("width"), (int, float)) and 0 < config["width"] <= 4,
-        "input.size": number(size) and 32 <= size <= 8192 and size % 32 == 0,
-        "system": isinstance(config.get("system"), str),
-        "head": isinstance(config.get("head"), str),
-        "recovery": isinstance(config.get("recovery"), str),
-        "training.step": isinstance(config.get("training"), dict) and number(config["training"].get("step")),
-    }
-    bad = [k for k, ok in checks.items() if not ok]
-    return f"{bad[0]} is missing or out of bounds" if bad else None
-
-
 def load_folder(path, device: str = "cpu") -> tuple[torch.nn.Module, dict, int]:
     """(model in eval mode on `device`, its training config, its step) from a model folder, local or in a bucket;
-    CheckpointError, one line, for a folder that is not one or whose weights do not fit."""
+    CheckpointError, one line, for a folder that is not one or whose weights do not fit. The weights are checked
+    against the model built on the meta device, so a forged folder allocates nothing."""
     from safetensors import SafetensorError
     from safetensors.torch import load as load_bytes
 
+    from pipeline.common.files import read_file
     from training.devices import resolve_device
 
     check_folder(path)
     config = read_config(path)
     cfg = dict(config["train_config"])
     try:
-        model = create_model(config["system"], config["width"], config["head"], int(config["n_classes"]))
+        with torch.device("meta"):
+            meta = create_model(config["system"], config["width"], config["head"], int(config["n_classes"]))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: its config does not name a model this program builds ({one_line(e)})") from None
     try:
-        weights = load_bytes((location(str(path)) / WEIGHTS).read_bytes())
+        weights = load_bytes(read_file(location(str(path)) / WEIGHTS))
     except (OSError, SafetensorError) as e:
         raise CheckpointError(f"{path}/{WEIGHTS} does not read as safetensors ({one_line(e)[:160]})") from None
-    fit_weights(model, weights, f"{path}/{WEIGHTS}", config["system"])
+    if difference := first_difference(meta.state_dict(), weights):
+        raise CheckpointError(
+            f"{path}/{WEIGHTS}: its weights do not fit the {config['system']} it names ({difference})"
+        )
+    model = create_model(config["system"], config["width"], config["head"], int(config["n_classes"]))
+    model.load_state_dict(weights)
     cfg |= {"variant": config["system"], "width": config["width"], "head": config["head"]}
     cfg |= {"size": config["input"]["size"], "recovery": config["recovery"]}
     return model.eval().to(resolve_device(device)), cfg, int(config["training"]["step"])
 
 
-def fit_weights(model: torch.nn.Module, weights: dict, where: str, system: str) -> None:
-    """Load `weights` into `model` exactly; the first key or shape that does not fit refused in one line."""
-    if difference := first_difference(model.state_dict(), weights):
-        raise CheckpointError(f"{where}: its weights do not fit the {system} it names ({difference})")
-    model.load_state_dict(weights)
-
-
-def first_difference(want: dict, got: dict) -> str | None:
-    """The first layer (in the model's order) whose weights are missing, extra or of another shape."""
+def first_difference(want: dict, got) -> str | None:
+    """The first layer (in the model's order) whose weights are missing, extra, not a tensor, or of another shape or
+    dtype."""
+    if not isinstance(got, dict):
+        return f"the weights are a {type(got).__name__}, not tensors by name"
     for key, value in want.items():
         if key not in got:
             return f"{key} is missing"
+        if not isinstance(got[key], torch.Tensor):
+            return f"{key} is a {type(got[key]).__name__}, not a tensor"
         if tuple(got[key].shape) != tuple(value.shape):
             return f"{key} has shape {tuple(got[key].shape)}, the model {tuple(value.shape)}"
+        if got[key].dtype != value.dtype:
+            return f"{key} is {got[key].dtype}, the model {value.dtype}"
     if extra := [k for k in got if k not in want]:
         return f"{extra[0]} is not a layer of it"
     return None

@@ -20,6 +20,7 @@ from pipeline.common.extras import require
 from pipeline.common.files import read_file
 from pipeline.common.storage import location
 from pipeline.decode import DEFAULT_MAX_PIXELS
+from training.modelconfig import out_of_bounds
 from training.photos import TILE, batches, inputs, quiet_pillow, write_outputs
 
 METADATA = "colorize_config"  # training.onnx_export's key (that module needs torch)
@@ -40,11 +41,14 @@ def session(path: str):
     meta = sess.get_modelmeta().custom_metadata_map
     try:
         config = json.loads(meta[METADATA])
-        size, _, _ = config["input"]["size"], config["head"], config["recoveries"]
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, ValueError, RecursionError):
         raise Refused(f"--onnx {path}: no colorize_config in its metadata (not exported by colorize-export)") from None
-    if not (isinstance(size, int) and 32 <= size <= 8192 and size % 32 == 0):
-        raise Refused(f"--onnx {path}: its metadata's input size {size!r} is not a multiple of 32 up to 8192")
+    problem = out_of_bounds(config) if isinstance(config, dict) else "not a config"
+    if problem:
+        raise Refused(f"--onnx {path}: its colorize_config: {problem}")
+    inputs_ = {i.name: i.type for i in sess.get_inputs()}
+    if inputs_ != {"L": "tensor(float)"} or "colour" not in {o.name for o in sess.get_outputs()}:
+        raise Refused(f"--onnx {path}: its graph does not take L (float) and give colour, as an exported model does")
     return sess, config
 
 
@@ -120,7 +124,10 @@ def join(L: np.ndarray, ab: np.ndarray) -> np.ndarray:
 
 def colorize(sess, config: dict, Ls: list[np.ndarray], recovery: str) -> list[np.ndarray]:
     size = int(config["input"]["size"])
-    colour = sess.run(["colour"], {"L": np.stack([network_input(L, size) for L in Ls])})[0]
+    try:
+        colour = sess.run(["colour"], {"L": np.stack([network_input(L, size) for L in Ls])})[0]
+    except Exception as e:  # noqa: BLE001 - onnxruntime's errors for a graph that does not run: one refusal
+        raise Refused(f"the ONNX graph does not run on these photos ({one_line(e)[:160]})") from None
     ab = recover(colour, config["head"], recovery, float(config["T"]), float(config["ab_scale"]))
     return [join(L, ab[k]) for k, L in enumerate(Ls)]
 

@@ -146,18 +146,19 @@ def write_outputs(out_text: str, n_files: int, results: Iterator[tuple[Path, Pat
     make_dir(out_text, keep=False)  # refused before any work, and never taken for a folder named "s3:"
     new = [d for d in (Path(out_text), *Path(out_text).parents) if not d.exists()]  # the folders make_dir creates
     out, written = make_dir(out_text), 0
-    for f, rel, rgb in results:
-        try:
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rgb).save(out / rel)
-        except OSError as e:
-            print(f"skipped {f}: cannot write {out / rel}: {one_line(e)}", file=sys.stderr)
-            continue
-        written += 1
-        print(f"{f} -> {out / rel} ({rgb.shape[1]} x {rgb.shape[0]})")
-    if not written:
-        for d in new:  # nothing was colorized: leave no folder behind
-            if d.is_dir() and not any(d.iterdir()):
-                d.rmdir()
-        return 2
-    return 1 if written < n_files else 0
+    try:
+        for f, rel, rgb in results:
+            try:
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rgb).save(out / rel)
+            except OSError as e:
+                print(f"skipped {f}: cannot write {out / rel}: {one_line(e)}", file=sys.stderr)
+                continue
+            written += 1
+            print(f"{f} -> {out / rel} ({rgb.shape[1]} x {rgb.shape[0]})")
+    finally:
+        if not written:  # nothing was colorized (or the model refused to run): leave no folder behind
+            for d in new:
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
+    return 2 if not written else (1 if written < n_files else 0)

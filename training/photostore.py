@@ -24,14 +24,16 @@ def build_photo_store(photos: str, store: str, size: int) -> None:
         return
     except (Refused, OSError, ValueError):
         pass  # absent or unfinished: the flow builds it, or finishes it where it stopped
-    print(f"--photos: building the store {store} from {photos} (colorize-preprocess)", flush=True)
     parent, _, name = photos.rstrip("/").rpartition("/")  # the photos' folder is the split: flat or class folders
     source = parent or "."
     if source.endswith(":/"):  # a bucket's root, s3://bucket: the source is the bucket
         source += "/"
-    cmd = [sys.executable, "-m", "flows.preprocess", source, store, "--split", name, "--size", str(size),
-           "--no-quality"]  # fmt: skip
-    code = subprocess.call(cmd)
-    if code:
-        raise Refused(f"--photos {photos}: the store was not built (colorize-preprocess exited with {code})")
-    print(f"--photos: the store is {store}", flush=True)
+    cmd = [sys.executable, "-m", "flows.preprocess", f"--split={name}", "--size", str(size), "--no-quality", "--",
+           source, store]  # fmt: skip
+    done = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, errors="replace")
+    if done.returncode:  # its own one-line reason, in ours
+        why = next((line for line in reversed(done.stderr.splitlines()) if line.startswith("error: ")), "")
+        why = why.removeprefix("error: ") or f"colorize-preprocess exited with {done.returncode}"
+        raise Refused(f"--photos {photos}: the store was not built ({why})")
+    sys.stderr.write(done.stderr)  # the flow's log, as it would have shown
+    print(f"--photos: the store is {store} (built from {photos} by colorize-preprocess)", flush=True)

@@ -209,6 +209,13 @@ def _config(change):
     return edit
 
 
+def _retype(d: Path):
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(d / "model.safetensors")
+    save_file({k: v.double() if v.is_floating_point() else v for k, v in weights.items()}, d / "model.safetensors")
+
+
 def _drop_a_tensor(d: Path):
     from safetensors.torch import load_file, save_file
 
@@ -234,6 +241,14 @@ TAMPERED = {
     "an unknown system": (_config(lambda c: c.update(system="evil")), "does not name a model this program builds"),
     "a forged class count": (_config(lambda c: c.update(n_classes=10**9)), "n_classes is missing or out of bounds"),
     "a forged size": (_config(lambda c: c["input"].update(size=33)), "input.size is missing or out of bounds"),
+    "a size to run out of memory": (_config(lambda c: c["input"].update(size=8192)), "input.size is missing or out"),
+    "a forged holdout": (_config(lambda c: c["train_config"].update(holdout="x")), "train_config.holdout is missing"),
+    "a forged T": (_config(lambda c: c.update(T=0)), "T is missing or out of bounds"),
+    "config nested deeply": (lambda d: (d / "config.json").write_text("[" * 99999 + "]" * 99999), "nested too deeply"),
+    "config a FIFO": (lambda d: ((d / "config.json").unlink(), os.mkfifo(d / "config.json")), "does not read as JSON"),
+    "weights a FIFO": (lambda d: ((d / "model.safetensors").unlink(), os.mkfifo(d / "model.safetensors")),
+                       "does not read as safetensors"),
+    "weights of another dtype": (_retype, "is torch.float64, the model torch.float32"),
 }  # fmt: skip
 
 
@@ -311,7 +326,7 @@ def test_one_command_from_photos_builds_the_store_in_the_run_and_reuses_it(folde
     assert json.loads((out / "store.zarr" / "zarr.json").read_text())["attributes"]["n_images"] >= 9
     again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "is built already: reused" in again.stdout and "building the store" not in again.stdout
+    assert "is built already: reused" in again.stdout and "built from" not in again.stdout
     assert checkpoint.load(out / "checkpoint-last.pt")["step"] == 2
 
 
@@ -360,3 +375,78 @@ def test_the_numpy_recovery_is_torchs(head, recovery):
     want = recover_ab(out, head, recovery).double().numpy()
     got = recover(out.numpy(), head, recovery, T_DEFAULT, AB_SCALE)
     assert np.abs(got - want).max() < 1e-3
+
+
+def _onnx_with(folder: Path, out: Path, change) -> Path:
+    import json as json_
+
+    import onnx
+
+    proto = onnx.load(folder / "model.onnx")
+    entry = next(p for p in proto.metadata_props if p.key == "colorize_config")
+    config = json_.loads(entry.value)
+    change(config, proto)
+    entry.value = json_.dumps(config)
+    onnx.save(proto, out)
+    return out
+
+
+def _rename_input(config: dict, proto) -> None:
+    old = proto.graph.input[0].name
+    proto.graph.input[0].name = "X"
+    for node in proto.graph.node:
+        node.input[:] = ["X" if name == old else name for name in node.input]
+
+
+ONNX_TAMPERED = {
+    "T missing": (lambda c, p: c.pop("T"), "T is missing or out of bounds"),
+    "size to run out of memory": (lambda c, p: c["input"].update(size=8192), "input.size is missing or out of bounds"),
+    "an unknown head": (lambda c, p: c.update(head="nope"), "head is missing or out of bounds"),
+    "recoveries not a list": (lambda c, p: c.update(recoveries=5), "recoveries is missing or out of bounds"),
+    "the output renamed": (lambda c, p: setattr(p.graph.output[0], "name", "other"), "not a model onnxruntime loads"),
+    "the input renamed": (_rename_input, "does not take L (float) and give colour"),
+}
+
+
+@pytest.mark.parametrize("case", list(ONNX_TAMPERED))
+def test_a_tampered_onnx_file_is_refused_in_one_line_leaving_nothing(case, folder, photos, tmp_path, capsys):
+    from training.onnx_colorize import dispatch
+
+    change, message = ONNX_TAMPERED[case]
+    bad = _onnx_with(folder, tmp_path / "bad.onnx", change)
+    assert dispatch(["--onnx", str(bad), str(photos / "0.jpg"), "--out", str(tmp_path / "o" / "deep")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_export_checks_what_it_writes_beside_and_into(run, folder, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    for text, message in [('{"model": {"psnr": [1]}, "images": 1}', "no figures of the model"),
+                          ('{"model": {"psnr": 1.0}, "gray": [], "images": 1}', "gray baseline"),
+                          ("[" * 100000 + "]" * 100000, "nested too deeply")]:  # fmt: skip
+        bad.write_text(text)
+        assert export([str(run), "--out", str(tmp_path / "m" / "x"), "--evaluation", str(bad)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+        assert not (tmp_path / "m").exists()
+    again = tmp_path / "again"
+    assert export([str(run), "--out", str(again), "--onnx"]) == 0 and (again / "model.onnx").is_file()
+    assert export([str(run), "--out", str(again)]) == 0
+    assert not (again / "model.onnx").exists()  # an earlier graph is not left beside other weights
+    (again / "pytorch_model.bin").write_bytes(b"x")
+    assert export([str(run), "--out", str(again)]) == 2
+    assert "pytorch_model.bin, a pickle" in capsys.readouterr().err
+
+
+def test_init_refuses_weights_that_are_not_tensors(run, tmp_path, capsys):
+    from training.run import main
+
+    state = checkpoint.load(run / "checkpoint-last.pt")
+    torch.save(state | {"model": {"encoder.0.short.0.weight": 5}}, tmp_path / "odd.pt")
+    store = json.loads((run / "config.json").read_text())["store"]
+    args = ["--store", store, "--out", str(tmp_path / "ft"), "--init", str(tmp_path / "odd.pt"), "--width", "0.125",
+            "--size", "64", "--steps", "1", "--device", "cpu"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a tensor" in err[0], err
