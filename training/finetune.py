@@ -10,8 +10,6 @@ with the class loss off (Eq. 18 needs a label), as any run on an unlabelled stor
 import torch
 
 from pipeline.common.cli import Refused
-from pipeline.common.files import read_file
-from pipeline.common.storage import location
 from training import checkpoint, modelfolder
 
 CLASSIFIER = "classifier."  # the image classification subnetwork's parameters (training.models.aff)
@@ -24,14 +22,7 @@ class InitMismatch(Refused):
 def read_init(path: str) -> tuple[dict[str, torch.Tensor], dict]:
     """(the weights, {system, width, head}) of a model folder or a checkpoint, read as data."""
     if modelfolder.is_model_folder(path):
-        from safetensors.torch import load as load_bytes
-
-        modelfolder.check_folder(path)
-        config = modelfolder.read_config(path)
-        try:
-            weights = load_bytes(read_file(location(str(path)) / modelfolder.WEIGHTS))
-        except Exception as e:  # noqa: BLE001 - a damaged or absent file: one refusal
-            raise checkpoint.CheckpointError(f"{path}/{modelfolder.WEIGHTS}: not readable safetensors ({e})") from None
+        config, weights = modelfolder.read_folder(path)
         return weights, {k: config[k] for k in ("system", "width", "head")}
     state = checkpoint.load(path)
     cfg = state["config"]

@@ -4,7 +4,7 @@ the model is, how it was trained, its evaluation beside the gray baseline, its l
 
 from pathlib import PurePosixPath
 
-from training.modelfolder import number
+from training.modelconfig import number
 
 ONNX_FILE = "model.onnx"
 METRICS = {  # evaluation.json's key: (the model-index's type, its name)

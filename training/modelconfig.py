@@ -5,6 +5,7 @@ import json
 import math
 
 FORMAT = "colorize-model"
+ONNX_METADATA = "colorize_config"  # the key of the config in an exported model.onnx
 MAX_CONFIG = 1 << 20  # bytes of config.json: a real one is a few kB
 MAX_SIZE = 1024  # the largest training size a model folder may state: the network runs at it on every photo
 HEADS = ("classify", "soft", "l1", "l2")

@@ -123,36 +123,41 @@ def read_config(path) -> dict:
     return config
 
 
-def load_folder(path, device: str = "cpu") -> tuple[torch.nn.Module, dict, int]:
-    """(model in eval mode on `device`, its training config, its step) from a model folder, local or in a bucket;
-    CheckpointError, one line, for a folder that is not one or whose weights do not fit. The weights are checked
-    against the model built on the meta device, so a forged folder allocates nothing."""
+def read_folder(path) -> tuple[dict, dict]:
+    """(config, weights by name) of a model folder, local or in a bucket, read as data: a folder holding a pickle,
+    a config out of bounds or weights that are not safetensors refused in one line (CheckpointError)."""
     from safetensors import SafetensorError
     from safetensors.torch import load as load_bytes
 
     from pipeline.common.files import read_file
-    from training.devices import resolve_device
 
     check_folder(path)
     config = read_config(path)
-    cfg = dict(config["train_config"])
+    try:
+        return config, load_bytes(read_file(location(str(path)) / WEIGHTS))
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(f"{path}/{WEIGHTS} does not read as safetensors ({one_line(e)[:160]})") from None
+
+
+def load_folder(path, device: str = "cpu") -> tuple[torch.nn.Module, dict, int]:
+    """(model in eval mode on `device`, its training config, its step) from a model folder, local or in a bucket;
+    CheckpointError, one line, for a folder that is not one or whose weights do not fit. The weights are checked
+    against the model built on the meta device, so a forged folder allocates nothing."""
+    from training.devices import resolve_device
+
+    config, weights = read_folder(path)
     try:
         with torch.device("meta"):
             meta = create_model(config["system"], config["width"], config["head"], int(config["n_classes"]))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: its config does not name a model this program builds ({one_line(e)})") from None
-    try:
-        weights = load_bytes(read_file(location(str(path)) / WEIGHTS))
-    except (OSError, SafetensorError) as e:
-        raise CheckpointError(f"{path}/{WEIGHTS} does not read as safetensors ({one_line(e)[:160]})") from None
     if difference := first_difference(meta.state_dict(), weights):
-        raise CheckpointError(
-            f"{path}/{WEIGHTS}: its weights do not fit the {config['system']} it names ({difference})"
-        )
+        system = config["system"]
+        raise CheckpointError(f"{path}/{WEIGHTS}: its weights do not fit the {system} it names ({difference})")
     model = create_model(config["system"], config["width"], config["head"], int(config["n_classes"]))
     model.load_state_dict(weights)
-    cfg |= {"variant": config["system"], "width": config["width"], "head": config["head"]}
-    cfg |= {"size": config["input"]["size"], "recovery": config["recovery"]}
+    cfg = dict(config["train_config"]) | {"variant": config["system"], "width": config["width"]}
+    cfg |= {"head": config["head"], "size": config["input"]["size"], "recovery": config["recovery"]}
     return model.eval().to(resolve_device(device)), cfg, int(config["training"]["step"])
 
 

@@ -20,10 +20,8 @@ from pipeline.common.extras import require
 from pipeline.common.files import read_file
 from pipeline.common.storage import location
 from pipeline.decode import DEFAULT_MAX_PIXELS
-from training.modelconfig import out_of_bounds
+from training.modelconfig import ONNX_METADATA, out_of_bounds
 from training.photos import TILE, batches, inputs, quiet_pillow, write_outputs
-
-METADATA = "colorize_config"  # training.onnx_export's key (that module needs torch)
 
 
 def session(path: str):
@@ -40,7 +38,7 @@ def session(path: str):
         raise Refused(f"--onnx {path}: not a model onnxruntime loads ({one_line(e)[:160]})") from None
     meta = sess.get_modelmeta().custom_metadata_map
     try:
-        config = json.loads(meta[METADATA])
+        config = json.loads(meta[ONNX_METADATA])
     except (KeyError, ValueError, RecursionError):
         raise Refused(f"--onnx {path}: no colorize_config in its metadata (not exported by colorize-export)") from None
     problem = out_of_bounds(config) if isinstance(config, dict) else "not a config"

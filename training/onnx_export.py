@@ -11,8 +11,8 @@ import warnings
 import torch
 
 from pipeline.common.cli import Refused, one_line
+from training.modelconfig import ONNX_METADATA
 
-METADATA = "colorize_config"
 MAX_SIDE = 8192  # the exporter's bound on height and width; a store's images are at most this (pipeline.store)
 
 
@@ -54,7 +54,7 @@ def export_onnx(model: torch.nn.Module, config: dict, path) -> None:
         raise ExportFailed(f"{config['system']} does not export to ONNX ({type(e).__name__}: {why})") from None
     proto = program.model_proto
     entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA, json.dumps(config)
+    entry.key, entry.value = ONNX_METADATA, json.dumps(config)
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
     check_parity(wrapped, path, size)
