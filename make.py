@@ -42,8 +42,7 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:
         if argv[0] == "main":
-            prior = ROOT.parent / "shared" / "reference" / "prior_probs.npy"  # Zhang's prior, when it is beside us
-            run([PY, "-m", "flows.main", *(["--zhang-prior", prior] if prior.is_file() else [])])
+            run([PY, "-m", "flows.main"])
             run([PY, "-m", "training.run", "--resume"])  # train `full` there (a run made before: continued), evaluate
         else:
             run([PY, "-m", "ruff", "check", "."])

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from benchmarks.report import machine, write
+from benchmarks.report import machine, named, write
 from pipeline.common.cli import ArgumentParser
 
 IMAGENET_TRAIN = 1_281_167
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
         "codecs": measure(L, levels, args.rounds),
         "images": len(L),
         "size": L.shape[-1],
-        "source": args.store or "the sample's photos",
+        "source": named(args.store) or "the sample's photos",
         "rounds": args.rounds,
         "machine": machine(),
     }

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.packing import FORMS, pack
-from benchmarks.report import machine, summary, write
+from benchmarks.report import machine, named, summary, write
 from pipeline.common.cli import ArgumentParser
 
 
@@ -248,7 +248,7 @@ def results(args, w: Workload, times: dict, counts: dict) -> dict:
     med = {k: v["median_s"] for k, v in stats.items()}
     slope = {k: (med[k] - med[f"{k}_once"]) / (n - n_once) for k in ("floor", "pipeline")}
     return {
-        "source": str(w.origin),
+        "source": named(w.origin),
         "repeat": args.repeat,
         "part_images": w.cfg.part_images,
         "files": n,

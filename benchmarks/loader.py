@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.report import machine, write
+from benchmarks.report import machine, settings, write
 from pipeline.common.cli import ArgumentParser, Refused
 from pipeline.common.storage import is_remote, location
 from training.order import ORDERS
@@ -231,7 +231,7 @@ def measure(args, remote=None) -> dict:
         "over_zarr_python": {o: rates[o] / zarr for o in args.orders},
         "cold_images_per_s": cold or None,
         "page_cache": {"store_bytes": nbytes, "available_bytes": available, "fits": nbytes < available},
-        "settings": {k: getattr(args, k) for k in ("store", "batch", "batches", "warmup", "rounds", "zarr_batches")},
+        "settings": settings(args, ("store", "batch", "batches", "warmup", "rounds", "zarr_batches")),
         "rounds": rounds,
         "machine": machine(),
     }

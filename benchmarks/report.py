@@ -19,6 +19,26 @@ def summary(seconds: list[float]) -> dict:
     return {"median_s": statistics.median(seconds), "min_s": min(seconds), "runs": len(seconds)}
 
 
+def named(path) -> str | None:
+    """A store or source as a report names it: relative to the repository when inside it, the shared ImageNet
+    sample by what it is, anything else by its own name (never a path of the machine that measured)."""
+    if not path:
+        return path
+    if "://" in str(path):
+        return str(path)
+    p, root = Path(path).resolve(), Path(__file__).resolve().parents[1]
+    if p.is_relative_to(root):
+        return p.relative_to(root).as_posix()
+    if p.parent.name == "data" and p.name == "imagenet-sample":
+        return "the shared ImageNet sample (800 photos)"
+    return p.name
+
+
+def settings(args, keys: tuple[str, ...]) -> dict:
+    """A benchmark's settings for its report, the stores among them `named`."""
+    return {k: named(getattr(args, k)) if k.endswith("store") else getattr(args, k) for k in keys}
+
+
 def machine() -> dict:
     """What the figures were measured on."""
     import llvmlite.binding as llvm

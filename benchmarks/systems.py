@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.report import machine, write
+from benchmarks.report import machine, settings, write
 from pipeline.common.cli import ArgumentParser
 
 RECIPES = {  # a short budget wants larger steps than the papers' long schedules
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
         "gray": first["gray"],
         "ground_truth_colourfulness": first["gt_colourfulness"],
         "separated_by_more_than_the_spread": separated(systems, own),
-        "settings": {k: getattr(args, k) for k in ("store", "eval_store", "steps", "width", "size", "batch", "seeds")}
+        "settings": settings(args, ("store", "eval_store", "steps", "width", "size", "batch", "seeds"))
         | {"images": len(idx), "recipes": {n: recipe(n) for n in names}},
         "machine": machine(),
     } | studies

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.report import machine, summary, write
+from benchmarks.report import machine, named, summary, write
 from kernels.gamut import Q
 from pipeline.common.cli import ArgumentParser
 from training.config import TrainConfig
@@ -120,7 +120,7 @@ def loader_rate(store: str, batch: int, size: int, n_batches: int, device: torch
         epoch += 1
     _sync(device)
     seconds = time.perf_counter() - t0
-    info = {"store": str(store), "store_size": data.S, "images": int(data.n), "in_memory": data.in_memory}
+    info = {"store": named(store), "store_size": data.S, "images": int(data.n), "in_memory": data.in_memory}
     info |= {"threads": loader.threads}
     return info | {"batches": count, "seconds": seconds, "images_per_s": count * batch / seconds}
 
