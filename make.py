@@ -27,6 +27,10 @@ def ensure_venv() -> None:
         return
     print("installing the project and its dependencies into .venv", flush=True)
     run([PY, "-m", "pip", "install", "-q", "-c", ROOT / "constraints.txt", "-e", f"{ROOT}[dev]"])
+    # FID's clean-fid declares torchvision, which the parts used here never import; where torch is the CPU build
+    # the only torchvision at hand is a CUDA one that fails at import, so clean-fid comes without its declared deps
+    # (the `fid` extra installs it with them, for machines whose torchvision matches their torch).
+    run([PY, "-m", "pip", "install", "-q", "--no-deps", "-c", ROOT / "constraints.txt", "clean-fid==0.1.35"])
     STAMP.write_text(want)
 
 

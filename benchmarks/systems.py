@@ -37,7 +37,7 @@ PAPERS = {  # (PSNR, SSIM) as their papers report them, on their data
     "pix2pix": (24.7595, 0.9260, "the U-Net + PatchGAN study, Table 1, COCO subset"),
     "zhang16-liu": (26.663, 0.959, "Liu, Gao and Li, Table 1, mean of 3 good test images (MSE baseline 21.325)"),
 }
-METRICS = ("psnr", "ssim", "mae", "colourfulness", "auc", "auc_rebalanced", "overflow")
+METRICS = ("psnr", "ssim", "mae", "colourfulness", "cf", "delta_cf", "auc", "auc_rebalanced", "overflow")
 
 
 def recipe(name: str) -> dict:
@@ -84,11 +84,8 @@ def evaluate_one(args, model, cfg, idx: np.ndarray, guided: bool = True) -> dict
         m.pop("_grid")
         out[recovery] = m["model"]
         if strength:
-            out["guided"], out["gray"], out["gt_colourfulness"] = (
-                m["guided"],
-                m["gray"],
-                m["ground_truth_colourfulness"],
-            )
+            out |= {"guided": m["guided"], "gray": m["gray"], "gt_colourfulness": m["ground_truth_colourfulness"],
+                    "gt_cf": m["ground_truth_cf"]}  # fmt: skip
     return out
 
 
@@ -109,7 +106,8 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
     for name, seeds in runs.items():
         out[name] = {}
         for recovery in (k for k in seeds[0]["metrics"] if isinstance(seeds[0]["metrics"][k], dict)):
-            values = {m: [s["metrics"][recovery][m] for s in seeds] for m in METRICS}
+            have = seeds[0]["metrics"][recovery]
+            values = {m: [s["metrics"][recovery][m] for s in seeds] for m in METRICS if m in have}
             out[name][recovery] = {m: float(np.mean(v)) for m, v in values.items()}
             out[name][recovery] |= {
                 f"{m}_spread": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for m, v in values.items()
@@ -181,6 +179,7 @@ def main(argv=None) -> int:
         "own_recovery": own,
         "gray": first["gray"],
         "ground_truth_colourfulness": first["gt_colourfulness"],
+        "ground_truth_cf": first["gt_cf"],
         "separated_by_more_than_the_spread": separated(systems, own),
         "settings": settings(args, ("store", "eval_store", "steps", "width", "size", "batch", "seeds"))
         | {"images": len(idx), "recipes": {n: recipe(n) for n in names}},
@@ -236,6 +235,9 @@ def _gray_and_truth(store: str, idx: np.ndarray) -> tuple[list, list]:
 
 def _markdown(d: dict) -> str:
     s, systems = d["settings"], d["systems"]
+    shown = [k for k in METRICS if k in d["gray"]]  # a report of a run before CF was measured has no CF columns
+    names = {"psnr": "PSNR", "ssim": "SSIM", "mae": "MAE", "colourfulness": "colourfulness", "cf": "CF",
+             "delta_cf": "ΔCF", "auc": "AuC", "auc_rebalanced": "AuC rebal.", "overflow": "overflow"}  # fmt: skip
     lines = [
         "# Every registered system, same data and budget",
         "",
@@ -243,27 +245,29 @@ def _markdown(d: dict) -> str:
         f"{s['batch']}), {s['seeds']} seed(s); evaluated on {s['images']} images of {s['eval_store']}, never seen. "
         f"Mean +- spread (sample standard deviation over the seeds). CPU: {d['machine']['cpu']}.",
         "",
-        "| system | recovery | PSNR | SSIM | MAE | colourfulness | AuC | AuC rebal. | overflow | params (paper / here) "
-        "| GFLOPs 224 | train img/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| system | recovery | {' | '.join(names[k] for k in shown)} | params (paper / here) | GFLOPs 224 "
+        "| train img/s |",
+        "|---|---|" + "---|" * (len(shown) + 3),
     ]
     for name, r in systems.items():
         info = r["describe"]
         for recovery in [k for k, v in r.items() if isinstance(v, dict) and "psnr" in v and k != "gray"]:
             m = r[recovery]
             label = "guided by its ground truth" if recovery == "guided" else recovery
-            cells = [
-                f"{m[k]:.3f} +- {m[k + '_spread']:.3f}" if k != "colourfulness" else f"{m[k]:.1f}" for k in METRICS
-            ]
+            cells = [_cell(m, k) for k in shown]
             lines.append(
                 f"| {name} | {label} | " + " | ".join(cells) + f" | {info['params'] / 1e6:.2f} M / "
                 f"{r['params_at_width'] / 1e6:.2f} M | {info['gflops']:.1f} | {r['train_images_per_s']:.0f} |"
             )
     g = d["gray"]
     lines += [
-        f"| gray baseline (a = b = 0) | | {g['psnr']:.3f} | {g['ssim']:.3f} | {g['mae']:.2f} "
-        f"| {g['colourfulness']:.1f} | {g['auc']:.3f} | {g['auc_rebalanced']:.3f} | {g['overflow']:.3f} | | | |",
-        f"| ground truth | | | | | {d['ground_truth_colourfulness']:.1f} | | | | | | |",
+        "| gray baseline (a = b = 0) | | " + " | ".join(_cell(g, k, spread=False) for k in shown) + " | | | |",
+        "| ground truth | | "
+        + " | ".join(
+            {"colourfulness": _cell(d, "ground_truth_colourfulness"), "cf": _cell(d, "ground_truth_cf")}.get(k, "")
+            for k in shown
+        )
+        + " | | | |",  # fmt: skip
         "",
         "PSNR differences (own recovery) larger than the two systems' spreads added: "
         + ("; ".join(d["separated_by_more_than_the_spread"]) or "none")
@@ -288,8 +292,23 @@ def _markdown(d: dict) -> str:
             psnr, ssim, where = r["paper"]
             lines.append(f"| {name} | {psnr} | {ssim if ssim is not None else ''} | {where} |")
     from benchmarks.curves import markdown
+    from training.published import CAVEAT, table
 
+    lines += ["", "CF: the colourfulness of CT2's and DDColor's code (absolute opponent channels); ΔCF: the "
+              "difference of the mean CFs of prediction and ground truth. FID needs ImageNet's validation images "
+              "and the Inception's weights: `colorize-evaluate --protocol val5k` measures it (docs/evaluation.md).",
+              "", "## Published on ImageNet val5k (other systems, full training; not reproduced here)", "",
+              *table("val5k", []), "", CAVEAT]  # fmt: skip
     return "\n".join(lines + markdown(d)) + "\n"
+
+
+def _cell(m: dict, k: str, spread: bool = True) -> str:
+    """A figure and, where it has one, its spread over the seeds; colourfulness and CF to one decimal."""
+    if k not in m:
+        return ""
+    if "colourfulness" in k or k.endswith("cf") and "delta" not in k:
+        return f"{m[k]:.1f}"
+    return f"{m[k]:.3f} +- {m[k + '_spread']:.3f}" if spread and f"{k}_spread" in m else f"{m[k]:.3f}"
 
 
 if __name__ == "__main__":

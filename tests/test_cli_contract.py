@@ -58,6 +58,8 @@ def inputs(tiny_store, tmp_path_factory) -> dict[str, str]:
     (tmp / "notastore").mkdir()
     (tmp / "notastore" / "notes.txt").write_text("x")
     photo = next(source.rglob("*.JPEG"))
+    (tmp / "imagenet" / "val").mkdir(parents=True)  # one validation image, for the protocols
+    (tmp / "imagenet" / "val" / "ILSVRC2012_val_00000001.JPEG").write_bytes(photo.read_bytes())
     configs = {
         "tag.yaml": 'lr: !!python/object/apply:os.system ["touch pwned"]\n',
         "syntax.yaml": "lr: [0.1\nsteps: 3\n",
@@ -75,6 +77,7 @@ def inputs(tiny_store, tmp_path_factory) -> dict[str, str]:
     paths = {"store": str(store), "source": str(source), "checkpoint": str(run / "checkpoint-last.pt")}
     paths |= {p.name: str(p) for p in tmp.iterdir()} | {"photo": str(photo), "missing": str(tmp / "no" / "such")}
     paths["below_file"] = str(tmp / "file.txt" / "out")
+    paths["val"] = str(tmp / "imagenet")
     return paths
 
 
@@ -141,6 +144,19 @@ SCRIPTS = {
         "uncreatable out": lambda p: ["--checkpoint", p["checkpoint"], "--store", p["store"], "--out", p["below_file"]],
         "out is a file": lambda p: ["--checkpoint", p["checkpoint"], "--store", p["store"], "--out", p["file.txt"]],
         "store URL with ?": lambda p: ["--checkpoint", p["checkpoint"], "--store", "s3://bkt/s.zarr?x=1"],
+        "protocol, no source": lambda p: ["--checkpoint", p["checkpoint"], "--protocol", "val5k"],
+        "protocol, not val images": lambda p: ["--checkpoint", p["checkpoint"], "--protocol", "val5k",
+                                               "--source", p["source"]],  # fmt: skip
+        "protocol, missing source": lambda p: ["--checkpoint", p["checkpoint"], "--protocol", "val50k",
+                                               "--source", p["missing"]],  # fmt: skip
+        "protocol, fid weights a file of text": lambda p: ["--checkpoint", p["checkpoint"], "--protocol", "val5k",
+                                                           "--source", p["val"], "--fid-weights", p["file.txt"]],
+        "protocol, fid weights a pickle": lambda p: ["--checkpoint", p["checkpoint"], "--protocol", "val5k",
+                                                     "--source", p["val"], "--fid-weights", p["code.pt"]],
+        "protocol and a store": lambda p: ["--checkpoint", p["checkpoint"], "--protocol", "val5k", "--store",
+                                           p["store"], "--source", p["val"]],  # fmt: skip
+        "bad fid mode": lambda p: ["--checkpoint", p["checkpoint"], "--protocol", "val5k", "--source", p["val"],
+                                   "--fid-mode", "tf"],  # fmt: skip
         **{f"checkpoint {name}": (lambda p, name=name: ["--checkpoint", p[name], "--store", p["store"]])
            for name in ("list.pt", "noconfig.pt", "shape.pt", "negsize.pt", "code.pt", "pickle.pt", "garbage.pt")},
     }),

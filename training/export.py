@@ -1,9 +1,10 @@
 """Export a trained model: `colorize-export CHECKPOINT_OR_RUN --out DIR [--onnx]`.
 
 DIR becomes a model folder in the Hugging Face layout (`training.modelfolder`): model.safetensors, config.json,
-README.md (the model card, its metrics those of the run's evaluation.json), and with --onnx model.onnx, whose
-outputs are checked against PyTorch's on the spot. A run folder exports its checkpoint-last.pt, the checkpoint
-its evaluation.json scores; a checkpoint file takes evaluation.json from beside it only when that scores it.
+README.md (the model card, its metrics those of the run's evaluations: evaluation.json, evaluation-val5k.json,
+evaluation-val50k.json), and with --onnx model.onnx, whose outputs are checked against PyTorch's on the spot. A
+run folder exports its checkpoint-last.pt, the checkpoint its evaluations score; a checkpoint file takes the
+evaluations beside it only when they score it.
 """
 
 import json
@@ -16,15 +17,20 @@ from pipeline.common.storage import first_contact, is_url, location, reachable
 from training import checkpoint, modelcard, modelfolder
 
 
-def resolve(source: str) -> tuple[str, dict | None]:
-    """(the checkpoint to export, the evaluation that scores it, or None)."""
+def resolve(source: str) -> tuple[str, list[dict]]:
+    """(the checkpoint to export, the evaluations beside it that score it: store, val5k, val50k)."""
     place = location(source)
     if place.is_dir() if not is_url(source) else not place.is_file():
         ckpt = place / "checkpoint-last.pt"
         if not ckpt.is_file():
             raise Refused(f"{source}: no checkpoint-last.pt in it (a run folder) and not a checkpoint file")
-        return str(ckpt), _evaluation(place / "evaluation.json", "checkpoint-last.pt")
-    return source, _evaluation(place.parent / "evaluation.json", place.name)
+        return str(ckpt), _evaluations(place, "checkpoint-last.pt")
+    return source, _evaluations(place.parent, place.name)
+
+
+def _evaluations(folder, checkpoint_name: str) -> list[dict]:
+    found = [_evaluation(folder / name, checkpoint_name) for name in modelcard.PROTOCOL_FILES]
+    return [e for e in found if e is not None]
 
 
 def _evaluation(path, checkpoint_name: str) -> dict | None:
@@ -59,11 +65,11 @@ def _is_ours(folder) -> bool:
         return False
 
 
-def export(source: str, out: str, onnx: bool = False, evaluation: dict | None = None) -> dict:
+def export(source: str, out: str, onnx: bool = False, evaluations: list[dict] | None = None) -> dict:
     """Write the model folder `out` of a checkpoint or run folder; returns its config."""
     check_out(out)
     ckpt, found = resolve(source)
-    evaluation = evaluation or found
+    evaluations = evaluations or found
     state = checkpoint.load(ckpt)
     model, _, _ = checkpoint.load_model(ckpt, "cpu")
     config = modelfolder.model_config(state, model)
@@ -73,7 +79,7 @@ def export(source: str, out: str, onnx: bool = False, evaluation: dict | None = 
     name = folder.name or "model"
     files = {modelfolder.WEIGHTS: modelfolder.weights_bytes(model),
              modelfolder.CONFIG: (json.dumps(config, indent=1) + "\n").encode(),
-             modelfolder.CARD: modelcard.card(name, config, evaluation, onnx).encode()}  # fmt: skip
+             modelfolder.CARD: modelcard.card(name, config, evaluations, onnx).encode()}  # fmt: skip
     if onnx:
         import tempfile
         from pathlib import Path
@@ -99,21 +105,20 @@ def main(argv=None) -> int:
     p.add_argument("source", metavar="CHECKPOINT_OR_RUN", help="a checkpoint, or a run folder (its checkpoint-last.pt)")
     p.add_argument("--out", required=True, help="the model folder to write (local or a URL)")
     p.add_argument("--onnx", action="store_true", help="also model.onnx (dynamic batch, height and width)")
-    p.add_argument(
-        "--evaluation", help="an evaluation.json of this checkpoint (default: the run's own, if it scores it)"
-    )
+    p.add_argument("--evaluation", action="append", help="an evaluation json of this checkpoint, once per "
+                   "protocol (default: the run's own evaluation*.json that score it)")  # fmt: skip
     args = p.parse_args(argv)
     if args.onnx:
         require("export", "colorize-export --onnx")
     with first_contact():
         reachable(args.source, args.out)
-    evaluation = None
-    if args.evaluation:
+    evaluations = []
+    for given in args.evaluation or []:
         try:
-            evaluation = modelcard.read_evaluation(modelfolder.read_json(location(args.evaluation)))
+            evaluations.append(modelcard.read_evaluation(modelfolder.read_json(location(given))))
         except (OSError, ValueError) as e:
-            raise Refused(f"--evaluation {args.evaluation}: {one_line(e)[:160]}") from None
-    config = export(args.source, args.out, args.onnx, evaluation)
+            raise Refused(f"--evaluation {given}: {one_line(e)[:160]}") from None
+    config = export(args.source, args.out, args.onnx, evaluations)
     files = [modelfolder.WEIGHTS, modelfolder.CONFIG, modelfolder.CARD] + ([modelfolder.ONNX] if args.onnx else [])
     print(f"{args.out}: {', '.join(files)} ({config['system']}, step {config['training']['step']})", file=sys.stderr)
     return 0

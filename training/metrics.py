@@ -73,6 +73,16 @@ def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
     return std + 0.3 * torch.hypot(rg.mean(1), yb.mean(1))
 
 
+def cf(rgb: torch.Tensor) -> torch.Tensor:
+    """(B,): colourfulness as the colorization literature computes it (the CF of CT2's, ColorFormer's and
+    DDColor's code): Hasler and Suesstrunk's formula on the absolute opponent channels |R - G| and
+    |(R + G) / 2 - B|, population standard deviations."""
+    r, g, b = (rgb[..., k].double().flatten(1) for k in range(3))
+    rg, yb = (r - g).abs(), (0.5 * (r + g) - b).abs()
+    std = torch.hypot(rg.std(1, unbiased=False), yb.std(1, unbiased=False))
+    return std + 0.3 * torch.hypot(rg.mean(1), yb.mean(1))
+
+
 def auc(ab: torch.Tensor, ab_true: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """(B,): the area under the share of pixels whose (a, b) error is within t, t = 0..150, normalised to
     [0, 1] (Zhang et al. 2016; Beniwal et al.'s review); `weights` (B, H, W) for the rebalanced version."""

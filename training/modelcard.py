@@ -5,6 +5,10 @@ the model is, how it was trained, its evaluation beside the gray baseline, its l
 from pathlib import PurePosixPath
 
 from training.modelconfig import number
+from training.published import FIGURES
+
+PROTOCOLS = ("store", "val5k", "val50k")  # training.protocols.NAMES, without importing numpy here
+MODES = ("legacy_tensorflow", "clean")  # training.fid.MODES
 
 ONNX_FILE = "model.onnx"
 METRICS = {  # evaluation.json's key: (the model-index's type, its name)
@@ -15,7 +19,12 @@ METRICS = {  # evaluation.json's key: (the model-index's type, its name)
     "auc": ("auc", "AuC of the ab error, 0-150 (Zhang et al.)"),
     "auc_rebalanced": ("auc_rebalanced", "AuC, class-rebalanced"),
     "overflow": ("colour_overflow", "Colour overflow (share of near-neutral pixels painted)"),
+    "fid": ("fid", "FID (clean-fid's TTUR Inception)"),
+    "cf": ("colorfulness_cf", "CF (absolute opponent channels, as CT2 and DDColor compute it)"),
+    "delta_cf": ("delta_cf", "ΔCF, difference of the mean CFs"),
+    "delta_cf_images": ("delta_cf_per_image", "ΔCF, mean of the per-image differences"),
 }
+PROTOCOL_FILES = ("evaluation.json", "evaluation-val5k.json", "evaluation-val50k.json")  # colorize-evaluate's
 CITATION = """@article{wang2022colorful,
   title   = {Colorful Image Colorization with Classification and Asymmetric Feature Fusion},
   author  = {Wang, Zhiyuan and Yu, Yi and Li, Daqun and Wan, Yuanyuan and Li, Mingyang},
@@ -28,18 +37,42 @@ CITATION = """@article{wang2022colorful,
 }"""
 
 
+PUBLISHED = "; ".join(
+    f"{p.system} on {p.protocol}: FID {p.fid}, CF {p.cf}, ΔCF {p.delta_cf}, PSNR {p.psnr} ({p.source}, published)"
+    for p in FIGURES
+)
+
+
 def _name(path: str | None) -> str:
     return PurePosixPath(str(path or "unknown").rstrip("/")).name or "unknown"
 
 
 def protocol(evaluation: dict, config: dict) -> str:
     size, recovery = config["input"]["size"], evaluation.get("recovery") or config["recovery"]
+    if evaluation.get("protocol", "store") != "store":
+        fid = evaluation.get("fid") or {}
+        note = f" ({evaluation['note']})" if evaluation.get("note") else ""
+        mode = f"; FID mode {fid['mode']}" if "fid" in evaluation["model"] else ""
+        return (f"{evaluation['protocol']}: {evaluation['images']} images{note}, {evaluation.get('about')}; "
+                f"recovery {recovery}{mode}")  # fmt: skip
     return (f"{evaluation['images']} images of {_name(evaluation.get('store'))} ({evaluation.get('split')}), "
             f"the store's centre crops at {size} x {size}, recovery {recovery}, "
             "RGB from the full L and the predicted (a, b) (colorize-evaluate)")  # fmt: skip
 
 
-def front_matter(name: str, config: dict, evaluation: dict | None) -> dict:
+def _result(evaluation: dict, config: dict) -> dict:
+    metrics = [{"type": t, "name": label, "value": float(evaluation["model"][k])}
+               for k, (t, label) in METRICS.items() if k in evaluation["model"]]  # fmt: skip
+    if evaluation.get("protocol", "store") != "store":
+        dataset = {"name": f"ImageNet {evaluation['protocol']}", "type": "imagenet-1k", "split": "validation"}
+    else:
+        store = _name(evaluation.get("store"))
+        dataset = {"name": store, "type": store, "split": str(evaluation.get("split"))}
+    dataset["args"] = {"protocol": protocol(evaluation, config)}
+    return {"task": {"type": "image-to-image", "name": "Image colorization"}, "dataset": dataset, "metrics": metrics}
+
+
+def front_matter(name: str, config: dict, evaluations: list[dict]) -> dict:
     meta = {
         "license": "mit",
         "library_name": "colorize",
@@ -47,14 +80,8 @@ def front_matter(name: str, config: dict, evaluation: dict | None) -> dict:
         "pipeline_tag": "image-to-image",
         "datasets": [_name(config["training"]["store"].get("path"))],
     }
-    if evaluation:
-        metrics = [{"type": t, "name": label, "value": float(evaluation["model"][k])}
-                   for k, (t, label) in METRICS.items() if k in evaluation["model"]]  # fmt: skip
-        store = _name(evaluation.get("store"))
-        dataset = {"name": store, "type": store, "split": str(evaluation.get("split")),
-                   "args": {"protocol": protocol(evaluation, config)}}  # fmt: skip
-        task = {"type": "image-to-image", "name": "Image colorization"}
-        meta["model-index"] = [{"name": name, "results": [{"task": task, "dataset": dataset, "metrics": metrics}]}]
+    if evaluations:
+        meta["model-index"] = [{"name": name, "results": [_result(e, config) for e in evaluations]}]
     return meta
 
 
@@ -67,13 +94,13 @@ def _table(evaluation: dict) -> list[str]:
     return rows
 
 
-def card(name: str, config: dict, evaluation: dict | None, onnx: bool) -> str:
+def card(name: str, config: dict, evaluations: list[dict], onnx: bool) -> str:
     """README.md of the model folder `name`."""
     import yaml
 
     tc, tr = config["train_config"], config["training"]
     store = tr["store"]
-    lines = ["---", yaml.safe_dump(front_matter(name, config, evaluation), sort_keys=False).rstrip(), "---", "",
+    lines = ["---", yaml.safe_dump(front_matter(name, config, evaluations), sort_keys=False).rstrip(), "---", "",
              f"# {name}", "",
              f"Automatic colorization of gray photos: `{config['system']}` at width {config['width']} from "
              f"{config['paper']}, trained with the `colorize` project. Input: CIE L / 100 at any size that is a "
@@ -86,8 +113,12 @@ def card(name: str, config: dict, evaluation: dict | None, onnx: bool) -> str:
              f"batch {tc.get('batch_size')}, {tr['step']:,} steps ({tr['images_seen']:,} images seen)",
              f"- data: `{store.get('path')}` ({store.get('images', '?')} images, build {store.get('build_id') or '?'})",
              f"- balance prior: {config['prior']}, lambda {config['balance_lambda']}", ""]  # fmt: skip
-    if evaluation:
-        lines += ["## Evaluation", "", f"Protocol: {protocol(evaluation, config)}.", "", *_table(evaluation), ""]
+    if evaluations:
+        lines += ["## Evaluation", ""]
+        for evaluation in evaluations:
+            lines += [f"Protocol: {protocol(evaluation, config)}.", "", *_table(evaluation), ""]
+        if any(e.get("protocol", "store") != "store" for e in evaluations):
+            lines += [f"Published figures on these protocols, beside which to read them: {PUBLISHED}.", ""]
     else:
         lines += ["## Evaluation", "", "No evaluation.json was found beside the checkpoint: not evaluated.", ""]
     lines += ["## Limits", "",
@@ -117,6 +148,10 @@ def read_evaluation(data) -> dict:
         raise ValueError("its gray baseline's figures are not numbers")
     if not number(data.get("images")) or data["images"] < 0:
         raise ValueError("its image count is not a number")
-    if not all(isinstance(data.get(k, ""), str) for k in ("store", "split", "checkpoint", "recovery")):
-        raise ValueError("its store, split, checkpoint or recovery is not text")
+    if not all(isinstance(data.get(k, ""), str) for k in ("store", "split", "checkpoint", "recovery", "about", "note")):
+        raise ValueError("its store, split, checkpoint, recovery or protocol's description is not text")
+    if data.get("protocol", "store") not in PROTOCOLS:
+        raise ValueError(f"its protocol is not one of {', '.join(PROTOCOLS)}")
+    if "fid" in data["model"] and (not isinstance(data.get("fid"), dict) or data["fid"].get("mode") not in MODES):
+        raise ValueError("its FID names no mode of clean-fid")
     return data

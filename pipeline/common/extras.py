@@ -2,8 +2,8 @@
 
 The core (`pip install colorize`) colorizes photos with a checkpoint and reads stores; `[train]` adds training
 and evaluation (DALI re-decodes ground truth as the store's crops were made), `[pipeline]` the preprocessing
-flow (Prefect, Dask), `[onnx]` colorizing through onnxruntime, `[export]` writing ONNX, `[dev]` everything and the
-tests.
+flow (Prefect, Dask), `[onnx]` colorizing through onnxruntime, `[export]` writing ONNX, `[fid]` FID through
+clean-fid, `[dev]` everything and the tests.
 """
 
 import importlib.util
@@ -12,7 +12,7 @@ from pipeline.common.cli import Refused
 
 TRAIN = ("nvidia.dali", "tensorboard", "scipy", "skimage")
 EXTRAS = {"train": TRAIN, "pipeline": (*TRAIN, "prefect", "distributed"), "onnx": ("onnxruntime",),
-          "export": ("onnx", "onnxscript", "onnxruntime")}  # fmt: skip
+          "export": ("onnx", "onnxscript", "onnxruntime"), "fid": ("cleanfid", "requests")}  # fmt: skip
 
 
 class MissingExtra(Refused, ImportError):
