@@ -89,7 +89,7 @@ def train_rates(args, device: torch.device, weights: np.ndarray) -> dict[str, li
             store="-", out=tempfile.mkdtemp(), variant=name, width=args.width, size=S, compile=args.compile
         )
         nets = networks(cfg, device, weights, N_CLASSES, torch.compile if args.compile else None)
-        runs[name] = Run(cfg, spec_of(name), 0, 1, device, None, None, size=0, total=1, **nets)
+        runs[name] = Run(cfg, spec_of(name), 0, 1, device, None, None, size=0, crop=0, total=1, **nets)
     times = {v: [] for v in MODELS}
     for r in range(args.warmup + args.steps):
         for name, run in runs.items():

@@ -32,7 +32,8 @@ def _centers() -> np.ndarray:
 def _category_matrix(centers: np.ndarray) -> np.ndarray:
     """Category matrix M, Eq. 5-6 of Wang et al.: M[22 (a0/10 + 9) + (b0/10 + 11)] = q(a0, b0), else -1.
 
-    Kept as a 2-D (N_A, N_B) table; its row-major flattening is the paper's vector (440 cells: 20 x 22).
+    Kept as a 2-D (N_A, N_B) table; its row-major flattening is the paper's vector. The paper says M has 420
+    cells, but its own index reaches 439 (20 a-rows x 22 b-columns): 440 it is.
     """
     m = np.full((N_A, N_B), -1, dtype=np.int16)
     rows = (centers[:, 0] - A_MIN) // GRID

@@ -144,7 +144,7 @@ def _stage_store(cfg, found: Found, store: str, state, workers: int, submit, log
     log.info("%s: %d sources (%s layout, %d skipped before decoding) in %d parts, decoder %s (%s)", cfg.source,
              len(found.sources), found.layout, len(found.skipped), len(parts), device, state.value)  # fmt: skip
     n_slots = slot_count(parts)
-    create_arrays(store, n_slots, cfg.size, cfg.full_bins, cfg.shard_images, cfg.zstd_level, cfg.l_codec)
+    create_arrays(store, n_slots, cfg.size, cfg.shard_images, cfg.zstd_level, cfg.l_codec)
     parts_dir = save_sources(store, parts)
     threads = max(1, (os.cpu_count() or 1) // workers)
     task = {"cfg": cfg, "store": store, "parts_dir": parts_dir, "device": device, "threads": threads}

@@ -12,6 +12,7 @@ KL divergence of the prior against Zhang et al.'s ImageNet prior, and a PNG of b
 Writes `<out>/<store name>.quality.{json,md,png}`; exits 1 when any check fails, 2 on a bad command line.
 """
 
+import dataclasses
 import io
 import json
 import sys
@@ -111,7 +112,8 @@ def _manifest(store, group, rep: Report, slots: np.ndarray) -> list[dict]:
         from pipeline.config import PreprocessConfig
         from pipeline.layouts import find
 
-        found = find(PreprocessConfig(**cfg))
+        known = {f.name for f in dataclasses.fields(PreprocessConfig)}  # a store's older settings are passed over
+        found = find(PreprocessConfig(**{k: v for k, v in cfg.items() if k in known}))
         rep.facts["layout"] = found.layout
         listed = [r["path"] for r in records]
         expected = [s.path for s in found.sources] + [r["path"] for r in found.skipped]

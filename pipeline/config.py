@@ -28,7 +28,6 @@ class PreprocessConfig:
     per_class: int | None = setting(None, "at most this many files per class (seeded draw)")
     seed: int = setting(0, "seed of the per-class draw")
     grayscale: str = setting("exclude", "exclude or include grayscale photos")
-    full_bins: bool = setting(False, "also store the category of every pixel")
     lam: float = setting(0.5, "lambda of the balance weights (Eq. 10)")
     max_pixels: int = setting(DEFAULT_MAX_PIXELS, "larger images are skipped as decompression bombs")
     part_images: int | None = setting(

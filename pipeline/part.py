@@ -139,7 +139,7 @@ def _process_batch(cfg: PreprocessConfig, sources, batch: range, got: list, crop
                    counts: np.ndarray) -> dict[str, dict[int, bytes]]:  # fmt: skip
     """The files `batch` of sources, read as `got` ((bytes or None, error) each): fill their records, add their bins
     to counts; the encoded chunk of each kept one, by array and position."""
-    from kernels import encode_bins, image_targets
+    from kernels import image_targets
     from pipeline.store.chunks import array_codecs
 
     blobs, todo = [], []
@@ -186,8 +186,6 @@ def _process_batch(cfg: PreprocessConfig, sources, batch: range, got: list, crop
                 )
     kept = [i for k, i in enumerate(kept) if keep[k]]
     arrays = {"L": L[keep], "bins": bins[keep], "label": np.array([sources[i].label for i in kept], dtype=np.int16)}
-    if cfg.full_bins:
-        arrays["bins_full"] = encode_bins(rgb[keep]) if keep.any() else np.zeros((0, *L.shape[1:]), np.int16)
     counts += np.bincount(arrays["bins"].ravel(), minlength=Q)
     out = {}
     for name, a in arrays.items():
@@ -197,4 +195,4 @@ def _process_batch(cfg: PreprocessConfig, sources, batch: range, got: list, crop
 
 
 def _names(cfg: PreprocessConfig) -> list[str]:
-    return ["L", "bins", "label"] + (["bins_full"] if cfg.full_bins else [])
+    return ["L", "bins", "label"]

@@ -3,7 +3,7 @@ empirical priors it weighs."""
 
 import numpy as np
 
-from kernels.gamut import Q
+from kernels.gamut import CENTERS_F64, Q
 
 
 def balance_weights(prior, lam: float = 0.5) -> np.ndarray:
@@ -33,6 +33,25 @@ def balance_weights(prior, lam: float = 0.5) -> np.ndarray:
     w = 1.0 / mix  # Eq. 9
     w /= (p * w).sum()  # Eq. 10
     return w.astype(np.float32)
+
+
+def smooth_prior(prior, sigma: float = 5.0) -> np.ndarray:
+    """Eq. 9's p~ as Zhang et al.'s Eq. 4 makes it: the empirical prior smoothed by a Gaussian of `sigma` over the
+    ab plane (each category's mass spread to the categories around it by their centres' distance), renormalised;
+    sigma = 0 gives it back unchanged. float64 (313,)."""
+    p = np.asarray(prior, dtype=np.float64)
+    if p.shape != (Q,) or not np.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
+        raise ValueError(f"prior must be {Q} finite non-negative numbers, not all zero")
+    if not (np.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
+    p = p / p.sum()
+    with np.errstate(over="ignore", under="ignore"):  # a huge sigma spreads evenly, a tiny one not at all
+        var = np.float64(sigma) ** 2
+        if var == 0:
+            return p
+        d2 = np.square(CENTERS_F64[:, None, :] - CENTERS_F64[None, :, :]).sum(-1)
+        smoothed = np.exp(-d2 / (2.0 * var)) @ p
+    return smoothed / smoothed.sum()
 
 
 def prior_from_counts(counts) -> np.ndarray:

@@ -5,7 +5,7 @@ import argparse
 import io
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,23 +60,33 @@ class TrainConfig(DataConfig):
         "rebalance by instead of the store's prior",
     )
     balance_lambda: float = setting(-1.0, "lambda of the balance weights (Eq. 9-10) in [0, 1]; -1: the store's")
+    prior_sigma: float = setting(5.0, "the store's prior smoothed over the ab plane by a Gaussian of this sigma, as "
+                                 "Eq. 9's p~ (Zhang's Eq. 4); 0: raw. A --prior file is used as given")  # fmt: skip
     # the optimiser and its schedule
     optimizer: str = setting("", "sgd or adam (default: the model's own: SGD for the AFF nets, Adam for the others)")
-    size: int = setting(224, "training size, a multiple of 32")
-    epochs: int = setting(10, "epochs, when --steps is 0")
+    size: int | None = setting(
+        None, "training size; one the network cannot take is centre-cropped to its stride (default: the system's)"
+    )
+    epochs: int | None = setting(None, "epochs, when --steps is 0 (default: the system's)")
     steps: int = setting(0, "optimizer steps (0 = epochs x batches per epoch)")
-    lr: float = setting(1e-3, "initial learning rate of the poly schedule (Eq. 21-23)")
+    lr: float | None = setting(None, "initial learning rate (default: the system's)")
     compile: bool = setting(False, "torch.compile the model")
-    momentum: float = setting(0.9, "SGD momentum")
-    weight_decay: float = setting(1e-4, "weight decay")
+    momentum: float | None = setting(None, "SGD momentum (default: the system's)")
+    weight_decay: float | None = setting(None, "weight decay (default: the system's)")
+    batch_size: int | None = setting(None, "images per step over all ranks, an even share each (default: the system's)")
+    flip: bool | None = setting(
+        None, "flip half the images of each batch horizontally, L and targets together (default: the system's)"
+    )
     lr_pow: float = setting(0.9, "power of the poly schedule")
     schedule: str = setting(
         "", "poly (Eq. 21-23 as read) or step (the rate / 10 after each --lr-step of the run); default: the model's own"
     )
-    lr_step: float = setting(1 / 6, "step schedule: the share of the steps between two divisions by 10")
+    lr_step: float | None = setting(
+        None, "step schedule: the share of the steps between divisions by 10 (default: the system's)"
+    )
     # GAN models only
-    lam_l1: float = setting(100.0, "weight of the L1 loss beside the GAN loss (pix2pix's lambda)")
-    lr_d: float = setting(0.0, "the discriminator's learning rate (0 = --lr)")
+    lam_l1: float | None = setting(None, "weight of the L1 loss beside the GAN loss (default: the system's)")
+    lr_d: float | None = setting(None, "the discriminator's learning rate (0 = --lr; default: the system's)")
     pretrain_steps: int = setting(
         -1, "steps of L1 alone before the adversarial training (-1: the model's own share of the run, half for pix2pix)"
     )
@@ -106,8 +116,11 @@ class TrainConfig(DataConfig):
     sample_log: str = setting("", "a local folder: each rank appends the images of each of its batches (an audit)")
 
     def __post_init__(self):
-        super().__post_init__()
         spec = spec_of(self.variant)
+        for name, value in spec.recipe.items():  # what is not given is the system's paper's (docs/training.md)
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        super().__post_init__()
         choices = {"head": ("heads", spec.heads), "recovery": ("recoveries", spec.recoveries)}
         choices["optimizer"] = ("optimizers", ("sgd", "adam"))
         choices["schedule"] = ("schedules", ("poly", "step"))
@@ -118,8 +131,8 @@ class TrainConfig(DataConfig):
                 raise ValueError(f"{self.variant} takes the {plural} {', '.join(allowed)}, not {value!r}")
             object.__setattr__(self, name, value)  # the resolved settings are the ones saved
         check_width(self.width)
-        if self.size < 32 or self.size % 32:
-            raise ValueError(f"size must be a positive multiple of 32 (the encoder halves it 5 times), got {self.size}")
+        if self.size < spec.stride or self.size < 4:
+            raise ValueError(f"size must be at least {max(spec.stride, 4)} for {self.variant}, got {self.size}")
         self._check_ranges()
 
     def _check_ranges(self) -> None:
@@ -130,7 +143,7 @@ class TrainConfig(DataConfig):
             if not getattr(self, name) >= low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
         positive = ("lr", "lr_pow")
-        non_negative = ("lam_col", "lam_cls", "lam_l1", "lr_d", "momentum", "weight_decay")
+        non_negative = ("lam_col", "lam_cls", "lam_l1", "lr_d", "momentum", "weight_decay", "prior_sigma")
         for name in positive + non_negative:
             value = getattr(self, name)
             if not (math.isfinite(value) and (value > 0 if name in positive else value >= 0)):
@@ -208,4 +221,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     flags = base | given(args, TrainConfig)
     if flags.get("store"):
         return TrainConfig(**flags)
-    return replace(TrainConfig(**EMBEDDED), **flags)
+    preset = dict(EMBEDDED)
+    if spec_of(flags.get("variant", "full")).optimizer != "sgd":
+        del preset["lr"]  # the preset's rate is the AFF nets' on SGD: an Adam net keeps its own
+    return TrainConfig(**(preset | flags))

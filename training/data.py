@@ -210,11 +210,12 @@ class Loader:
 _TORCH = {"uint8": torch.uint8, "int16": torch.int16}
 
 
-def device_batch(batch: dict, device: torch.device, size: int = 0, channels_last: bool = False) -> dict:
-    """A host batch on `device` for the model: L float (B, 1, size, size) in [0, 1], q and label int64.
+def device_batch(batch: dict, device: torch.device, size: int = 0, channels_last: bool = False, crop: int = 0) -> dict:
+    """A host batch on `device` for the model: L float (B, 1, side, side) in [0, 1], q and label int64.
 
     The batch's flips are applied here, to L and the targets together: free on a GPU, and the loader's threads
-    keep to decoding. size: resize to this (area for L, nearest for the targets), 0 = keep the store's.
+    keep to decoding. size: resize to this (area for L, nearest for the targets), 0 = keep the store's; crop:
+    then centre-crop to this side (a multiple of 4), each target block's category read at its centre pixel.
     """
     L = batch["L"].to(device, non_blocking=True).unsqueeze(1).float().div_(255.0)  # (B, 1, S, S)
     q = batch["q"].to(device, non_blocking=True).long()  # (B, S/4, S/4)
@@ -222,27 +223,36 @@ def device_batch(batch: dict, device: torch.device, size: int = 0, channels_last
     flip = batch["flip"].to(device, non_blocking=True)
     L = torch.where(flip[:, None, None, None], L.flip(-1), L)
     q = torch.where(flip[:, None, None], q.flip(-1), q)
-    if size and size != L.shape[-1]:
-        L = F.interpolate(L, size=(size, size), mode="area")
-        q = F.interpolate(q[:, None].float(), size=(size // 4, size // 4), mode="nearest")[:, 0].long()
+    side = size or L.shape[-1]
+    if crop and crop < side:
+        off = (side - crop) // 2
+        pixels = q.repeat_interleave(4, -1).repeat_interleave(4, -2)  # each block's category on its 16 pixels
+        if side != pixels.shape[-1]:
+            pixels = F.interpolate(pixels[:, None].float(), size=(side, side), mode="nearest")[:, 0].long()
+        q = pixels[:, off + 2 : off + crop : 4, off + 2 : off + crop : 4]
+        L = F.interpolate(L, size=(side, side), mode="area") if side != L.shape[-1] else L
+        L = L[..., off : off + crop, off : off + crop]
+    elif side != L.shape[-1]:
+        L = F.interpolate(L, size=(side, side), mode="area")
+        q = F.interpolate(q[:, None].float(), size=(side // 4, side // 4), mode="nearest")[:, 0].long()
     if channels_last:
         L = L.contiguous(memory_format=torch.channels_last)
     out = {"L": L, "q": q, "label": label}
     return out | ({"index": batch["index"]} if "index" in batch else {})
 
 
-def on_device(batches, device: torch.device, size: int = 0, channels_last: bool = False):
+def on_device(batches, device: torch.device, size: int = 0, channels_last: bool = False, crop: int = 0):
     """Yield (b, device batch) with the next batch's copy already issued: on CUDA, on a side stream that the
     step's stream waits for, so the copy overlaps the previous step; elsewhere, converted in turn."""
     if device.type != "cuda":
         for b, batch in batches:
-            yield b, device_batch(batch, device, size, channels_last)
+            yield b, device_batch(batch, device, size, channels_last, crop)
         return
     stream = torch.cuda.Stream(device)
     ready = None
     for b, batch in batches:
         with torch.cuda.stream(stream):
-            moved = device_batch(batch, device, size, channels_last)
+            moved = device_batch(batch, device, size, channels_last, crop)
         if ready is not None:
             yield ready
         torch.cuda.current_stream(device).wait_stream(stream)

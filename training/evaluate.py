@@ -59,8 +59,12 @@ def predict_ab(model, L8: torch.Tensor, size: int, head: str, mode: str = "argma
 
     L = L8.to(next(model.parameters()).device).unsqueeze(1).float().div(255.0)  # (B, 1, S, S)
     x = F.interpolate(L, size=(size, size), mode="area") if size != L.shape[-1] else L
-    out, _ = model(x)
-    return upsample_ab(guided_ab(out, head, mode, refs, strength), L.shape[-2:]).permute(0, 2, 3, 1)
+    pad = -size % 32  # a side no network's stride divides (zhang16-liu's 150): padded, and cropped back after
+    out, _ = model(F.pad(x, (0, pad, 0, pad), mode="replicate") if pad else x)
+    ab = guided_ab(out, head, mode, refs, strength)
+    if pad:
+        ab = upsample_ab(ab, (size + pad, size + pad))[..., :size, :size]
+    return upsample_ab(ab, L.shape[-2:]).permute(0, 2, 3, 1)
 
 
 def _scores(truth: torch.Tensor, L: torch.Tensor, ab: torch.Tensor, ab_true, weights) -> tuple[torch.Tensor, list]:

@@ -71,7 +71,12 @@ def model_config(state: dict, model: torch.nn.Module) -> dict:
         "recoveries": list(spec.recoveries),
         "T": T_DEFAULT,
         "ab_scale": AB_SCALE,
-        "prior": cfg.get("prior") or "the training store's own (Eq. 9)",
+        "prior": cfg.get("prior")
+        or (
+            f"the training store's own, smoothed by a Gaussian of sigma {cfg['prior_sigma']:g} (Eq. 9's p~)"
+            if cfg.get("prior_sigma")
+            else "the training store's own (Eq. 9)"
+        ),
         "balance_lambda": cfg.get("balance_lambda"),
         "training": {
             "step": step,

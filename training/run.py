@@ -31,7 +31,7 @@ from pipeline.common.storage import configure, first_contact, location, parse_op
 from training import checkpoint, ddp
 from training.config import EMBEDDED, ROOT, TrainConfig, config_from_args
 from training.data import on_device
-from training.models import MODELS, count_parameters, describe
+from training.models import MODELS, count_parameters, describe, fit, spec_of
 from training.photostore import build_photo_store, photo_store_path
 from training.runfolder import RunFolder
 from training.trainer import NonFiniteLoss, Run, check_resume, restore, save_checkpoint, setup, train_step
@@ -176,7 +176,9 @@ def loop(run: Run, stop_at: int | None) -> None:
     with MetricsLog(run, board) as metrics, SampleLog(run) as samples, bar:
         while run.step < run.total and run.step != stop_at:
             epoch, start = divmod(run.step, run.loader.batches_per_epoch())
-            for b, batch in on_device(run.loader.epoch(epoch, start), run.device, run.size, run.channels_last):
+            for b, batch in on_device(
+                run.loader.epoch(epoch, start), run.device, run.size, run.channels_last, run.crop
+            ):
                 if run.step >= run.total or run.step == stop_at:
                     break
                 lr = run.lr
@@ -284,6 +286,23 @@ def models_table() -> str:
         size = f"{d['params'] / 1e6:.1f} M" if d["params"] >= 1e5 else f"{d['params'] / 1e3:.0f} k"
         params = size + (f" + D {d['discriminator_params'] / 1e6:.2f} M" if d["discriminator_params"] else "")
         rows.append(f"| {name} | {params} | {d['gflops']:.1f} | {d['loss']} | {d['recovery']} | {d['paper']} |")
+    return "\n".join(rows) + "\n\n" + recipes_table()
+
+
+def recipes_table() -> str:
+    """What `--variant NAME` trains with when no other flag is given: its paper's recipe (docs/training.md)."""
+    rows = ["| name | optimizer | lr | betas / momentum | weight decay | batch | size (trains at) | schedule | epochs "
+            "| flips | other |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name in MODELS:
+        cfg = TrainConfig(store="-", variant=name)
+        spec, side = spec_of(name), fit(cfg.size, spec_of(name).stride)
+        moment = str(spec.betas) if cfg.optimizer == "adam" else str(cfg.momentum)
+        schedule = f"step / 10 every {cfg.lr_step:.3g} of the run" if cfg.schedule == "step" else "poly"
+        other = f"D lr {cfg.lr_d or cfg.lr:g}, lambda L1 {cfg.lam_l1:g}, L1 alone for {spec.pretrain:.0%}" if (
+            spec.discriminator) else ""  # fmt: skip
+        rows.append(f"| {name} | {cfg.optimizer} | {cfg.lr:g} | {moment} | {cfg.weight_decay:g} | {cfg.batch_size} "
+                    f"| {cfg.size}{f' ({side})' if side != cfg.size else ''} | {schedule} | {cfg.epochs} "
+                    f"| {'yes' if cfg.flip else 'no'} | {other} |")  # fmt: skip
     return "\n".join(rows)
 
 

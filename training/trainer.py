@@ -16,7 +16,7 @@ from training.config import RUN_LOCAL, TrainConfig, read_prior
 from training.data import Loader, StoreData
 from training.devices import resolve_device
 from training.loss import Criterion
-from training.models import ModelSpec, create_model, spec_of
+from training.models import ModelSpec, create_model, fit, spec_of
 from training.runfolder import RunFolder
 
 
@@ -40,6 +40,7 @@ class Run:
     criterion: Criterion
     opt: torch.optim.Optimizer
     size: int  # resize batches to this (0: the store's)
+    crop: int  # then centre-crop them to this side, one the network takes (0: none)
     total: int
     disc: torch.nn.Module | None = None
     net_d: torch.nn.Module | None = None
@@ -124,6 +125,8 @@ def setup(cfg: TrainConfig, resume: bool = False) -> Run:
         folder.check_free(resume)
     torch.manual_seed(cfg.seed)
     size = cfg.size if cfg.size != data.S else 0
+    side = fit(cfg.size, spec_of(cfg.variant).stride)
+    crop = side if side != cfg.size else 0
     loader = Loader(data, cfg, rank, world, pin=device.type == "cuda")
     smallest = len(data.train_idx) // loader.batches_per_epoch()
     if smallest < world:
@@ -140,17 +143,18 @@ def setup(cfg: TrainConfig, resume: bool = False) -> Run:
     if rank == 0:
         folder.claim(resume)  # last: a run refused while it is set up holds no lease
     folder.local.mkdir(parents=True, exist_ok=True)
-    return Run(cfg, spec_of(cfg.variant), rank, world, device, data, loader, size=size, total=total, folder=folder,
-               **nets)  # fmt: skip
+    return Run(cfg, spec_of(cfg.variant), rank, world, device, data, loader, size=size, crop=crop, total=total,
+               folder=folder, **nets)  # fmt: skip
 
 
 def balance(cfg: TrainConfig, data: StoreData):
-    """The balance weights of Eq. 19: the store's, or Eq. 9-10 again over --prior and/or with --balance-lambda."""
-    if not cfg.prior and cfg.balance_lambda < 0:
+    """The balance weights of Eq. 19: Eq. 9-10 over the store's prior smoothed as p~ (--prior-sigma; 0 gives the
+    store's own weights), or over --prior as given, with the store's lambda or --balance-lambda."""
+    if not cfg.prior and cfg.balance_lambda < 0 and cfg.prior_sigma == 0:
         return data.weights
-    from pipeline.priors import balance_weights
+    from pipeline.priors import balance_weights, smooth_prior
 
-    prior = read_prior(cfg.prior) if cfg.prior else data.prior
+    prior = read_prior(cfg.prior) if cfg.prior else smooth_prior(data.prior, cfg.prior_sigma)
     lam = cfg.balance_lambda if cfg.balance_lambda >= 0 else float(data.group.attrs.get("lambda", 0.5))
     return balance_weights(prior, lam)
 

@@ -38,7 +38,7 @@ class Validator:
         run.model.eval()
         for s in range(0, len(self.truth), batch):
             part = {k: v[s : s + batch] for k, v in self.host.items()}
-            moved = device_batch(part, run.device, run.size, run.channels_last)
+            moved = device_batch(part, run.device, run.size, run.channels_last, run.crop)
             with run.autocast():
                 losses.append(run.criterion(run.model(moved["L"]), moved["q"], moved["label"])["loss"].float())
             ab = predict_ab(run.model, part["L"], cfg.size, cfg.head, cfg.recovery)

@@ -5,7 +5,7 @@ A Zarr v3 group per split, in a local folder or an object store prefix:
 
     L        uint8  [slots, S, S]      round(L * 255 / 100) of the S x S crop
     bins     int16  [slots, S/4, S/4]  category (Eq. 7-8) of each 4 x 4 block's mean (a, b)
-    bins_full int16 [slots, S, S]      category of every pixel (only with --full-bins)
+    bins_full int16 [slots, S, S]      category of every pixel (stores written before it was dropped: read, unused)
     label    int16  [slots]            class index, -1 = unknown (and at an empty slot)
     slots    int64  [N]                the slot of each stored image, increasing
     path     str    [N]                each image's source, relative to the source root

@@ -14,18 +14,13 @@ from pipeline.common.storage import ObjectPath, location
 from pipeline.store.format import shard_key, staging_dir, zarr_root
 
 
-def array_specs(size: int, full_bins: bool) -> dict[str, tuple[tuple[int, ...], type]]:
+def array_specs(size: int) -> dict[str, tuple[tuple[int, ...], type]]:
     """(per-slot shape, dtype) of each array."""
     h = size // 4
-    specs = {"L": ((size, size), np.uint8), "bins": ((h, h), np.int16), "label": ((), np.int16)}
-    if full_bins:
-        specs["bins_full"] = ((size, size), np.int16)
-    return specs
+    return {"L": ((size, size), np.uint8), "bins": ((h, h), np.int16), "label": ((), np.int16)}
 
 
-def create_arrays(
-    store, n: int, size: int, full_bins: bool, shard_images: int, level: int, l_codec: str = "med_rans"
-) -> None:
+def create_arrays(store, n: int, size: int, shard_images: int, level: int, l_codec: str = "med_rans") -> None:
     """Create the metadata of the per-slot arrays, n slots each; arrays a killed run left with the same layout are
     kept, with the shards written in them. The codecs are `pipeline.store.chunks.array_codecs`: the shard files
     are written from bytes encoded with the same chain."""
@@ -35,7 +30,7 @@ def create_arrays(
     from pipeline.store.ownership import remove_own
 
     group = zarr.open_group(zarr_root(store), mode="a", zarr_format=3)
-    for name, (tail, dtype) in array_specs(size, full_bins).items():
+    for name, (tail, dtype) in array_specs(size).items():
         if name in group:
             arr = group[name]
             if arr.shape == (n, *tail) and arr.dtype == dtype and arr.shards[0] == shard_images:

@@ -40,8 +40,10 @@ def test_quality_curve_and_causes(tmp_path, tiny_store):
         assert all(0 <= r["overflow"][0] <= 1 and r["overflow"][1] >= 0 for r in data["curve"][name])
     assert len(data["table3_order"]) == 2
     changes = [r["change"] for r in data["causes"]]
-    assert changes[:2] == ["full as in the paper (argmax)", "annealed recovery instead of argmax"]
+    assert changes[:2] == ["full as in the paper (argmax; the store's prior smoothed)",
+                           "annealed recovery instead of argmax"]  # fmt: skip
     assert any("Zhang's ImageNet prior" in c for c in changes) and any("lambda 1" in c for c in changes)
+    assert any("raw prior (not smoothed)" in c for c in changes)
     assert data["causes"][0]["psnr_delta"] == 0
     md = (tmp_path / "quality.md").read_text()
     assert "## Along one run" in md and "## Causes of the colour overflow" in md

@@ -165,11 +165,11 @@ def test_unknown_options_exit_2(tmp_path):
         r = subprocess.run([sys.executable, "-m", module, "--bogus"], capture_output=True, text=True)
         assert r.returncode == 2, module
     r = subprocess.run(
-        [sys.executable, "-m", "training.run", "--store", str(tmp_path), "--size", "100"],
+        [sys.executable, "-m", "training.run", "--store", str(tmp_path), "--size", "16"],
         capture_output=True,
         text=True,
     )
-    assert r.returncode == 2 and "multiple of 32" in r.stderr
+    assert r.returncode == 2 and "at least 32" in r.stderr
 
 
 def test_training_killed_and_resumed_matches_uninterrupted(clean, tmp_path):

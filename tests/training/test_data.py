@@ -191,8 +191,8 @@ def test_a_codec_chain_the_reader_does_not_know_is_refused_by_name(tiny_store, t
 def test_settings_are_checked(tmp_path):
     with pytest.raises(StoreError, match="zarr.json"):
         StoreData(str(tmp_path))
-    with pytest.raises(ValueError, match="multiple of 32"):
-        TrainConfig(store="x", size=40)
+    with pytest.raises(ValueError, match="at least 32"):
+        TrainConfig(store="x", size=16)
     with pytest.raises(ValueError, match="order"):
         DataConfig(order="sorted")
     assert default_threads(1) >= 1 and default_threads(64) == 1

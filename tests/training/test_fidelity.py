@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.priors import balance_weights
+from pipeline.priors import balance_weights, smooth_prior
 from training.config import TrainConfig
 from training.models import create_model
 from training.models.cheng15 import N_FEATURES, daisy, joint_bilateral
@@ -43,7 +43,9 @@ def test_zhang16_liu_follows_their_figure_2():
 
 def test_the_step_schedule_divides_the_rate_by_ten_each_sixth_of_the_run():
     cfg = TrainConfig(store="x", variant="zhang16-liu")
-    assert cfg.schedule == "step" and TrainConfig(store="x", variant="zhang16").schedule == "poly"
+    assert cfg.schedule == "step" and TrainConfig(store="x", variant="full").schedule == "poly"
+    zhang = TrainConfig(store="x", variant="zhang16")  # their solver: / 10 at 225k and 450k of 500k iterations
+    assert zhang.schedule == "step" and zhang.lr_step == 0.45
     opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1e-3)
     sched, rates = schedule(cfg, opt, 60), []
     for _ in range(60):
@@ -90,7 +92,11 @@ def test_a_run_can_rebalance_by_another_prior_or_lambda(tiny_store, tmp_path):
     own = setup(TrainConfig(out=str(tmp_path / "own"), **base))
     flat = setup(TrainConfig(out=str(tmp_path / "flat"), balance_lambda=1.0, **base))
     assert torch.allclose(flat.criterion.weights, torch.ones(313))  # lambda 1: no rebalancing
-    assert torch.allclose(own.criterion.weights, torch.from_numpy(own.data.weights))
+    lam = float(own.data.group.attrs["lambda"])  # by default, Eq. 9-10 over the store's prior smoothed as p~
+    want = balance_weights(smooth_prior(own.data.prior, 5.0), lam)
+    assert torch.allclose(own.criterion.weights, torch.from_numpy(want))
+    raw = setup(TrainConfig(out=str(tmp_path / "raw"), prior_sigma=0.0, **base))
+    assert torch.allclose(raw.criterion.weights, torch.from_numpy(raw.data.weights))  # the store's own weights
     prior = np.random.default_rng(0).dirichlet(np.ones(313))
     np.save(tmp_path / "prior.npy", prior)
     other = setup(TrainConfig(out=str(tmp_path / "other"), prior=str(tmp_path / "prior.npy"), **base))

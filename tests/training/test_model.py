@@ -23,10 +23,9 @@ def test_every_variant_forward_backward_finite(variant, head):
 
 
 def test_paper_size_matches_the_text():
-    """Sec. 3.1: En6 is 2048 x h/32; a rough reading of the paper gives ~150 M parameters."""
-    full = ColorNet(ModelConfig())
+    """Sec. 3.1: En1 to En6 carry 64 to 2048 channels, En6 at h/32 (the paper gives no parameter count: the
+    encoder's is derived from its table in tests/training/test_paper_tables.py)."""
     assert ModelConfig().channels() == [64, 128, 256, 512, 1024, 2048]
-    assert 120e6 < count_parameters(full) < 200e6
     feats = []
     x = torch.zeros(1, 1, 64, 64)
     with torch.no_grad():

@@ -10,8 +10,9 @@ from training.models.registry import (
     count_parameters,
     create_model,
     describe,
+    fit,
     spec_of,
 )
 
 __all__ = ["MODELS", "N_CLASSES", "REGRESSION_HEADS", "ModelSpec", "check_width", "count_parameters", "create_model",
-           "describe", "spec_of"]  # fmt: skip
+           "describe", "fit", "spec_of"]  # fmt: skip

@@ -147,7 +147,9 @@ register(
         build=lambda width, n_classes, head: Cheng15(width),
         heads=("l2", "l1"),
         recoveries=("regression",),
-        optimizer="adam",
+        optimizer="adam",  # "classical back-propagation": optimiser, rate and batch are ours
+        recipe={"weight_decay": 0.0},
+        stride=4,
         paper="Cheng, Yang and Sheng 2015, Deep Colorization (ICCV), as reviewed by Beniwal, Neelisetty and "
         "Pakanati, Image Colorization using Deep Learning: A Review",
     )

@@ -80,7 +80,9 @@ register(
         build=lambda width, n_classes, head: CUNet(width),
         heads=("l2", "l1"),
         recoveries=("regression",),
-        optimizer="adam",
+        optimizer="adam",  # the paper names no optimiser, rate, batch or size: these are ours
         paper="Wang, Chen and Tian 2022, Image Colorization Algorithm Based on Deep Learning (CU-net)",
+        recipe={"weight_decay": 0.0},
+        stride=8,  # three 2 x 2 poolings
     )
 )

@@ -120,5 +120,6 @@ register(
         paper="U-Net + PatchGAN colorization study (after Isola et al. 2017, pix2pix)",
         discriminator=PatchDiscriminator,
         pretrain=0.5,  # 50 epochs of L1 first, then adversarial fine-tuning of a length the study does not give
+        recipe={"lr": 2e-4, "lr_d": 2e-4, "batch_size": 16, "size": 256, "epochs": 100, "weight_decay": 0.0},
     )
 )

@@ -5,6 +5,7 @@ category logits at H/4 (heads `classify`, `soft`) or (a, b) / AB_SCALE at any re
 regression); `training.loss` and `recover_ab` take both.
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +32,11 @@ class ModelSpec:
     discriminator: Callable[[float], nn.Module] | None = None  # width -> D, for adversarial training
     schedule: str = "poly"  # "poly" (a reading of Wang et al.'s Eq. 21-23) or "step" (divided by 10 in steps)
     pretrain: float = 0.0  # GANs: the share of the steps with the reconstruction loss alone
+    recipe: dict = None  # its paper's training settings (TrainConfig fields) over RECIPE; docs/training.md
+    stride: int = 32  # the input's side must be a multiple of this (the network's total downsampling)
+
+    def __post_init__(self):
+        object.__setattr__(self, "recipe", RECIPE | (self.recipe or {}))
 
     def loss(self, head: str) -> str:
         return {
@@ -41,6 +47,10 @@ class ModelSpec:
         }[head] + (" + conditional GAN" if self.discriminator else "")
 
 
+# Wang et al.'s Sec. 4.1 (SGD, 1e-3, momentum 0.9, weight decay 1e-4, batch 64, 224 x 224, 10 epochs); no paper
+# of the registry flips its images except Zhang et al.'s released training. A system's `recipe` overrides these.
+RECIPE = {"lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 64, "size": 224, "epochs": 10,
+          "flip": False, "lr_step": 1 / 6, "lam_l1": 100.0, "lr_d": 0.0}  # fmt: skip
 MODELS: dict[str, ModelSpec] = {}
 
 
@@ -55,6 +65,13 @@ def spec_of(name: str) -> ModelSpec:
     if name not in MODELS:
         raise ValueError(f"unknown model variant {name!r}; choose from {', '.join(MODELS)}")
     return MODELS[name]
+
+
+def fit(size: int, stride: int) -> int:
+    """The side a network of `stride` trains at for `size`: the largest multiple of its stride and of 4 (the
+    targets' blocks) not above it; a larger `size` is centre-cropped to it (zhang16-liu's 150 -> 144)."""
+    step = math.lcm(4, stride)
+    return size - size % step
 
 
 def check_width(width: float) -> None:

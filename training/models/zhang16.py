@@ -72,6 +72,17 @@ register(
         optimizer="adam",
         betas=(0.9, 0.99),
         paper="Zhang, Isola and Efros 2016, Colorful Image Colorization (ECCV)",
+        schedule="step",  # their released solver: 3e-5, / 10 at 225k and 450k of 500k iterations of 40 images
+        recipe={
+            "lr": 3e-5,
+            "weight_decay": 1e-3,
+            "batch_size": 40,
+            "size": 176,
+            "epochs": 16,
+            "flip": True,
+            "lr_step": 0.45,
+        },  # fmt: skip
+        stride=8,
     )
 )
 register(
@@ -83,6 +94,8 @@ register(
         optimizer="adam",
         betas=(0.9, 0.99),
         paper="Liu, Gao and Li, Implement of Colorful Image Colorization (after Zhang, Isola and Efros 2016)",
-        schedule="step",
+        schedule="step",  # 1e-3, / 10 every 5 of 30 epochs, batch 32, 150 x 150; optimiser and decay unstated
+        recipe={"batch_size": 32, "size": 150, "epochs": 30, "weight_decay": 0.0, "lr_step": 1 / 6},
+        stride=8,
     )
 )

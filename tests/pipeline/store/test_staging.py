@@ -36,7 +36,7 @@ def test_a_staged_summary_reads_back_and_marks_the_part_done(tmp_path):
 def test_shards_with_empty_slots_read_as_the_fill_value(photos, tmp_path):
     store = tmp_path / "s.zarr"
     staging_dir(store).mkdir(parents=True)  # where a run keeps its temp files
-    create_arrays(store, 10, 96, False, SHARD, 1)
+    create_arrays(store, 10, 96, SHARD, 1)
     L, present = photos[..., 1], [0, 2, 3, 5, 9]  # slots 1, 4, 6, 7, 8 are empty
     codecs = {"L": array_codecs("L", np.uint8, 1), "label": array_codecs("label", np.int16, 1)}
     for shard in slot_shards(0, 10, SHARD):
