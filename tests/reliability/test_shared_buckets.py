@@ -130,7 +130,8 @@ def test_two_writers_into_one_bucket_store_one_is_refused(s3, photos):
     results = [(p.wait(300), p.stderr.read()) for p in procs]
     assert sorted(rc == 0 for rc, _ in results) == [False, True], results
     refused = next(err for rc, err in results if rc)
-    assert "being written by" in refused or "built with other settings" in refused, refused
+    # the lease is held (or was taken in the same instant: either way "one writer at a time"), or the store exists
+    assert "one writer at a time" in refused or "built with other settings" in refused, refused
     size = 64 if results[0][0] == 0 else 32
     reader = ShardReader("s3://two/s.zarr")
     assert reader.group.attrs["S"] == size and reader.read(np.arange(reader.n))["L"].shape[1] == size
