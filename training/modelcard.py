@@ -4,11 +4,10 @@ the model is, how it was trained, its evaluation beside the gray baseline, its l
 
 from pathlib import PurePosixPath
 
+from training.fid import MODES
 from training.modelconfig import number
+from training.protocols import NAMES as PROTOCOLS
 from training.published import FIGURES
-
-PROTOCOLS = ("store", "val5k", "val50k")  # training.protocols.NAMES, without importing numpy here
-MODES = ("legacy_tensorflow", "clean")  # training.fid.MODES
 
 ONNX_FILE = "model.onnx"
 METRICS = {  # evaluation.json's key: (the model-index's type, its name)
