@@ -175,8 +175,8 @@ def interleaved(args, w: Workload, tmp: Path) -> tuple[dict, dict, dict]:
                 times[name].append(time.perf_counter() - t0)
         rss = client.run(_rss_mb)
     if args.store_url:
-        from pipeline.common.files import remove_tree
-        from pipeline.common.storage import location
+        from pipeline.storage import location
+        from pipeline.storage.files import remove_tree
 
         remove_tree(location(url))
     return times, counts | {"driver_cpu_s": driver_s}, rss

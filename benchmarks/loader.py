@@ -35,7 +35,7 @@ import numpy as np
 
 from benchmarks.report import machine, settings, write
 from pipeline.common.cli import ArgumentParser, Refused
-from pipeline.common.storage import is_remote, location
+from pipeline.storage import is_remote, location
 from training.order import ORDERS
 
 TARGETS = {"random": 0.75, "quasi": 0.85}  # of the decode bound
@@ -139,7 +139,7 @@ def run_child(args, order: str, seed: int, store: str | None = None, cache_dir: 
 
 def download(url: str, folder: Path) -> Path:
     """A local copy of the store at url."""
-    from pipeline.common.storage import location
+    from pipeline.storage import location
 
     root = location(url)
     for f in root.walk_files():

@@ -48,13 +48,14 @@ def publish_summary(result: dict) -> None:
 
 
 @task(name="quality-check", cache_policy=NO_CACHE)
-def quality_check(store: str, out: str, zhang_prior: str | None = None) -> dict:
+def quality_check(store: str, out: str, zhang_prior: str | None = None, storage_option=()) -> dict:
     """`pipeline.check` on the finished store: its files in `out`, its checks as the `data-quality` table."""
     import json
 
     from pipeline import check
 
     argv = [store, "--out", out] + (["--zhang-prior", zhang_prior] if zhang_prior else [])
+    argv += [f"--storage-option={kv}" for kv in storage_option]
     code = check.main(argv)
     report = json.loads((Path(out) / f"{Path(store).name}.quality.json").read_text())
     table = [

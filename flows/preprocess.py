@@ -30,12 +30,12 @@ from flows.artifacts import Progress, publish_summary, quality_check
 from flows.cluster import check_dask_address, dask_runner, security_of
 from pipeline.build import build_store, stage_part
 from pipeline.common.cli import ArgumentParser, Refused, command, make_dir
-from pipeline.common.files import check_writable, has_files
 from pipeline.common.settings import add_flags, given, setting, signature
-from pipeline.common.storage import configure, first_contact, is_remote, location, parse_options
 from pipeline.config import PreprocessConfig
 from pipeline.imagenet import archive_source
 from pipeline.layouts import TAR_SHARDS, detect, entries, parquet_files
+from pipeline.storage import first_contact, location, parse_options
+from pipeline.storage.files import check_writable, has_files
 from pipeline.store.lifecycle import check_safe, check_staging, hold
 
 FLOW_NAME = "preprocess-imagenet"
@@ -86,8 +86,9 @@ RUN_FIELDS = {f.name for f in dataclasses.fields(RunOptions)}
 def _preprocess(**params) -> dict:
     """Preprocess `source/split` into the store `store` (Sec. 3.2, 4.1, 4.2 of Wang et al.)."""
     run = RunOptions(**{k: v for k, v in params.items() if k in RUN_FIELDS})
-    cfg = PreprocessConfig(**{k: v for k, v in params.items() if k not in RUN_FIELDS})
-    configure(parse_options(run.storage_option))
+    options = parse_options(run.storage_option)  # they travel with the locations, to every worker
+    cfg = PreprocessConfig(**{k: v for k, v in params.items() if k not in RUN_FIELDS}).located(options)
+    target = location(run.store, options)
     workers = run.gpus or run.workers or os.cpu_count() or 1
     with contextlib.ExitStack() as stack:
         runner = None
@@ -100,12 +101,12 @@ def _preprocess(**params) -> dict:
                 runner = stack.enter_context(cluster)
             return runner.submit(stage_task, parameters=kwargs)
 
-        result = build_store(cfg, run.store, submit, workers, run.overwrite, get_run_logger(), Progress(run.store))
+        result = build_store(cfg, target, submit, workers, run.overwrite, get_run_logger(), Progress(run.store))
     publish_summary(result)
     if run.quality:
-        store = location(result["store"])
-        out = run.quality_out or ("reports/quality" if is_remote(store) else str(store.parent))
-        result |= quality_check(result["store"], out, run.zhang_prior)
+        beside = target.resolve().parent.local  # a local store's report goes beside it; a bucket's, here
+        out = run.quality_out or (str(beside) if beside else "reports/quality")
+        result |= quality_check(result["store"], out, run.zhang_prior, run.storage_option)
         if result["quality"] == "FAIL":
             raise QualityFailed(f"{result['store']} fails its data-quality check: {', '.join(result['failed'])}")
     return result
@@ -155,7 +156,7 @@ def check_inputs(cfg: PreprocessConfig, run: RunOptions) -> None:
     layout = detect(root, cfg.split, cfg.layout, cfg.list)  # says what it found when nothing fits
     if layout in ("classes", "flat") and not has_files(split):
         raise ValueError(f"no files under {split}")  # the flow discovers them, once
-    store = location(run.store)
+    store = location(run.store, parse_options(run.storage_option))
     check_safe(store, cfg, run.overwrite)  # refuses what it must not touch, before anything is written
     if not run.overwrite:
         check_staging(store)  # a damaged stamp or staged summary: one line now, not a traceback in the flow
@@ -170,15 +171,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     settings, options = given(args, PreprocessConfig), given(args, RunOptions)
     cfg, run = PreprocessConfig(**settings), RunOptions(**options)  # validated here, before Prefect starts
-    configure(parse_options(run.storage_option))
     with first_contact():  # an endpoint that does not answer is reported within seconds, not minutes
-        check_inputs(cfg, run)
+        check_inputs(cfg.located(parse_options(run.storage_option)), run)
     if run.quality_out:
         make_dir(run.quality_out, "--quality-out", keep=False)
     if run.dask_address:
         check_dask_address(run.dask_address, security_of(run.dask_security) if run.dask_security else None)
     try:
-        with hold(run.store):  # one writer per store: refused here, in one line, before the flow starts
+        with hold(location(run.store, parse_options(run.storage_option))):  # one writer per store: refused now
             print(run_in_process(**settings, **options))
     except QualityFailed as e:
         print(f"error: {e}", file=sys.stderr)

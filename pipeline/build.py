@@ -19,10 +19,10 @@ from dataclasses import replace
 import numpy as np
 
 from kernels.gamut import Q
-from pipeline.common.storage import configure, location, options_in_use
 from pipeline.config import PreprocessConfig
 from pipeline.layouts import Found, find
 from pipeline.part import cut_parts, process_part, slot_count
+from pipeline.storage import location
 from pipeline.store.lifecycle import StoreState, begin, check_owner, check_target, finalize, held_here, lease_of
 from pipeline.store.shards import create_arrays
 from pipeline.store.staging import load_sources, part_done, save_sources, staged_summary
@@ -46,12 +46,11 @@ def whole_shards(n: int, shard_images: int) -> int:
     return -(-n // shard_images) * shard_images
 
 
-def stage_part(cfg: PreprocessConfig, store: str, parts_dir: str, part: int, device: str, threads: int,
-               options: dict | None = None, owner: str | None = None) -> dict:  # fmt: skip
-    """Stage one part of the source list (or read back its summary if a killed run staged it already). options:
-    the run's storage options, for a worker in another process or on another machine; owner: the id of the lease
+def stage_part(cfg: PreprocessConfig, store, parts_dir: str, part: int, device: str, threads: int,
+               owner: str | None = None) -> dict:  # fmt: skip
+    """Stage one part of the source list (or read back its summary if a killed run staged it already). The store
+    and cfg's source are locations that bring the run's storage options to the worker; owner: the id of the lease
     the run holds, so that a task left queued by a run that has lost the store does not write into it."""
-    configure(options or {})
     if owner is not None:
         check_owner(store, owner, f"part {part}")
     staged = load_sources(parts_dir, part)
@@ -78,7 +77,7 @@ def resolve(cfg: PreprocessConfig) -> tuple[PreprocessConfig, Found]:
     whole shards) and the sources found; ValueError when there are none."""
     from pipeline.imagenet import archive_source
 
-    cfg = archive_source(replace(cfg, source=str(location(cfg.source).resolve())))
+    cfg = archive_source(replace(cfg, source=location(cfg.source).resolve()))
     found = find(cfg)
     if not found.sources:  # checked before anything is written
         raise ValueError(f"no sources in {location(cfg.source) / cfg.split} ({found.layout} layout)")
@@ -104,16 +103,16 @@ def build_store(
     """
     log = log or logging.getLogger("colorize.build")
     t0, cpu0 = time.perf_counter(), time.process_time()
-    store = str(location(store).resolve())
+    store = location(store).resolve()
     cfg, found = resolve(cfg)
     if check_target(store, cfg, overwrite, held_here(store)) is StoreState.DONE:  # read only: no lease for that
         log.info("%s is already complete for these settings; nothing to do", store)
-        return {"store": store, "state": StoreState.DONE.value}
+        return {"store": str(store), "state": StoreState.DONE.value}
     with lease_of(store) as held:
         state = begin(store, cfg, overwrite, held.record["owner"])
         if state is StoreState.DONE:
             log.info("%s is already complete for these settings; nothing to do", store)
-            return {"store": store, "state": state.value}
+            return {"store": str(store), "state": state.value}
         summaries = _stage_store(cfg, found, store, state, workers, submit, log, progress, held)
         records, index = [], 0
         for s in summaries:
@@ -128,7 +127,7 @@ def build_store(
         attrs = finalize(store, cfg, records, counts, found.classes)
     seconds, busy = time.perf_counter() - t0, sum(s.get("seconds", 0.0) for s in summaries)
     log.info("stored %d of %d sources in %.1f s: %s", attrs["n_images"], len(records), seconds, attrs["counts"])
-    result = {"store": store, "state": state.value, "seconds": seconds, "busy_seconds": busy}
+    result = {"store": str(store), "state": state.value, "seconds": seconds, "busy_seconds": busy}
     result |= {"driver_cpu_seconds": time.process_time() - cpu0, "n_sources": len(records)}
     return result | {"counts": attrs["counts"], "n_images": attrs["n_images"], "layout": found.layout}
 
@@ -148,7 +147,7 @@ def _stage_store(cfg, found: Found, store: str, state, workers: int, submit, log
     parts_dir = save_sources(store, parts)
     threads = max(1, (os.cpu_count() or 1) // workers)
     task = {"cfg": cfg, "store": store, "parts_dir": parts_dir, "device": device, "threads": threads}
-    task["options"], task["owner"] = options_in_use(), owner
+    task["owner"] = owner
     start = lambda k: submit(task | {"part": k})  # noqa: E731
 
     def step(done: int, n: int) -> None:

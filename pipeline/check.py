@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kernels.gamut import CENTERS, Q
+from kernels.gamut import Q
 from pipeline.common.cli import ArgumentParser, Refused, command, make_dir, non_negative_int
-from pipeline.common.storage import add_storage_option, configure, first_contact, location, parse_options
+from pipeline.priorplot import prior_png
+from pipeline.storage import add_storage_option, first_contact, location, parse_options
 from pipeline.store.format import MANIFEST, StoreError, image_slots, missing_shards, open_store, read_slots
 from pipeline.store.lifecycle import outcome_counts
 
@@ -108,7 +109,7 @@ def _manifest(store, group, rep: Report, slots: np.ndarray) -> list[dict]:
     rep.check("counts attribute = manifest", outcomes == dict(group.attrs["counts"]), json.dumps(outcomes))
     rep.facts["outcomes"] = outcomes
     cfg = group.attrs["config"]
-    if location(cfg["source"]).is_dir():
+    if location(cfg["source"], dict(store.options)).is_dir():
         from pipeline.config import PreprocessConfig
         from pipeline.layouts import find
 
@@ -130,13 +131,13 @@ def _manifest(store, group, rep: Report, slots: np.ndarray) -> list[dict]:
     return records
 
 
-def _resample(group, records: list[dict], rep: Report, k: int, seed: int, slots: np.ndarray) -> None:
+def _resample(store, group, records: list[dict], rep: Report, k: int, seed: int, slots: np.ndarray) -> None:
     from kernels import image_targets
     from pipeline.decode import cropper
     from pipeline.discover import read_path
 
     cfg = group.attrs["config"]
-    src = location(cfg["source"])
+    src = location(cfg["source"], dict(store.options))  # the store's options reach its source too
     stored = [r for r in records if r["outcome"] == "stored"]
     if not stored or not src.is_dir():
         return
@@ -192,37 +193,6 @@ def _priors(group, counts: np.ndarray | None, rep: Report, zhang: Path | None) -
     return prior, None
 
 
-def prior_png(path: Path, panels: list[tuple[str, np.ndarray]], cell: int = 12) -> None:
-    """Priors on the ab plane (log10, one square per category), side by side, written as a PNG."""
-    from PIL import Image, ImageDraw
-
-    a_min, b_min = int(CENTERS[:, 0].min()), int(CENTERS[:, 1].min())
-    na = (int(CENTERS[:, 0].max()) - a_min) // 10 + 1
-    nb = (int(CENTERS[:, 1].max()) - b_min) // 10 + 1
-    ramp = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], float)
-    pad, title = 30, 18
-    img = Image.new("RGB", (len(panels) * (nb * cell + pad) + pad, na * cell + pad + title), "white")
-    draw = ImageDraw.Draw(img)
-    for p, (name, prior) in enumerate(panels):
-        x0 = pad + p * (nb * cell + pad)
-        draw.text((x0, 4), name, fill="black")
-        logp = np.log10(np.maximum(prior, 1e-12))
-        lo, hi = -6.0, max(-1.0, float(logp.max()))
-        for q, (a, b) in enumerate(CENTERS):
-            row, col = (int(a) - a_min) // 10, (int(b) - b_min) // 10
-            if prior[q] <= 0:
-                colour = (220, 220, 220)
-            else:
-                t = np.clip((logp[q] - lo) / (hi - lo), 0, 1) * (len(ramp) - 1)
-                i = min(int(t), len(ramp) - 2)
-                colour = tuple(int(v) for v in ramp[i] + (ramp[i + 1] - ramp[i]) * (t - i))
-            y = title + row * cell
-            x = x0 + col * cell
-            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour)
-        draw.text((x0, title + na * cell + 4), "b ->   (rows: a, top = -90); log10 p, grey = 0", fill="black")
-    img.save(path)
-
-
 UNBACKED = 1 << 20  # slots read even when shards are missing (8 MB of them), to check the rest
 
 
@@ -230,7 +200,7 @@ def run(store, sample: int = 16, seed: int = 0, zhang_prior=None) -> tuple[Repor
     rep = Report()
     store = location(store)
     try:
-        group = open_store(store, check_shards=False)
+        group = open_store(store)
     except StoreError as e:
         rep.check("store opens and is complete", False, str(e))
         return rep, None
@@ -268,7 +238,7 @@ def run(store, sample: int = 16, seed: int = 0, zhang_prior=None) -> tuple[Repor
     rep.facts["unknown_labels"] = int((labels == -1).sum())
     priors = _priors(group, counts, rep, zhang_prior)
     rep.facts["priors"] = priors
-    _resample(group, records, rep, sample, seed, slots)
+    _resample(store, group, records, rep, sample, seed, slots)
     rep.facts["n_images"] = n
     return rep, group
 
@@ -300,13 +270,13 @@ def main(argv=None) -> int:
     p.add_argument("--zhang-prior", help="Zhang et al.'s ImageNet prior (prior_probs.npy): report the KL against it")
     add_storage_option(p)
     args = p.parse_args(argv)
-    configure(parse_options(args.storage_option))
-    store = location(args.store)
+    options = parse_options(args.storage_option)
+    store = location(args.store, options)
     with first_contact():  # an endpoint that does not answer is reported within seconds
         if not (store / "zarr.json").is_file():  # not a store at all: bad input, not a failed check
             what = "a file" if store.is_file() else "no zarr.json in it" if store.is_dir() else "nothing there"
             raise Refused(f"{store} is not a store ({what})")
-    zhang = location(args.zhang_prior) if args.zhang_prior else None
+    zhang = location(args.zhang_prior, options) if args.zhang_prior else None
     if zhang is not None:
         z = np.load(io.BytesIO(zhang.read_bytes()), allow_pickle=False)
         if z.shape != (Q,) or not np.issubdtype(z.dtype, np.floating) or not (np.isfinite(z).all() and z.min() >= 0):

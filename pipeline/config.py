@@ -1,12 +1,14 @@
 """`PreprocessConfig`: every setting that decides a store's content (saved in its attributes), and the flow's
 parameters and flags."""
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass, replace
 
 from pipeline.common.settings import setting
 from pipeline.decode import DEFAULT_MAX_PIXELS
 from pipeline.discover import read_classes
 from pipeline.layouts import LAYOUTS
+from pipeline.storage import location
 from pipeline.store.chunks import L_CODECS
 
 
@@ -39,6 +41,16 @@ class PreprocessConfig:
         "med_rans", "L's codec: med_rans (smallest; needs this package to read) or zstd (any reader)"
     )
     decoder: str = setting("auto", "auto (mixed when a GPU is present), cpu or mixed")
+
+    def located(self, options: dict | None = None) -> "PreprocessConfig":
+        """This config with SOURCE, --labels and --list as locations that carry the run's storage options: they
+        travel with it, to the workers too."""
+        where = {k: location(v, options) for k in ("source", "labels", "list") if (v := getattr(self, k))}
+        return replace(self, **where)
+
+    def record(self) -> dict:
+        """The settings as a store records them: locations as their text."""
+        return json.loads(json.dumps(asdict(self), default=str))
 
     def __post_init__(self):
         if isinstance(self.classes, str):  # from a flag or a deployment parameter

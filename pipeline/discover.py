@@ -13,8 +13,8 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from pipeline.common.files import files_below, read_file
-from pipeline.common.storage import ObjectPath, is_remote, location
+from pipeline.storage import location
+from pipeline.storage.files import files_below, read_file
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,7 @@ def read_path(root, path: str) -> bytes:
 
 def subfolders(folder) -> list[str]:
     """The names of the non-hidden folders directly in `folder` (one listing in an object store)."""
-    if isinstance(folder, ObjectPath):
-        names = folder.subfolders()
-    else:
-        names = [p.name for p in folder.iterdir() if p.is_dir()]
+    names = folder.subfolders()
     return sorted(n for n in names if not n.startswith("."))
 
 
@@ -149,7 +146,7 @@ def discover(
         if missing:
             raise ValueError(f"classes not found under {base}: {', '.join(missing[:5])}")
         folders = [f for f in folders if f in set(classes)]
-    with ThreadPoolExecutor(16 if is_remote(base) else 1) as pool:  # a listing per class, at once when remote
+    with ThreadPoolExecutor(base.parallel(16)) as pool:  # a listing per class, at once in a bucket
         listed = list(pool.map(lambda wnid: files_below(base / wnid), folders))
     sources = []
     for wnid, files in zip(folders, listed, strict=True):

@@ -10,13 +10,11 @@ cut gzip member) ends the listing there: the samples before the break are kept a
 """
 
 import gzip
-import io
 import re
 import threading
 import zlib
 from collections import OrderedDict
 
-from pipeline.common.storage import ObjectPath
 from pipeline.tars import BLOCK, Listing, _damage, _error, _walk
 
 GZ = (".tar.gz", ".tgz")
@@ -36,10 +34,7 @@ def split_member(path: str) -> tuple[str, str] | None:
 
 def open_stream(path):
     """The decompressed tar of a shard, read forward (a bucket's object in ranged GETs of STREAM_BUFFER)."""
-    if isinstance(path, ObjectPath):
-        raw = io.BufferedReader(path.open("rb", block=0), buffer_size=STREAM_BUFFER)
-    else:
-        raw = open(path, "rb")  # noqa: SIM115 - closed with the stream
+    raw = path.open_stream(STREAM_BUFFER)
     return gzip.GzipFile(fileobj=raw, mode="rb"), raw
 
 

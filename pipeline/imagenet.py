@@ -18,8 +18,8 @@ import tarfile
 from dataclasses import replace
 from pathlib import PurePosixPath
 
-from pipeline.common.files import read_bounded
-from pipeline.common.storage import location
+from pipeline.storage import location
+from pipeline.storage.files import read_bounded
 
 CLASS_FILES = ("synsets.txt", "LOC_synset_mapping.txt")
 ARCHIVES = (".tar", ".tar.gz", ".tgz", ".parquet")
@@ -38,7 +38,7 @@ def archive_source(cfg):
     its name); any other `cfg` as it is."""
     where = location(cfg.source)
     if is_archive(where.name) and where.is_file():
-        return replace(cfg, source=str(where.parent), split=where.name)
+        return replace(cfg, source=where.parent, split=where.name)
     return cfg
 
 

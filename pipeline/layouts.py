@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from pipeline.common.files import files_below
-from pipeline.common.storage import ObjectPath, is_remote, location
 from pipeline.discover import Source, discover, read_synsets
+from pipeline.storage import location
+from pipeline.storage.files import files_below
 
 LAYOUTS = ("auto", "classes", "flat", "list", "tar", "parquet")
 TAR_SHARDS = (".tar", ".tar.gz", ".tgz")  # plain shards read in place, gzip'd ones as streams (pipeline.gztars)
@@ -46,13 +46,7 @@ def _split_dir(root, split: str):
 def entries(folder) -> tuple[list[str], list[str]]:
     """(folder names, other names) directly in `folder`, non-hidden folders only; one listing in an object store.
     Anything that is not a folder (a file, a FIFO, ...) is among the others, for the layouts to record."""
-    if isinstance(folder, ObjectPath):
-        folders, others = folder.subfolders(), [p.name for p in folder.iterfiles()]
-    elif folder.is_dir():
-        listed = list(folder.iterdir())
-        folders, others = [p.name for p in listed if p.is_dir()], [p.name for p in listed if not p.is_dir()]
-    else:
-        return [], []
+    folders, others = folder.entries()
     return sorted(f for f in folders if not f.startswith(".")), sorted(others)
 
 
@@ -123,7 +117,7 @@ def _tars(root, cfg) -> tuple[list, list]:
     named for (a per-class tar, alone or inside ImageNet's train archive); else its validation label by name
     (`pipeline.imagenet.val_labels`). Shards in an object store are listed at once, header by header."""
     from pipeline.imagenet import class_file, is_class, label_roots, stem, val_labels
-    from pipeline.tars import samples
+    from pipeline.tarsamples import samples
 
     roots = label_roots(root, cfg.split)
     listed_classes = class_file(*roots)
@@ -134,7 +128,7 @@ def _tars(root, cfg) -> tuple[list, list]:
     else:
         shards = [base / f for f in sorted(sum(entries(base), [])) if f.endswith(TAR_SHARDS)]  # a folder too: recorded
     n_classes = len(classes) if classes is not None else None
-    with ThreadPoolExecutor(16 if is_remote(root) else 1) as pool:
+    with ThreadPoolExecutor(root.parallel(16)) as pool:
         listed = list(pool.map(lambda shard: samples(shard, n_classes), shards))
     known = set(classes) if classes is not None else None
     named: dict[str, str | None] = {}  # a tar's name -> the class it names, or None
@@ -177,7 +171,7 @@ def _parquets(root, split: str) -> tuple[list, list, list[str] | None]:
     from pipeline.parquet import index_shard
 
     shards = parquet_files(root, split)
-    with ThreadPoolExecutor(16 if is_remote(root) else 1) as pool:
+    with ThreadPoolExecutor(root.parallel(16)) as pool:
         listed = list(pool.map(index_shard, shards))
     entries_, skipped, names = [], [], None
     for shard, (rows, skips, found) in zip(shards, listed, strict=True):
@@ -247,7 +241,7 @@ def _listed(root, list_file: str) -> tuple[list, list]:
         if words and not words[0].startswith("#"):
             path = (root / words[0]).resolve()
             lines.append((n, words, path, path.is_relative_to(top)))
-    with ThreadPoolExecutor(32 if is_remote(root) else 1) as pool:
+    with ThreadPoolExecutor(root.parallel(32)) as pool:
         there = list(pool.map(lambda x: x[3] and len(x[1]) <= 2 and x[2].is_file(), lines))
     entries_, skips, stored = [], [], set()
     for (n, words, path, inside), is_file in zip(lines, there, strict=True):

@@ -20,7 +20,6 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from pipeline.common.storage import ObjectPath
 from pipeline.labels import MAX_CLASSES
 
 IMAGE, LABEL = "image", "label"
@@ -44,7 +43,7 @@ class Skip:
 def _file(path):
     """What pyarrow reads: a local path, or a seekable RangeFile over an object whose every read is one ranged
     GET of exactly the bytes pyarrow asks for (a footer, a column chunk)."""
-    return path.open("rb", block=0) if isinstance(path, ObjectPath) else str(path)
+    return path.file_or_path()
 
 
 @functools.lru_cache(maxsize=64)

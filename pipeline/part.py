@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernels.gamut import Q
-from pipeline.common.storage import is_remote, location
 from pipeline.config import PreprocessConfig
 from pipeline.decode import cropper, probe
 from pipeline.discover import Source, read_sources
+from pipeline.storage import location
 
 DALI_BATCH = 64  # images per DALI run: the decoded full-size images of one batch are held at once
 GRAY_CHROMA = 2.0  # mean chroma of the 4x4 block means below which a colour-mode photo counts as grayscale
@@ -81,6 +81,11 @@ def part_cropper(cfg: PreprocessConfig, device: str):
     return cropper(cfg.size, min(cfg.part_images or DALI_BATCH, batch_size(cfg.shard_images)), device)
 
 
+def _pool(threads: int) -> ThreadPoolExecutor | None:
+    """Threads for reads or writes worth overlapping (a bucket's); none where one at a time is as fast (a disk)."""
+    return ThreadPoolExecutor(threads) if threads > 1 else None
+
+
 def _skip(src: Source, kind: str, reason: str) -> dict:
     rec = {"path": src.path, "wnid": src.wnid, "label": src.label, "outcome": "skipped"}
     return rec | {"kind": kind, "reason": reason}
@@ -104,8 +109,8 @@ def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Sou
     crop = part_cropper(cfg, device)
     root, step, per = location(cfg.source), batch_size(cfg.shard_images), cfg.shard_images
     batches = [range(lo, min(len(sources), lo + step)) for lo in range(0, len(sources), step)]
-    reads = ThreadPoolExecutor(REMOTE_READS) if is_remote(root) else None  # a batch's objects, fetched at once
-    uploads = ThreadPoolExecutor(REMOTE_WRITES) if is_remote(store) else None
+    reads = _pool(root.parallel(REMOTE_READS))  # a batch's objects, fetched at once from a bucket
+    uploads = _pool(store.parallel(REMOTE_WRITES))
     written: list = []  # the uploads of the batch before, waited for before the next batch's start
     with ThreadPoolExecutor(1) as pool, reads or contextlib.nullcontext(), uploads or contextlib.nullcontext():
         fetch = lambda b: pool.submit(read_sources, root, [sources[i] for i in b], reads)  # noqa: E731

@@ -27,16 +27,12 @@ unreadable header with data after it: it ends such a listing silently, so the by
 """
 
 import functools
-import os
-import stat
 import tarfile
 from dataclasses import dataclass, replace
-from pathlib import PurePosixPath
 
-from pipeline.common.objects import Seekable
-from pipeline.common.storage import ObjectPath
-from pipeline.labels import MAX_CLASSES, BadLabel, parse_label
 from pipeline.labels import short as _short
+from pipeline.storage import NotRegular
+from pipeline.storage.ranged import Seekable
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 LABEL_EXTS = ("cls", "txt", "json")
@@ -78,22 +74,6 @@ class Listing:
     end: int  # the file's size
 
 
-class _NotAFile(OSError):
-    pass
-
-
-def _open(path):
-    """(an open file, its size) of a shard: a RangeFile over an object (header by header with ranged reads, never
-    downloaded whole), or the local file; _NotAFile for a local path that is not a regular file."""
-    if isinstance(path, ObjectPath):
-        f = path.open("rb")
-        return f, f.size
-    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open
-        raise _NotAFile(path)
-    f = open(path, "rb")  # noqa: SIM115 - the caller closes it
-    return f, os.fstat(f.fileno()).st_size
-
-
 def index_tar(path) -> Listing:
     """List a shard's members, and check where the listing stopped against the file's end."""
     return index_archive(path)[0]
@@ -104,8 +84,8 @@ def index_archive(path) -> tuple[Listing, dict[str, Listing]]:
     class), by member name, its offsets those of the shard: each read in place through a window, nothing
     extracted."""
     try:
-        f, end = _open(path)
-    except _NotAFile:
+        f, end = path.open_sized()  # in a bucket, header by header with ranged reads, never downloaded whole
+    except NotRegular:
         return Listing([], [], Skip(None, "not_a_file", "the shard is not a regular file"), 0), {}
     except OSError as e:
         return Listing([], [], Skip(None, "unreadable", f"{type(e).__name__}: {e}"), 0), {}
@@ -257,8 +237,7 @@ def _locations(path, stamp: float) -> dict[str, tuple[int, int]]:
 
 def member_location(path, name: str) -> tuple[int, int]:
     """(offset, size) of a member's data, from the shard's index (kept for the 64 shards last asked about)."""
-    stamp = path.stat().st_size if isinstance(path, ObjectPath) else os.path.getmtime(path)
-    where = _locations(path, stamp).get(name)
+    where = _locations(path, path.stamp()).get(name)
     if where is None:
         raise FileNotFoundError(f"no member {name!r} in {path}")
     return where
@@ -277,110 +256,7 @@ def read_member(path, offset: int, size: int) -> bytes:
 
     if is_gz(path):
         return STREAMS.read(path, offset, size)
-    if isinstance(path, ObjectPath):
-        data = path.read_range(offset, size)
-    else:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read(size)
+    data = path.read_range(offset, size)
     if len(data) != size:
         raise OSError(f"member cut short: {len(data)} of {size} bytes")
     return data
-
-
-def samples(path, n_classes: int | None = None) -> tuple[list[Sample], list[Skip]]:
-    """The samples of one shard and the skips of its members, both in shard order, then the shard's own record
-    if its listing ended early. A tar inside the shard is read as a shard of its own, its members named
-    `<inner>.tar/<member>` and their samples' `container` that tar's name. n_classes: the length of the class
-    list that `cls` indices must fall in."""
-    outer, inner = _listings(path)
-    bound = MAX_CLASSES if n_classes is None else min(n_classes, MAX_CLASSES)
-    top = replace(outer, members=[m for m in outer.members if m.name not in inner])
-    out, skipped = _samples_of(path, top, "", PurePosixPath(str(path)).name, bound)
-    for name, listing in inner.items():
-        prefixed = replace(listing, members=[replace(m, name=f"{name}/{m.name}") for m in listing.members],
-                           others=[replace(o, name=f"{name}/{o.name}") for o in listing.others])  # fmt: skip
-        found, skips = _samples_of(path, prefixed, name, name, bound)
-        out += found
-        skipped += skips
-    skipped.sort(key=lambda s: (s.at, s.name is None))
-    if outer.damage:
-        skipped.append(replace(outer.damage, reason=f"{outer.damage.reason}; {len(out)} samples kept"))
-    return out, skipped
-
-
-def _samples_of(path, listing: Listing, name: str, container: str, bound: int) -> tuple[list[Sample], list[Skip]]:
-    """The samples and skips of one tar's listing (the shard's, or a tar inside it, `name`)."""
-    skipped = list(listing.others)
-    last = {m.name: k for k, m in enumerate(listing.members)}
-    groups: dict[str, list[Member]] = {}
-    for k, m in enumerate(listing.members):
-        if not _utf8(m.name):  # it could not be stored as a path
-            skipped.append(Skip(m.name, "bad_name", "the member's name is not UTF-8", at=m.offset))
-        elif last[m.name] != k:
-            skipped.append(Skip(m.name, "duplicate_member", "the name is used again later in the shard", at=m.offset))
-        else:
-            groups.setdefault(split_key(m.name)[0], []).append(m)
-    out = []
-    for key, members in groups.items():
-        sample, skips = _sample(path, key, members, listing.end, bound)
-        out += [replace(sample, container=container)] if sample else []
-        skipped += skips
-    if name and listing.damage:  # a tar inside the shard: recorded under its name, the rest of the shard kept
-        at = min([m.offset for m in listing.members], default=listing.end)
-        skipped.append(replace(listing.damage, name=name, reason=f"{listing.damage.reason}; {len(out)} samples kept",
-                               at=at))  # fmt: skip
-    return out, skipped
-
-
-def _sample(path, key: str, members: list[Member], end: int, bound: int) -> tuple[Sample | None, list[Skip]]:
-    """A key's sample, and the skips of its members that are not part of it."""
-    exts = {m.name: split_key(m.name)[1] for m in members}
-    images = sorted((m for m in members if exts[m.name] in IMAGE_EXTS), key=lambda m: IMAGE_EXTS.index(exts[m.name]))
-    labels = sorted((m for m in members if exts[m.name] in LABEL_EXTS), key=lambda m: LABEL_EXTS.index(exts[m.name]))
-    if not images:
-        reason = f"no image member for key {_short(key)} (members: {_short(', '.join(exts))})"
-        return None, [Skip(m.name, "no_image", reason, at=m.offset) for m in members]
-    image, label_member = images[0], labels[0] if labels else None
-    used = {image.name, label_member and label_member.name}
-    skips = [
-        Skip(m.name, "unused_member", _unused(m, image, label_member), at=m.offset)
-        for m in members
-        if m.name not in used
-    ]
-    covers = (label_member.name,) if label_member else ()
-    if image.offset + image.size > end:
-        reason = f"the file ends inside it: {max(0, end - image.offset)} of {image.size} bytes"
-        return None, [*skips, Skip(image.name, "truncated_member", reason, covers, image.offset)]
-    try:
-        label = _read_label(path, label_member, bound) if label_member else None
-    except BadLabel as e:
-        return None, [*skips, Skip(image.name, "bad_label", f"{_short(label_member.name)}: {e}", covers, image.offset)]
-    return Sample(key, image, label, label_member and label_member.name), skips
-
-
-def _unused(m: Member, image: Member, label: Member | None) -> str:
-    ext = split_key(m.name)[1]
-    if ext in IMAGE_EXTS:
-        return f"the key's image is {_short(image.name)}"
-    if ext in LABEL_EXTS:
-        return f"the key's label is read from {_short(label and label.name)}"
-    return f"neither an image nor a label (extension {_short(ext)})"
-
-
-def _read_label(path, m: Member, bound: int) -> str | int:
-    if m.size > MAX_LABEL_BYTES:
-        raise BadLabel(f"{m.size} bytes, more than a label's {MAX_LABEL_BYTES}")
-    try:
-        data = m.data if m.data is not None else read_member(path, m.offset, m.size)
-    except OSError as e:
-        raise BadLabel(f"unreadable: {e}") from None
-    return parse_label(split_key(m.name)[1], data, bound)
-
-
-def _utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

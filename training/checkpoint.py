@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from pipeline.common.cli import Refused, one_line
-from pipeline.common.files import atomic_write
-from pipeline.common.storage import is_url, location
+from pipeline.storage import location
+from pipeline.storage.files import atomic_write
 from training.models import N_CLASSES, create_model
 
 
@@ -29,11 +29,11 @@ KEYS = ("model", "config", "step")  # what every checkpoint of a run holds, besi
 def load(path: str | Path) -> dict:
     """A checkpoint's contents, loaded with weights_only: tensors, numbers, strings and lists, never objects whose
     loading runs code. Anything else is refused in one line."""
-    path = location(path) if is_url(path) else Path(path)
+    path = location(path)
     try:
         if not path.is_file():
             raise CheckpointError(f"no checkpoint at {path}" + (" (a folder)" if path.is_dir() else ""))
-        source = io.BytesIO(path.read_bytes()) if is_url(str(path)) else path
+        source = path.local or io.BytesIO(path.read_bytes())  # a local file is mapped, not read whole
     except OSError as e:
         raise CheckpointError(f"{path}: cannot be read ({one_line(e)[:200]})") from None
     try:

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from pipeline.common.cli import ArgumentParser, Refused, command, finite_float, one_line, positive_int
-from pipeline.common.files import read_file
-from pipeline.common.storage import first_contact, location, reachable
 from pipeline.decode import DEFAULT_MAX_PIXELS
+from pipeline.storage import first_contact, location, reachable
+from pipeline.storage.files import read_file
 from training.loss import upsample_ab
 from training.photos import (  # noqa: F401 - the photo handling, re-exported for the demo and the tests
     BATCH,

@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.cli import Refused, one_line
-from pipeline.common.files import read_bounded
-from pipeline.common.settings import check_values, given, setting
-from pipeline.common.storage import TooLarge, location, parse_options
-from pipeline.store.cache import parse_bytes
+from pipeline.common.settings import check_values, given, parse_bytes, setting
+from pipeline.storage import TooLarge, location, parse_options
+from pipeline.storage.files import read_bounded
 from training.data import DataConfig
 from training.models import check_width, spec_of
 
@@ -151,7 +150,7 @@ class TrainConfig(DataConfig):
         if not (self.balance_lambda == -1 or 0 <= self.balance_lambda <= 1):
             raise ValueError(f"balance_lambda must be in [0, 1] (or -1, the store's), got {self.balance_lambda}")
         if self.prior:
-            read_prior(self.prior)
+            read_prior(self.place(self.prior))
         if not 0 < self.lr_step <= 1:
             raise ValueError(f"lr_step must be in (0, 1], got {self.lr_step}")
         if not 0 <= self.label_smoothing < 0.5:
@@ -163,8 +162,12 @@ class TrainConfig(DataConfig):
         parse_bytes(self.cache_limit), parse_bytes(self.preload)
         parse_options(self.storage_option)  # a credential among them is refused
 
+    def place(self, text: str):
+        """A path or URL the run reads or writes, as a location that carries the run's storage options."""
+        return location(text, parse_options(self.storage_option))
 
-def read_prior(path: str) -> np.ndarray:
+
+def read_prior(path) -> np.ndarray:
     """A prior of the 313 categories from a .npy file (no pickles), or ValueError naming what is wrong."""
     from kernels.gamut import Q
 
@@ -217,7 +220,8 @@ def read_config(path: str | Path) -> dict:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The flags given, over --config FILE, over the defaults (a store given) or the embedded default's preset."""
-    base = read_config(args.config) if getattr(args, "config", None) else {}
+    options = parse_options(getattr(args, "storage_option", ()))
+    base = read_config(location(args.config, options)) if getattr(args, "config", None) else {}
     flags = base | given(args, TrainConfig)
     if flags.get("store"):
         return TrainConfig(**flags)

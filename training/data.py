@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from pipeline.common.settings import setting
 from pipeline.store.format import StoreError
-from pipeline.store.reader import ShardReader
+from pipeline.store.reader import reader_of
 from training.models.registry import N_CLASSES
 from training.order import ORDERS, batch_flips, batch_span, epoch_batches, epoch_sequence, rank_span
 
@@ -61,10 +61,12 @@ class DataConfig:
 class StoreData:
     """The arrays of a finished store, and the train / holdout split."""
 
-    def __init__(self, path: str, holdout: float = 0.0, cache_bytes: int = 2 << 30, threads: int = 0,
+    def __init__(self, store, holdout: float = 0.0, cache_bytes: int = 2 << 30, threads: int = 0,
                  shard_cache=None):  # fmt: skip
-        self.reader = ShardReader(path, shard_cache=shard_cache)
+        """store: the store's `ShardReader` (opened once, shared with the run's evaluation), or its path or URL."""
+        self.reader = reader_of(store, shard_cache)
         self.group = self.reader.group
+        path = self.reader.path
         self.S = int(self.group.attrs["S"])
         self.n = self.reader.n
         if self.n == 0:

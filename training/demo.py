@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.cli import ArgumentParser, Refused, command, finite_float, one_line, port, positive_int
-from pipeline.common.storage import first_contact, reachable
 from pipeline.decode import DEFAULT_MAX_PIXELS
+from pipeline.storage import first_contact, reachable
 from training.demo_server import MAX_UPLOAD, HttpError, JsonHandler, Server, form_fields
 
 PAGE = """<!doctype html>

@@ -21,20 +21,21 @@ import numpy as np
 import torch
 
 from pipeline.common.cli import ArgumentParser, command, non_negative_float, non_negative_int
-from pipeline.common.storage import add_storage_option, configure, first_contact, location, parse_options, reachable
+from pipeline.storage import add_storage_option, first_contact, location, parse_options, reachable
 from training.loss import upsample_ab
 from training.metrics import NEUTRAL, OVERFLOW, auc, cf, colourfulness, lab_to_rgb8, mae, overflow_counts, psnr, ssim
 
 BATCH = 16
 
 
-def ground_truth(group, idx: np.ndarray) -> list[np.ndarray | None]:
-    """The S x S RGB crops of the stored images, re-decoded from their source files (None if gone)."""
+def ground_truth(group, idx: np.ndarray, options: dict | None = None) -> list[np.ndarray | None]:
+    """The S x S RGB crops of the stored images, re-decoded from their source files (None if gone); options: the
+    storage options of a source in a bucket (the store's own)."""
     from pipeline.decode import cropper
     from pipeline.discover import read_path
 
     cfg = group.attrs["config"]
-    root = location(cfg["source"])
+    root = location(cfg["source"], options)
     crop = cropper(int(cfg["size"]), 1, "cpu")
     out = []
     for i in idx:
@@ -76,18 +77,18 @@ def _scores(truth: torch.Tensor, L: torch.Tensor, ab: torch.Tensor, ab_true, wei
     return rgb, torch.stack(values, 1).cpu().tolist()
 
 
-def evaluate(model, store: str, idx: np.ndarray, device, size: int, head: str, mode: str = "argmax",
+def evaluate(model, store, idx: np.ndarray, device, size: int, head: str, mode: str = "argmax",
              guided: float = 0.0) -> dict:  # fmt: skip
-    """Metrics of the model and of the gray baseline on the stored images `idx`, and a sample grid; with
-    `guided` > 0 also of the model guided by each image's own ground-truth histogram at that strength
-    (CU-net's "+Global histogram", Wang, Chen and Tian 2022)."""
+    """Metrics of the model and of the gray baseline on the stored images `idx` of `store` (its reader, opened
+    once and shared, or its path), and a sample grid; with `guided` > 0 also of the model guided by each image's
+    own ground-truth histogram at that strength (CU-net's "+Global histogram", Wang, Chen and Tian 2022)."""
     import kernels
-    from pipeline.store.format import image_slots, open_store, read_slots
+    from pipeline.store.reader import reader_of
     from training.guidance import Reference
 
-    group = open_store(store)
-    slots = image_slots(group)
-    truth = ground_truth(group, idx)
+    reader = reader_of(store)
+    group = reader.group
+    truth = ground_truth(group, idx, dict(reader.path.options))
     keep = [k for k, t in enumerate(truth) if t is not None]
     if not keep:
         raise FileNotFoundError(f"none of the {len(idx)} source files of {store} can be read: no ground truth")
@@ -99,8 +100,7 @@ def evaluate(model, store: str, idx: np.ndarray, device, size: int, head: str, m
     for s in range(0, len(idx), BATCH):
         part = idx[s : s + BATCH]
         gt = np.stack(truth[s : s + BATCH])  # (B, S, S, 3) uint8
-        sl = slots[part]  # the images' slots in the arrays
-        L8 = torch.from_numpy(read_slots(group, "L", sl, store))
+        L8 = torch.from_numpy(reader.read(part)["L"])
         preds = {"model": predict_ab(model, L8, size, head, mode)}
         preds["gray"] = torch.zeros_like(preds["model"])
         if guided:
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
                    "images as PNGs (evaluation-PROTOCOL/pred, /truth) for other tools")  # fmt: skip
     add_storage_option(p)
     args = p.parse_args(argv)
-    configure(parse_options(args.storage_option))
+    args.options = parse_options(args.storage_option)  # they travel with every location made of the arguments
     require("train", "colorize-evaluate")
     if args.protocol == "store":
         if not args.store or args.source:
@@ -215,21 +215,22 @@ def _output(args):
     from training.modelfolder import is_model_folder
     from training.runfolder import RunFolder
 
-    beside = args.checkpoint if is_model_folder(args.checkpoint) else str(location(args.checkpoint).parent)
-    out = RunFolder(args.out or beside)  # a bucket's: copied up
+    beside = args.checkpoint if is_model_folder(args.checkpoint) else location(args.checkpoint, args.options).parent
+    out = RunFolder(location(args.out or beside, args.options))  # a bucket's: copied up
     out.check()
     return out
 
 
 def _store(args) -> int:
-    from pipeline.store.format import open_store
+    from pipeline.store.reader import ShardReader
     from training.checkpoint import load_model, recovery_of
     from training.data import holdout_mask
 
     with first_contact():  # an endpoint that does not answer is reported within seconds
-        reachable(args.checkpoint)
-        n = int(open_store(args.store).attrs["n_images"])
-    model, cfg, step = load_model(args.checkpoint, args.device)
+        reachable(args.checkpoint, options=args.options)
+        reader = ShardReader(location(args.store, args.options))  # the one open of the store
+    n = reader.n
+    model, cfg, step = load_model(location(args.checkpoint, args.options), args.device)
     device = next(model.parameters()).device
     recovery = recovery_of(cfg, args.recovery)
     idx = np.arange(n) if args.split == "all" else np.flatnonzero(holdout_mask(n, cfg["holdout"]))
@@ -239,7 +240,7 @@ def _store(args) -> int:
         idx = idx[: args.max_images]
     out = _output(args)
     size = cfg["size"] or 224
-    metrics = evaluate(model, args.store, idx, device, size, cfg["head"], recovery, args.guided)
+    metrics = evaluate(model, reader, idx, device, size, cfg["head"], recovery, args.guided)
     out.local.mkdir(parents=True, exist_ok=True)
     meta = {"checkpoint": args.checkpoint, "store": args.store, "split": args.split, "step": step}
     meta |= {"variant": cfg["variant"], "head": cfg["head"], "recovery": recovery, "protocol": "store"}
@@ -256,17 +257,18 @@ def _protocol(args) -> int:
     from training.protocols import PROTOCOLS, select
 
     with first_contact():
-        reachable(args.checkpoint, args.source)
+        reachable(args.checkpoint, args.source, options=args.options)
     protocol = PROTOCOLS[args.protocol]
-    selected = select(args.source, "val", protocol, args.max_images)  # a source without its images: refused first
+    source = location(args.source, args.options)
+    selected = select(source, "val", protocol, args.max_images)  # a source without its images: refused first
     weights = None if args.no_fid else fid.resolve_weights(args.fid_weights)  # refused here, before any work
-    model, cfg, step = load_model(args.checkpoint, args.device)
+    model, cfg, step = load_model(location(args.checkpoint, args.options), args.device)
     device = next(model.parameters()).device
     extractor = fid.Extractor(weights, args.fid_mode, device) if weights else None
     recovery = recovery_of(cfg, args.recovery)
     out = _output(args)
     images = out.local / f"evaluation-{protocol.name}" if args.save_images else None
-    metrics = evaluate_protocol(model, cfg, device, recovery, protocol, args.source, "val", args.max_images, extractor,
+    metrics = evaluate_protocol(model, cfg, device, recovery, protocol, source, "val", args.max_images, extractor,
                                 images=images, selected=selected)  # fmt: skip
     meta = {"checkpoint": args.checkpoint, "step": step, "variant": cfg["variant"], "head": cfg["head"],
             "recovery": recovery, "split": protocol.name, "store": f"ImageNet {protocol.name}"}  # fmt: skip

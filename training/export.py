@@ -12,15 +12,15 @@ import sys
 
 from pipeline.common.cli import ArgumentParser, Refused, command, one_line
 from pipeline.common.extras import require
-from pipeline.common.files import atomic_write
-from pipeline.common.storage import first_contact, is_url, location, reachable
+from pipeline.storage import first_contact, location, reachable
+from pipeline.storage.files import atomic_write
 from training import checkpoint, modelcard, modelfolder
 
 
 def resolve(source: str) -> tuple[str, list[dict]]:
     """(the checkpoint to export, the evaluations beside it that score it: store, val5k, val50k)."""
     place = location(source)
-    if place.is_dir() if not is_url(source) else not place.is_file():
+    if not place.is_file():  # a run folder (or nothing there: said so)
         ckpt = place / "checkpoint-last.pt"
         if not ckpt.is_file():
             raise Refused(f"{source}: no checkpoint-last.pt in it (a run folder) and not a checkpoint file")
@@ -46,12 +46,8 @@ def check_out(out: str) -> None:
     """Refuse an --out that holds anything but a model folder: the export writes README.md and config.json, which
     a run folder, for one, holds too."""
     folder = location(out)
-    if is_url(out):
-        names = [p.name for p in folder.iterfiles()] if not folder.is_file() else ["(an object)"]
-    elif folder.is_dir():
-        names = [p.name for p in folder.iterdir()]
-    else:
-        names = ["(a file)"] if folder.exists() else []
+    folders, files = folder.entries()
+    names = folders + files or (["(a file)"] if folder.exists() else [])
     if names and not (modelfolder.CONFIG in names and _is_ours(folder)):
         raise Refused(f"--out {out} holds {sorted(names)[0]} and is not a model folder: choose another --out")
     if pickled := sorted(n for n in names if n.lower().endswith(modelfolder.PICKLES)):
@@ -89,12 +85,11 @@ def export(source: str, out: str, onnx: bool = False, evaluations: list[dict] | 
         with tempfile.TemporaryDirectory() as tmp:
             export_onnx(model, config, Path(tmp) / modelfolder.ONNX)
             files[modelfolder.ONNX] = (Path(tmp) / modelfolder.ONNX).read_bytes()
-    if not is_url(out):
-        folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)  # a bucket's prefix needs no making
     for name_, data in files.items():
         atomic_write(folder / name_, data)
     stale = folder / modelfolder.ONNX
-    if not onnx and (stale.is_file() if is_url(out) else stale.exists()):
+    if not onnx and stale.exists():
         stale.unlink()  # an earlier export's graph: it would not be these weights
     return config
 

@@ -26,8 +26,8 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
 
 
 def adversarial_step(run, batch: dict, autocast) -> dict:
-    """One step of D (once adversarial), then one of G; `run.backward` raises on a non-finite loss or gradient
-    before that network's weights change."""
+    """One step of D (once adversarial), then one of G; `run.backward` keeps each loss and gradient norm for the
+    check at the next log point (no step waits on the device)."""
     cfg = run.cfg
     L, q = batch["L"], batch["q"]
     zero = torch.zeros((), device=L.device)

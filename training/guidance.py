@@ -15,7 +15,7 @@ import torch
 
 import kernels
 from kernels.gamut import Q
-from pipeline.common.files import read_file
+from pipeline.storage.files import read_file
 from training.loss import recover_ab
 
 SMOOTH = 0.01  # of the reference histogram spread uniformly: every category keeps a share

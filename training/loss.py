@@ -58,11 +58,11 @@ class Criterion(torch.nn.Module):
         col = self.colour(logits_col, q)
         total = self.lam_col * col
         cls = torch.zeros((), device=col.device)
-        if logits_cls is not None:
-            known = label >= 0
-            if known.any():  # Eq. 18 over the images with a label; unknown ones add nothing
-                cls = F.cross_entropy(logits_cls.float()[known], label[known])
-                total = total + self.lam_cls * cls
+        if logits_cls is not None:  # Eq. 18 over the images with a label; unknown ones (-1) add nothing
+            known = (label >= 0).float()  # a mask, not a selection: no step waits to learn how many there are
+            each = F.cross_entropy(logits_cls.float(), label.clamp(min=0).long(), reduction="none")
+            cls = (each * known).sum() / known.sum().clamp(min=1.0)
+            total = total + self.lam_cls * cls
         return {"loss": total, "colour": col.detach(), "class": cls.detach()}
 
 

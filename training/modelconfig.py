@@ -16,7 +16,7 @@ RECOVERIES = ("argmax", "annealed", "regression")
 def read_json(path, limit: int = MAX_CONFIG):
     """A JSON file of a model folder or a run, read as data: a regular file (never a FIFO) of at most `limit` bytes;
     ValueError (a one-line reason) for anything else, deep nesting included."""
-    from pipeline.common.files import read_bounded
+    from pipeline.storage.files import read_bounded
 
     try:
         return json.loads(read_bounded(path, limit))

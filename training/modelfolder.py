@@ -10,7 +10,7 @@ with `weights_only`. A folder whose config or weights do not make a registered m
 import torch
 
 from pipeline.common.cli import one_line
-from pipeline.common.storage import is_url, location
+from pipeline.storage import location
 from training.checkpoint import CheckpointError
 from training.loss import AB_SCALE, T_DEFAULT
 from training.modelconfig import FORMAT, MAX_CONFIG, number, out_of_bounds, read_json  # noqa: F401 - re-exported
@@ -22,7 +22,7 @@ PICKLES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 
 def is_model_folder(path) -> bool:
     """Whether `path` (a folder or a URL prefix) holds a model folder's config.json."""
-    p = location(path) if is_url(str(path)) else location(str(path))
+    p = location(path)
     try:
         return (p / CONFIG).exists()  # a FIFO or a folder there is refused by read_config, not taken for a file
     except OSError:
@@ -103,8 +103,8 @@ def weights_bytes(model: torch.nn.Module) -> bytes:
 
 def check_folder(path) -> None:
     """Refuse a folder holding a pickle: it is read as data only."""
-    folder = location(str(path))
-    names = [p.name for p in folder.iterfiles()] if is_url(str(path)) else [p.name for p in folder.iterdir()]
+    folders, files = location(path).entries()
+    names = folders + files
     if pickled := sorted(n for n in names if n.lower().endswith(PICKLES)):
         raise CheckpointError(f"{path} holds {pickled[0]}, a pickle: a model folder is read as data only "
                               "(model.safetensors and config.json); give a checkpoint of this project as a file "
@@ -113,7 +113,7 @@ def check_folder(path) -> None:
 
 def read_config(path) -> dict:
     try:
-        config = read_json(location(str(path)) / CONFIG)
+        config = read_json(location(path) / CONFIG)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}/{CONFIG} does not read as JSON ({one_line(e)[:160]})") from None
     if (
@@ -134,12 +134,12 @@ def read_folder(path) -> tuple[dict, dict]:
     from safetensors import SafetensorError
     from safetensors.torch import load as load_bytes
 
-    from pipeline.common.files import read_file
+    from pipeline.storage.files import read_file
 
     check_folder(path)
     config = read_config(path)
     try:
-        return config, load_bytes(read_file(location(str(path)) / WEIGHTS))
+        return config, load_bytes(read_file(location(path) / WEIGHTS))
     except (OSError, SafetensorError) as e:
         raise CheckpointError(f"{path}/{WEIGHTS} does not read as safetensors ({one_line(e)[:160]})") from None
 

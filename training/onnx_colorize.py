@@ -17,9 +17,9 @@ from kernels.gamut import CENTERS_F32
 from kernels.lab import WHITE_D65, XYZ_FROM_RGB
 from pipeline.common.cli import ArgumentParser, Refused, command, one_line, positive_int
 from pipeline.common.extras import require
-from pipeline.common.files import read_file
-from pipeline.common.storage import location
 from pipeline.decode import DEFAULT_MAX_PIXELS
+from pipeline.storage import location
+from pipeline.storage.files import read_file
 from training.modelconfig import ONNX_METADATA, out_of_bounds
 from training.photos import TILE, batches, inputs, quiet_pillow, write_outputs
 

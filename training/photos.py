@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.cli import Refused, make_dir, one_line
-from pipeline.common.files import read_file
 from pipeline.decode import DEFAULT_MAX_PIXELS
+from pipeline.storage.files import read_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 BATCH = 16

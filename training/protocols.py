@@ -50,16 +50,16 @@ def number(path: str) -> int | None:
 def select(source: str, split: str, protocol: Protocol, limit: int = 0):
     """(root, sources, copies): the protocol's images found under `source` (a root with `split`/, the split's
     folder itself, or an archive), in number order, at most `limit` (0 = all), and the second copies of any."""
-    from pipeline.common.storage import location
     from pipeline.config import PreprocessConfig
     from pipeline.imagenet import archive_source
     from pipeline.layouts import find
+    from pipeline.storage import location
 
-    where = location(source)
+    where = source = location(source)  # with its storage options, which reach every image
     if not where.is_dir() and not where.is_file():
         raise Refused(f"--source {source}: no such folder or archive")
     if where.is_dir() and not (where / split).exists() and where.name == split:  # the split's folder itself
-        source = str(where.parent)
+        source = where.parent
     try:
         cfg = archive_source(PreprocessConfig(source=source, split=split))
         found = find(cfg)
@@ -76,7 +76,7 @@ def select(source: str, split: str, protocol: Protocol, limit: int = 0):
         raise Refused(f"--source {source}: no ImageNet validation images (ILSVRC2012_val_NNNNNNNN.JPEG) among "
                       f"the {len(found.sources)} files of its {cfg.split} ({found.layout} layout)")  # fmt: skip
     numbers = sorted(by_number)[: limit or None]
-    return location(cfg.source), [by_number[k] for k in numbers], copies
+    return cfg.source, [by_number[k] for k in numbers], copies
 
 
 def shortfall(protocol: Protocol, measured: int) -> str:
@@ -113,10 +113,9 @@ def prepare(data: bytes, protocol: Protocol) -> np.ndarray:
 def batches(root, sources: list, protocol: Protocol, batch: int, skipped: list):
     """(names, uint8 (B, size, size, 3)) of the sources in order; what cannot be read or decoded is appended to
     `skipped` as {"path", "reason"}, never dropped silently."""
-    from pipeline.common.storage import is_remote
     from pipeline.discover import read_sources
 
-    with ThreadPoolExecutor(16 if is_remote(root) else 2) as pool:
+    with ThreadPoolExecutor(max(2, root.parallel(16))) as pool:
         for s in range(0, len(sources), batch):
             part = sources[s : s + batch]
             names, images = [], []

@@ -7,7 +7,7 @@ checkpoint and at the end; checkpoints go straight up from memory. A resumed run
 metrics.csv from the bucket, so any node can continue it. That local folder is the run's own (a new temporary
 folder), never shared with another run of the same --out.
 
-A run folder has one owner at a time: the run holds a lease in it (`lease.json`, `pipeline.common.lease`) while it
+A run folder has one owner at a time: the run holds a lease in it (`lease.json`, `pipeline.storage.lease`) while it
 trains, and a folder that holds a run, finished or running, is refused without --resume (`check_free`).
 """
 
@@ -16,10 +16,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pipeline.common import lease
 from pipeline.common.cli import Refused
-from pipeline.common.files import atomic_write, check_writable
-from pipeline.common.storage import ObjectPath, location
+from pipeline.storage import lease, location
+from pipeline.storage.files import atomic_write, check_writable
 
 LEASE = "lease.json"
 STEP_CHECKPOINT = re.compile(r"checkpoint-[0-9]{8}\.pt", re.ASCII)
@@ -29,11 +28,12 @@ RUN_FILES = ("checkpoint-last.pt", "config.json", "metrics.csv")  # any of them:
 class RunFolder:
     """A run's --out. `local` is where files are written first (the folder itself when --out is local)."""
 
-    def __init__(self, out: str):
-        self.out = str(out)
-        where = location(self.out)
-        self.url: ObjectPath | None = where if isinstance(where, ObjectPath) else None
-        self._local = Path(where) if self.url is None else None
+    def __init__(self, out):
+        """out: a path or URL, or a location that carries the run's storage options."""
+        where = location(out)
+        self.out = str(where) if not isinstance(out, str) else out
+        self._local = where.local  # for a bucket, none: a temp folder, made when first written to
+        self.url = None if self._local is not None else where  # what is copied up to
         self._sent: dict[str, tuple[int, int]] = {}  # name -> (size, mtime_ns) last uploaded
         self.lease: lease.Lease | None = None
 
@@ -64,7 +64,7 @@ class RunFolder:
         where = self.url or self.local.resolve()  # links followed: a link into a store is that store
         for store in filter(None, stores):
             store = location(store).resolve()
-            if type(store) is type(where) and (where == store or where.is_relative_to(store)):
+            if store.scheme == where.scheme and (where == store or where.is_relative_to(store)):
                 raise Refused(f"--out {self.out} lies in the store {store}: choose another --out")
         if self.has("zarr.json"):
             raise Refused(f"--out {self.out} is a Zarr store (zarr.json): choose another --out")

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import torch
 
-from pipeline.common.storage import configure, parse_options
-from pipeline.store.cache import parse_bytes
-from training import checkpoint, ddp
+from pipeline.common.settings import parse_bytes
+from training import ddp
 from training.config import RUN_LOCAL, TrainConfig, read_prior
 from training.data import Loader, StoreData
 from training.devices import resolve_device
 from training.loss import Criterion
 from training.models import ModelSpec, create_model, fit, spec_of
 from training.runfolder import RunFolder
+from training.stores import Stores
 
 
 class NonFiniteLoss(RuntimeError):
@@ -49,9 +49,11 @@ class Run:
     best_psnr: float = float("-inf")  # of the validations so far: checkpoint-best.pt holds that model
     folder: RunFolder | None = None  # --out: a local folder or a prefix in a bucket
     board: object = None  # TensorBoard's SummaryWriter (rank 0, --tensorboard)
+    stores: Stores | None = None  # the stores' readers, opened once: the loader's, validation's, evaluation's
 
     def __post_init__(self):
         self.schedulers = [schedule(self.cfg, o, self.total) for o in (self.opt, self.opt_d) if o is not None]
+        self._health: list[tuple] = []  # (step, network, loss, gradient norm) of the steps since the last check
 
     @property
     def pretrain_steps(self) -> int:
@@ -77,16 +79,25 @@ class Run:
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor, module: torch.nn.Module, name: str = "model") -> None:
-        """loss.backward(), or NonFiniteLoss (and nonfinite.json) if the loss or `module`'s gradient is not finite:
-        the caller steps its optimiser only after this returns."""
-        grad_norm = torch.zeros(())
-        if torch.isfinite(loss):
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), float("inf"))
-        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-            what = {"step": self.step, "network": name, "loss": loss.item(), "grad_norm": float(grad_norm)}
+        """loss.backward(), its loss and `module`'s gradient norm kept on the device for `check_finite`: no step
+        waits on the device to learn whether they are finite."""
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), float("inf"))
+        self._health.append((self.step, name, loss.detach(), grad_norm.detach()))
+
+    def check_finite(self) -> None:
+        """NonFiniteLoss (and nonfinite.json) naming the first step since the last check whose loss or gradient was
+        not finite. SYNC POINT: it waits for the device; called only where the loop logs, validates or saves."""
+        if not self._health:
+            return
+        values = torch.stack([torch.stack([loss.float(), norm.float()]) for _, _, loss, norm in self._health])
+        bad = (~torch.isfinite(values).all(dim=1)).nonzero()  # SYNC POINT: nonzero's size comes from the device
+        health, self._health = self._health, []
+        if len(bad):
+            step, name, loss, norm = health[int(bad[0])]
+            what = {"step": step, "network": name, "loss": float(loss), "grad_norm": float(norm)}
             self.note("nonfinite.json", what)
-            raise NonFiniteLoss(f"non-finite loss or gradient at step {self.step} ({what}); last good checkpoint kept")
+            raise NonFiniteLoss(f"non-finite loss or gradient at step {step} ({what}); last good checkpoint kept")
 
     def note(self, name: str, what: dict) -> None:
         """Write a small JSON file into the run's folder (and up to its bucket) before the run stops."""
@@ -110,17 +121,18 @@ def optimizer(cfg: TrainConfig, spec: ModelSpec, params, lr: float) -> torch.opt
     return torch.optim.Adam(params, lr=lr, betas=spec.betas, weight_decay=cfg.weight_decay)
 
 
-def setup(cfg: TrainConfig, resume: bool = False) -> Run:
+def setup(cfg: TrainConfig, resume: bool = False, stores: Stores | None = None, folder: RunFolder | None = None) -> Run:
     """The run's data, loader, networks (initialised from the seed), loss and optimisers, on its device; its
-    folder ready (with its metrics.csv from the bucket when it continues there)."""
-    configure(parse_options(cfg.storage_option))
+    folder ready (with its metrics.csv from the bucket when it continues there). stores, folder: the ones the
+    command opened for its checks (made here when not given)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if world > 1 and not torch.distributed.is_initialized():
         ddp.init(cfg.ddp_timeout, rank, world)
     device = resolve_device(cfg.device, local_rank)
-    data = StoreData(cfg.store, cfg.holdout, parse_bytes(cfg.preload), cfg.loader_threads, shard_cache(cfg))
-    folder = RunFolder(cfg.out)  # after the store is read: a store refused leaves no run folder behind
+    stores = stores or Stores(cfg)
+    data = StoreData(stores.train, cfg.holdout, parse_bytes(cfg.preload), cfg.loader_threads)
+    folder = folder or RunFolder(cfg.place(cfg.out))  # after the store is read: a store refused leaves no run folder
     if rank == 0:
         folder.check_free(resume)
     torch.manual_seed(cfg.seed)
@@ -144,7 +156,7 @@ def setup(cfg: TrainConfig, resume: bool = False) -> Run:
         folder.claim(resume)  # last: a run refused while it is set up holds no lease
     folder.local.mkdir(parents=True, exist_ok=True)
     return Run(cfg, spec_of(cfg.variant), rank, world, device, data, loader, size=size, crop=crop, total=total,
-               folder=folder, **nets)  # fmt: skip
+               folder=folder, stores=stores, **nets)  # fmt: skip
 
 
 def balance(cfg: TrainConfig, data: StoreData):
@@ -154,18 +166,9 @@ def balance(cfg: TrainConfig, data: StoreData):
         return data.weights
     from pipeline.priors import balance_weights, smooth_prior
 
-    prior = read_prior(cfg.prior) if cfg.prior else smooth_prior(data.prior, cfg.prior_sigma)
+    prior = read_prior(cfg.place(cfg.prior)) if cfg.prior else smooth_prior(data.prior, cfg.prior_sigma)
     lam = cfg.balance_lambda if cfg.balance_lambda >= 0 else float(data.group.attrs.get("lambda", 0.5))
     return balance_weights(prior, lam)
-
-
-def shard_cache(cfg: TrainConfig):
-    """The local cache of a store in an object store (`--cache-dir`), or None."""
-    if not cfg.cache_dir:
-        return None
-    from pipeline.store.cache import ShardCache, parse_bytes
-
-    return ShardCache(cfg.cache_dir, parse_bytes(cfg.cache_limit), cfg.store)
 
 
 def networks(cfg: TrainConfig, device: torch.device, weights, n_classes: int, wrap=None) -> dict:
@@ -221,6 +224,7 @@ def _networks(run: Run) -> dict[str, torch.nn.Module]:
 def save_checkpoint(run: Run, name: str = "checkpoint-last.pt") -> None:
     """Checkpoint the run as out/name (rank 0 writes); weights or BatchNorm statistics that are not finite are never
     saved. Loads with torch.load(weights_only=True): tensors, numbers, strings and lists only."""
+    run.check_finite()  # SYNC POINT: a checkpoint waits for the device in any case
     for net_name, net in _networks(run).items():
         if not all(torch.isfinite(t).all() for t in net.state_dict().values() if t.is_floating_point()):
             run.note("nonfinite.json", {"step": run.step, "weights": f"non-finite {net_name}"})
@@ -245,10 +249,10 @@ def check_resume(cfg: TrainConfig, state: dict, path: Path) -> None:
         raise ValueError(f"{path} was trained with other settings ({', '.join(changed)}); use another --out")
 
 
-def restore(run: Run, path: Path) -> None:
-    """Continue from a checkpoint (every network, optimiser and schedule): refused, naming the settings, if one
-    that changes the results differs; the run-local ones (device, intervals, where it writes) may."""
-    state = checkpoint.load(path)
+def restore(run: Run, state: dict, path) -> None:
+    """Continue from a checkpoint's `state`, loaded from `path` (every network, optimiser and schedule): refused,
+    naming the settings, if one that changes the results differs; the run-local ones (device, intervals, where it
+    writes) may."""
     check_resume(run.cfg, state, path)
     run.model.load_state_dict(state["model"])
     run.opt.load_state_dict(state["optimizer"])

@@ -11,19 +11,17 @@ class Validator:
     """`--val-images` images of --eval-store, or of the store's held-out part (none: `ready` is False)."""
 
     def __init__(self, run):
-        from pipeline.store.format import open_store
-        from pipeline.store.reader import ShardReader
         from training.evaluate import ground_truth
 
         cfg = run.cfg
-        store = cfg.eval_store or cfg.store
-        group = open_store(store)
-        idx = np.arange(int(group.attrs["n_images"])) if cfg.eval_store else run.data.eval_idx
-        truth = ground_truth(group, idx[: cfg.val_images]) if cfg.val_images else []
+        reader = run.stores.eval or run.stores.train  # the readers the run opened: no store is opened again
+        idx = np.arange(reader.n) if run.stores.eval is not None else run.data.eval_idx
+        options = dict(reader.path.options)
+        truth = ground_truth(reader.group, idx[: cfg.val_images], options) if cfg.val_images else []
         keep = [k for k, t in enumerate(truth) if t is not None]
         self.ready = bool(keep)
         if self.ready:
-            arrays = ShardReader(store).read(idx[keep])
+            arrays = reader.read(idx[keep])
             self.host = {"L": torch.from_numpy(arrays["L"]), "q": torch.from_numpy(arrays["bins"])}
             self.host |= {"label": torch.from_numpy(arrays["label"]), "flip": torch.zeros(len(keep), dtype=torch.bool)}
             self.truth = torch.from_numpy(np.stack([truth[k] for k in keep]))

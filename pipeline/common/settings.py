@@ -101,3 +101,23 @@ def check_values(settings, values: dict, where: str) -> None:
             want = getattr(fields[name].type, "__name__", str(fields[name].type))
             shown = "" if fields[name].metadata.get("quiet") else f"{value!r:.60} "
             raise ValueError(f"{where}: {name} must be {want}, got {shown}({type(value).__name__})")
+
+
+def parse_bytes(text: str | int) -> int:
+    """Bytes of '10GB', '512MiB', '2e9' or an int."""
+    if isinstance(text, int) and not isinstance(text, bool) and text >= 0:
+        return text
+    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
+             "gib": 2**30, "tib": 2**40}  # fmt: skip
+    t = str(text).strip().lower()
+    number = t.rstrip("abgikmt")
+    unit = t[len(number) :]
+    if unit not in units:
+        raise ValueError(f"not a size: {text!r} (e.g. 10GB, 512MiB)")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (e.g. 10GB, 512MiB)") from None
+    if not (value >= 0 and math.isfinite(value) and value < 2**63):
+        raise ValueError(f"not a size: {text!r} (a finite number of bytes)")
+    return int(value)

@@ -17,7 +17,6 @@ retries once, then serves the shard from memory without caching it.
 import errno
 import hashlib
 import logging
-import math
 import os
 import re
 import shutil
@@ -26,26 +25,6 @@ from pathlib import Path
 
 log = logging.getLogger("colorize.cache")
 RECOUNT = 256  # inserts between two counts of the folder (other processes write to it too)
-
-
-def parse_bytes(text: str | int) -> int:
-    """Bytes of '10GB', '512MiB', '2e9' or an int."""
-    if isinstance(text, int) and not isinstance(text, bool) and text >= 0:
-        return text
-    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
-             "gib": 2**30, "tib": 2**40}  # fmt: skip
-    t = str(text).strip().lower()
-    number = t.rstrip("abgikmt")
-    unit = t[len(number) :]
-    if unit not in units:
-        raise ValueError(f"not a size: {text!r} (e.g. 10GB, 512MiB)")
-    try:
-        value = float(number) * units[unit]
-    except ValueError:
-        raise ValueError(f"not a size: {text!r} (e.g. 10GB, 512MiB)") from None
-    if not (value >= 0 and math.isfinite(value) and value < 2**63):
-        raise ValueError(f"not a size: {text!r} (a finite number of bytes)")
-    return int(value)
 
 
 BUILD = re.compile(r"[0-9a-f]{8,64}")
@@ -79,6 +58,16 @@ class ShardCache:
         for tmp in self.root.rglob(".*.tmp*"):  # left by a process killed while it wrote
             tmp.unlink(missing_ok=True)
         self._bytes = self._count()
+
+    def binder(self, build_id: str, arrays: set[str]):
+        """A function of a store's listing ({key: (size, identity)}) that binds this cache to it and returns it."""
+
+        def bind(listed: dict) -> "ShardCache":
+            self.bind(build_id, {k: v[1] for k, v in listed.items()})
+            self.store_bytes = sum(v[0] for k, v in listed.items() if k.split("/")[0] in arrays)
+            return self
+
+        return bind
 
     def name(self, key: str) -> str | None:
         """The file name of a shard in the cache (its key and identity), None for one the listing did not show."""

@@ -21,6 +21,11 @@ import numpy as np
 EMPTY = np.uint64(2**64 - 1)  # offset and length of an absent chunk in a sharding index
 
 
+def index_bytes(per_shard: int) -> int:
+    """Bytes of a shard's index: an (offset, length) pair of uint64 per chunk, then its crc32c."""
+    return 16 * per_shard + 4
+
+
 def crc32c(data) -> bytes:
     """The 4 bytes zarr's `crc32c` codec appends: CRC-32C of data, little endian."""
     return int(google_crc32c.value(data)).to_bytes(4, "little")

@@ -21,18 +21,17 @@ image i lay at index i) and is still read.
 
 import hashlib
 import json
-import os
 import re
-from dataclasses import asdict
 
 import numpy as np
 
 from pipeline.common.cli import Refused, one_line
-from pipeline.common.files import read_bounded
-from pipeline.common.storage import ObjectPath, location
+from pipeline.storage import location
+from pipeline.storage.files import read_bounded
 
 FORMAT = "colorize-store"
 MAX_IMAGES = 1 << 31  # images or slots in one store: 1,600 ImageNets; a count beyond is a damaged zarr.json
+LISTED_ABOVE = 1 << 22  # slots: a store claiming more has its shards counted on open (its slots take 32 MB)
 INDEX = re.compile(r"0|[1-9][0-9]*", re.ASCII)  # a chunk index as zarr writes it: ASCII digits, no leading 0
 MAX_SHARD_IMAGES = 1 << 16  # images in one shard file (the flow writes 64)
 MAX_SIZE = 8192  # S: the side of a stored crop
@@ -54,7 +53,7 @@ class StoreError(Refused, RuntimeError):
 
 def config_digest(cfg) -> str:
     """A digest of every setting that changes the store's content."""
-    settings = asdict(cfg) | {"format_version": FORMAT_VERSION}
+    settings = cfg.record() | {"format_version": FORMAT_VERSION}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -70,7 +69,7 @@ def shard_key(name: str, shard: int) -> str:
 def zarr_root(store, read_only: bool = False):
     """What zarr.open_group takes for a store: a local path, or zarr-python's ObjectStore for a prefix."""
     store = location(store)
-    return store.zarr_store(read_only) if isinstance(store, ObjectPath) else str(store)
+    return store.zarr_store(read_only)
 
 
 def image_slots(group) -> np.ndarray:
@@ -163,18 +162,13 @@ def check_layout(group, store) -> None:
         raise StoreError(f"{store}: array slots has shape {group['slots'].shape}, the store says ({n},)")
 
 
-def _size(path) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return -1
-
-
 def missing_shards(group, store, show: int = 5) -> tuple[int, list[str]]:
     """(how many shard files of the per-slot arrays should exist and do not, or are shorter than their index, the
     first `show` of them): a deleted shard reads as zeros. Costs one listing per array, never one key per
     expected shard; and since every slot takes 16 bytes of its shard's index, a store whose shards are all there
     holds at least 16 bytes per slot it claims, which bounds what is allocated from n_slots."""
+    from pipeline.store.chunks import index_bytes
+
     store = location(store)
     gone, shown = 0, []
     for name, ndim in ARRAY_NDIM.items():
@@ -184,15 +178,10 @@ def missing_shards(group, store, show: int = 5) -> tuple[int, list[str]]:
         per = arr.shards[0] if arr.shards else arr.chunks[0]
         count = -(-arr.shape[0] // per)
         tail = ["0"] * (ndim - 1)
-        least = 16 * per + 4  # a shard holds at least its index: one smaller is damaged, and counted missing
-        if isinstance(store, ObjectPath):
-            listed = (store / name / "c").listed()
-            present = {int(k[0]) for k, (size, _) in ((k.split("/"), v) for k, v in listed.items())
-                       if INDEX.fullmatch(k[0]) and k[1:] == tail and size >= least}  # fmt: skip
-        else:
-            folder = store / name / "c"
-            names = os.listdir(folder) if folder.is_dir() else []
-            present = {int(d) for d in names if INDEX.fullmatch(d) and _size(store / shard_key(name, int(d))) >= least}
+        least = index_bytes(per)  # a shard holds at least its index: one smaller is damaged, and counted missing
+        listed = (store / name / "c").listed()
+        present = {int(k[0]) for k, (size, _) in ((k.split("/"), v) for k, v in listed.items())
+                   if INDEX.fullmatch(k[0]) and k[1:] == tail and size >= least}  # fmt: skip
         present = {k for k in present if k < count}
         gone += count - len(present)
         k, need = 0, min(show - len(shown), count - len(present))
@@ -204,8 +193,11 @@ def missing_shards(group, store, show: int = 5) -> tuple[int, list[str]]:
     return gone, shown
 
 
-def open_store(path, mode: str = "r", check_shards: bool = True):
-    """The Zarr group of a finished store; StoreError if it is missing, incomplete or of another format."""
+def open_store(path, mode: str = "r"):
+    """The Zarr group of a finished store; StoreError if it is missing, incomplete or of another format. Its shard
+    files are not listed here (a listing of every shard at ImageNet's scale): `colorize-quality` counts them, and a
+    reader names the one it cannot read. Only a store that claims more than LISTED_ABOVE slots has its shards
+    counted here, before anything is allocated from that claim: a hostile count then costs its author the bytes."""
     import zarr
 
     store = location(path)
@@ -229,7 +221,7 @@ def open_store(path, mode: str = "r", check_shards: bool = True):
         check_layout(group, store)
     except (TypeError, ValueError, KeyError, AttributeError) as e:  # metadata zarr parsed, but not a store's
         raise StoreError(f"{store}: its metadata does not describe a store ({one_line(e)[:120]})") from None
-    if check_shards:
+    if int(group.attrs.get("n_slots", group.attrs["n_images"])) > LISTED_ABOVE:
         gone, shown = missing_shards(group, store)
         if gone:
             raise StoreError(f"{store} is damaged: {gone} shard file(s) missing, e.g. {shown[0]}")

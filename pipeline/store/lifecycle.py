@@ -13,13 +13,11 @@ import enum
 import json
 import logging
 import uuid
-from dataclasses import asdict
 
 import numpy as np
 
-from pipeline.common import lease
-from pipeline.common.files import atomic_write, read_bounded
-from pipeline.common.storage import ObjectPath, location
+from pipeline.storage import lease, location
+from pipeline.storage.files import atomic_write, read_bounded
 from pipeline.store.format import (
     FORMAT,
     FORMAT_VERSION,
@@ -111,28 +109,21 @@ _HELD: dict[str, lease.Lease] = {}  # leases this process took before its run (`
 
 
 @contextlib.contextmanager
-def _leased(key: str):
-    """The lease of the store at `key`, taken and given back. Locally, the staging folder is removed once it is
+def _leased(where):
+    """The lease of the store at `where`, taken and given back. Locally, the staging folder is removed once it is
     empty, and so is the store folder if it was made here and nothing is left in it (a refusal, a finished store)."""
-    where = location(key)
-    made = not isinstance(where, ObjectPath) and not where.exists()
-    try:
-        with lease.Lease(where / LEASE_KEY, "colorize-preprocess", f"store {key}") as held:
+    with where.tidy(staging_dir(where)):
+        with lease.Lease(where / LEASE_KEY, "colorize-preprocess", f"store {where}") as held:
             yield held
-    finally:
-        if not isinstance(where, ObjectPath):
-            with contextlib.suppress(OSError):
-                staging_dir(where).rmdir()
-                if made:
-                    where.rmdir()
 
 
 @contextlib.contextmanager
 def hold(store):
     """Take `store`'s lease now (LeaseHeld, one line, if another run writes it) and keep it until the block ends:
     a command takes it before it starts its flow, and `lease_of` in the flow uses it."""
-    key = str(location(store).resolve())
-    with _leased(key) as held:
+    where = location(store).resolve()
+    key = str(where)
+    with _leased(where) as held:
         _HELD[key] = held
         try:
             yield held
@@ -150,11 +141,11 @@ def held_here(store) -> str | None:
 def lease_of(store):
     """The lease a run holds while it writes `store` (one writer per store): the one this process took with `hold`,
     or one taken here and given back at the end."""
-    key = str(location(store).resolve())
-    if key in _HELD:
-        yield _HELD[key]
+    where = location(store).resolve()
+    if str(where) in _HELD:
+        yield _HELD[str(where)]
         return
-    with _leased(key) as held:
+    with _leased(where) as held:
         yield held
 
 
@@ -192,7 +183,7 @@ def check_safe(store, cfg, overwrite: bool = False, owner: str | None = None) ->
         raise StoreError(f"{store} is the source, a folder above it or inside its {cfg.split}/: choose another STORE")
     if store.is_file():
         raise StoreError(f"{store} is a file, not a folder: choose another STORE")
-    if not isinstance(store, ObjectPath) and staging_dir(store).is_symlink():  # writes and deletes would land there
+    if staging_dir(store).is_symlink():  # writes and deletes would land there
         raise StoreError(f"{staging_dir(store)} is a link, where the store's staging folder belongs; remove it")
     if not store.is_dir() or not any(True for _ in store.iterdir()):
         return
@@ -235,7 +226,7 @@ def begin(store, cfg, overwrite: bool = False, owner: str | None = None) -> Stor
     remove_own(store, keep=(LEASE_KEY,))
     staging_dir(store).mkdir(parents=True, exist_ok=True)
     stamp = staging_dir(store) / "config.json"
-    build = {"digest": config_digest(cfg), "build_id": uuid.uuid4().hex, "config": asdict(cfg)}
+    build = {"digest": config_digest(cfg), "build_id": uuid.uuid4().hex, "config": cfg.record()}
     atomic_write(stamp, json.dumps(build, indent=1).encode())
     # the group made with its attributes in one write of zarr.json (`attrs.update` writes it once per key, and a
     # reader in between would see half of them)
@@ -278,8 +269,7 @@ def finalize(store, cfg, records: list[dict], counts: np.ndarray, class_list: li
         group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=arr.shape)
         group[name][:] = arr
     manifest = [(json.dumps(r) + "\n").encode() for r in records]
-    local_tmp = None if isinstance(store, ObjectPath) else staging_dir(store)
-    atomic_write(store / MANIFEST, manifest, tmp_dir=local_tmp)
+    atomic_write(store / MANIFEST, manifest, tmp_dir=staging_dir(store))
     stamp = _mapping(staging_dir(store) / "config.json", f"delete {staging_dir(store)} to restage")
     attrs = {
         "format": FORMAT,
@@ -293,7 +283,7 @@ def finalize(store, cfg, records: list[dict], counts: np.ndarray, class_list: li
         "decoded_by_pil": sum(1 for r in records if r.get("decoder") == "pil"),
         "bin_pixels": total,
         "classes": class_list,
-        "config": asdict(cfg),
+        "config": cfg.record(),
         "config_digest": config_digest(cfg),
         "build_id": str(stamp.get("build_id") or uuid.uuid4().hex),  # this build's, as caches of it know it
         "complete": True,

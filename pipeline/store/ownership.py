@@ -13,16 +13,14 @@ refuses, in one line naming the first. Metadata that does not parse accounts for
 `zarr.json` never widens what may be deleted.
 """
 
-import os
 import re
-from pathlib import Path
 
-from pipeline.common.storage import ObjectPath, location
+from pipeline.storage import location
 from pipeline.store.format import ARRAYS, INDEX, MANIFEST, STAGING, StoreError, read_meta
 
 LEASE = "lease.json"
 STAGED = re.compile(r"(config\.json|lease\.json|\.write-check|part-\d{6,}\.json|parts/\d{6,}\.json)")
-TEMP = re.compile(r"(.*/)?\.[^/]+\.tmp\d+(-\d+)?")  # pipeline.common.files.atomic_write's temp names
+TEMP = re.compile(r"(.*/)?\.[^/]+\.tmp\d+(-\d+)?")  # pipeline.storage.files.atomic_write's temp names
 PARTIAL = re.compile(r"(.*/)?[^/]+\.[0-9a-f]{32}\.partial")  # zarr-python's temp names (LocalStore)
 
 
@@ -89,23 +87,10 @@ def _own_file(key: str, grids: dict[str, tuple[int, ...]]) -> bool:
 def listing(store) -> tuple[list[str], list[str]]:
     """(files, local folders) below a store, as keys relative to it, sorted; links count as files (never
     followed)."""
-    store = location(store)
-    if isinstance(store, ObjectPath):
-        cut = len(store.key) + 1 if store.key else 0
-        keys = sorted(p.key[cut:] for p in store.walk_files())
-        twice = {k for k, n in zip(keys, keys[1:], strict=False) if k == n}
-        # a key listed twice is one obstore names like another ("a/b/", a folder marker, lists as "a/b"): foreign
-        return [k if k not in twice else f"{k} (listed twice: a folder marker?)" for k in dict.fromkeys(keys)], []
-    files, folders, top = [], [], str(store)
-    if not store.is_dir():
-        return [], []
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
-        here = dirpath[len(top) + 1 :] + "/" if dirpath != top else ""
-        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-        dirnames[:] = sorted(d for d in dirnames if d not in links)
-        files += [here + n for n in filenames + links]
-        folders += [here + d for d in dirnames]
-    return sorted(files), sorted(folders)
+    keys, folders = location(store).tree()
+    twice = {k for k, n in zip(keys, keys[1:], strict=False) if k == n}
+    # a key listed twice is one obstore names like another ("a/b/", a folder marker, lists as "a/b"): foreign
+    return [k if k not in twice else f"{k} (listed twice: a folder marker?)" for k in dict.fromkeys(keys)], folders
 
 
 def foreign(store) -> list[str]:
@@ -119,7 +104,7 @@ def foreign(store) -> list[str]:
 
 
 def _is_link(store, key: str) -> bool:
-    return not isinstance(store, ObjectPath) and os.path.islink(Path(store) / key)
+    return (location(store) / key).is_symlink()
 
 
 def refuse_foreign(store, found: list[str], doing: str) -> None:
@@ -143,14 +128,7 @@ def remove_own(store, below: tuple[str, ...] = (), keep: tuple[str, ...] = (), s
     if strict:
         refuse_foreign(store, alien, "replacing the store")
     doomed = [f for f in files if f not in alien and f not in keep]
-    if isinstance(store, ObjectPath):
-        store.delete_keys([store / k for k in doomed])
-    else:
-        for k in doomed:
-            (store / k).unlink(missing_ok=True)
-        for d in sorted(folders, key=lambda d: -d.count("/")):
-            try:
-                (store / d).rmdir()
-            except OSError:
-                pass  # not empty: something is kept there
+    store.delete_keys([store / k for k in doomed])
+    for d in sorted(folders, key=lambda d: -d.count("/")):  # a disk's folders, the deepest first
+        (store / d).remove_empty()  # one that is not empty keeps something
     return alien

@@ -16,7 +16,7 @@ import numpy as np
 import zstandard
 
 from kernels import lossless
-from pipeline.common.storage import ObjectPath, location
+from pipeline.storage import location
 from pipeline.store.format import MAX_SHARD_IMAGES, StoreError, image_slots, open_store, read_meta, shard_key
 from pipeline.store.remote import shards_of
 from pipeline.store.shardfiles import ShardRequest, crc_ok
@@ -73,6 +73,11 @@ class Fetched:
     where: dict[str, list[str]]  # the shard file of each chunk, for error messages
 
 
+def reader_of(store, shard_cache=None) -> "ShardReader":
+    """`store` itself if it is a reader already (one opened once and shared), else a reader opened on it."""
+    return store if isinstance(store, ShardReader) else ShardReader(store, shard_cache=shard_cache)
+
+
 class ShardReader:
     """Reads images of the per-image arrays `names` of a finished store by global index; safe across threads."""
 
@@ -86,11 +91,8 @@ class ShardReader:
         metas = {k: read_meta(self.path / k / "zarr.json") for k in names}
         self.layouts = {k: ArrayLayout.of(k, meta, self.path) for k, meta in metas.items()}
         self.shard_images = next(iter(self.layouts.values())).per_shard
-        if shard_cache is not None and isinstance(self.path, ObjectPath):
-            listed = self.path.listed()  # one listing: sizes (whether all shards fit) and identities (ETags)
-            shard_cache.bind(str(self.group.attrs.get("build_id", "")), {k: v[1] for k, v in listed.items()})
-            shard_cache.store_bytes = sum(v[0] for k, v in listed.items() if k.split("/")[0] in self.layouts)
-        self.files = shards_of(self.path, cache, shard_cache)
+        build = str(self.group.attrs.get("build_id", ""))
+        self.files = shards_of(self.path, cache, shard_cache and shard_cache.binder(build, set(self.layouts)))
         self._local = threading.local()
 
     def shard_of(self, idx: np.ndarray) -> np.ndarray:

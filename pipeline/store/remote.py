@@ -19,9 +19,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from pipeline.common.cli import one_line
-from pipeline.common.storage import ObjectPath, TooLarge, retry_seconds
+from pipeline.storage import TooLarge
+from pipeline.store.chunks import EMPTY, index_bytes
 from pipeline.store.format import StoreError
-from pipeline.store.shardfiles import EMPTY, LocalShards, ShardRequest, check_index, crc_ok
+from pipeline.store.shardfiles import LocalShards, ShardRequest, check_index, crc_ok
 
 log = logging.getLogger("colorize.remote")
 IO_THREADS = 32  # requests in flight: an object store answers in tens of ms, and bandwidth comes from many
@@ -31,7 +32,10 @@ INDEXES = 65536  # shard indexes kept (16 B per image each): 4 M images' worth
 class RemoteShards:
     """The shard files under an object store prefix; safe across threads."""
 
-    def __init__(self, root: ObjectPath, cache=None):
+    def __init__(self, root, cache=None):
+        """cache: a function of the store's listing that gives the bound `ShardCache`, or None."""
+        if cache is not None:
+            cache = cache(root.listed())  # one listing: sizes (whether all shards fit) and identities (ETags)
         self.root, self.cache = root, cache
         self.local = LocalShards(cache.root, 4096, cache.name) if cache is not None else None
         self._index: OrderedDict[str, tuple[int, np.ndarray, np.ndarray]] = OrderedDict()
@@ -150,7 +154,7 @@ class RemoteShards:
             found = self._index.get(r.key)
         if found is not None:
             return found
-        nbytes = 16 * r.per_shard + 4
+        nbytes = index_bytes(r.per_shard)
         size, tail = self._fetch(r, lambda p: p.read_suffix(nbytes))
         found = self._check(r, tail, size)
         with self._lock:
@@ -161,7 +165,7 @@ class RemoteShards:
 
     def _check(self, r: ShardRequest, data, size: int) -> tuple[int, np.ndarray, np.ndarray]:
         """(size, offsets, lengths) of a shard's index (data ends with it); StoreError if it fails its checks."""
-        nbytes = 16 * r.per_shard + 4
+        nbytes = index_bytes(r.per_shard)
         raw = bytes(data[len(data) - nbytes :]) if len(data) >= nbytes else b""
         return size, *check_index(raw, size, r.per_shard, self.root, r.key, r.images[0], r.max_chunk)
 
@@ -173,7 +177,7 @@ class RemoteShards:
     def _fetch(self, r: ShardRequest, read):
         """read(the shard's ObjectPath), retried with backoff (above obstore's own retries) for `retry_seconds`
         while the store does not answer, then StoreError naming the shard and the image."""
-        deadline, wait = time.monotonic() + retry_seconds(), 0.25
+        deadline, wait = time.monotonic() + self.root.retry_seconds, 0.25
         while True:
             try:
                 return read(self.root / r.key)
@@ -192,6 +196,4 @@ class RemoteShards:
 
 def shards_of(path, cache: int = 16384, shard_cache=None):
     """The shard files of a store: LocalShards for a local folder, RemoteShards for an object store prefix."""
-    if isinstance(path, ObjectPath):
-        return RemoteShards(path, shard_cache)
-    return LocalShards(path, cache)
+    return LocalShards(path.local, cache) if path.local else RemoteShards(path, shard_cache)

@@ -17,9 +17,8 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 
+from pipeline.store.chunks import EMPTY, index_bytes
 from pipeline.store.format import StoreError
-
-EMPTY = 2**64 - 1  # offset and length of an absent chunk in a sharding index
 
 
 def crc_ok(data) -> bool:
@@ -29,10 +28,10 @@ def crc_ok(data) -> bool:
 
 def check_index(raw: bytes, size: int, per_shard: int, where, key: str, image: int,
                 max_chunk: int = 2**62) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """(offsets, lengths) of a shard file's index, `raw` being its last 16 * per_shard + 4 bytes and `size` its
+    """(offsets, lengths) of a shard file's index, `raw` being its last index_bytes(per_shard) bytes and `size` its
     size; StoreError, naming the store, the shard and an image of it, if the crc32c fails, a chunk is longer than
     `max_chunk` (no chunk of its array can be) or a chunk lies past the index (checked without wrapping around)."""
-    nbytes = 16 * per_shard + 4
+    nbytes = index_bytes(per_shard)
     if len(raw) != nbytes or size < nbytes or not crc_ok(raw):
         raise StoreError(f"{where}: the index of shard {key} fails its crc32c (image {image})")
     table = np.frombuffer(raw[:-4], "<u8").reshape(per_shard, 2)
@@ -59,7 +58,7 @@ class ShardRequest:
     @property
     def max_bytes(self) -> int:
         """The most bytes a whole shard of this array can hold: reads of more are refused."""
-        return self.per_shard * (self.max_chunk + 16) + 4
+        return self.per_shard * self.max_chunk + index_bytes(self.per_shard)
 
 
 class Shard:
@@ -172,9 +171,9 @@ class LocalShards:
         except FileNotFoundError:
             raise StoreError(f"{self.root}: shard {key} is missing (image {image})") from None
         try:
-            nbytes = 16 * per_shard + 4
+            nbytes = index_bytes(per_shard)
             size = os.fstat(fd).st_size
-            if small and size > per_shard * (max_chunk + 16) + 4:
+            if small and size > per_shard * max_chunk + index_bytes(per_shard):
                 raise StoreError(f"{self.root}: shard {key} has {size} bytes, more than its chunks can (image {image})")
             whole = np.frombuffer(os.pread(fd, size, 0), np.uint8) if small else None
             raw = whole[size - nbytes :].tobytes() if whole is not None else os.pread(fd, nbytes, max(0, size - nbytes))

@@ -9,8 +9,8 @@ temp name in the staging area, then renamed into place; in an object store with 
 
 import numpy as np
 
-from pipeline.common.files import atomic_write
-from pipeline.common.storage import ObjectPath, location
+from pipeline.storage import location
+from pipeline.storage.files import atomic_write
 from pipeline.store.format import shard_key, staging_dir, zarr_root
 
 
@@ -52,7 +52,7 @@ def write_shard(store, shard: int, shard_images: int, chunks: dict[str, list]) -
     from pipeline.store.chunks import shard_file
 
     store = location(store)
-    tmp = None if isinstance(store, ObjectPath) else staging_dir(store)
+    tmp = staging_dir(store)
     for name, parts in chunks.items():
         path = store / shard_key(name, shard)
         path.parent.mkdir(parents=True, exist_ok=True)

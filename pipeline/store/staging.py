@@ -8,7 +8,7 @@ resume, and nothing of the images themselves (each part writes its shards straig
   of the part: its presence marks the part done. Data only, so that a file planted in a store that many
   workers share cannot run code.
 
-Every file is written whole or not at all (`pipeline.common.files.atomic_write`); `finalize` removes the area.
+Every file is written whole or not at all (`pipeline.storage.files.atomic_write`); `finalize` removes the area.
 """
 
 import json
@@ -19,8 +19,8 @@ import numpy as np
 
 from kernels.gamut import Q
 from pipeline.common.cli import one_line
-from pipeline.common.files import atomic_write, read_bounded
 from pipeline.discover import Source
+from pipeline.storage.files import atomic_write, read_bounded
 from pipeline.store.format import StoreError, staging_dir
 
 PARTS_DIR = "parts"
@@ -50,8 +50,8 @@ def save_sources(store, parts: list) -> str:
 
 def load_sources(folder, part: int):
     """A part's first slot and sources (`pipeline.part.Part`) as `save_sources` wrote them."""
-    from pipeline.common.storage import location
     from pipeline.part import Part
+    from pipeline.storage import location
 
     staged = json.loads(read_bounded(location(folder) / f"{part:06d}.json", MAX_STAGED))
     return Part(int(staged["first_slot"]), [Source(*s) for s in staged["sources"]])

@@ -194,7 +194,7 @@ def test_a_damaged_row_group_is_a_skip_and_the_other_rows_are_kept(folders, tmp_
 def test_parquet_in_a_bucket_is_read_by_row_group_not_whole(folders, s3, tmp_path, monkeypatch):
     """One class of four from a shard of 12 single-row groups: the bytes fetched are the footer, the labels and the
     three rows' groups, not the shard."""
-    from pipeline.common.objects import ObjectPath
+    from pipeline.storage.objects import ObjectPath
 
     shard = ia.hf_parquet(folders / "train", tmp_path / "src" / "train", shards=1, row_group=1)[0]
     url = s3.put_tree(tmp_path / "src", "hf-data", "src")

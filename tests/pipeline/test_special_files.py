@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pipeline.common.files import read_file
+from pipeline.storage.files import read_file
 from tests.conftest import make_store
 
 

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from pipeline.config import PreprocessConfig
 from pipeline.layouts import find
-from pipeline.tars import MAX_CLASSES, samples
+from pipeline.labels import MAX_CLASSES
+from pipeline.tarsamples import samples
 
 FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 TYPES = {"reg": tarfile.REGTYPE, "sym": tarfile.SYMTYPE, "lnk": tarfile.LNKTYPE, "dir": tarfile.DIRTYPE}

@@ -17,7 +17,7 @@ import obstore
 import pytest
 
 from pipeline.build import build_store
-from pipeline.common import lease
+from pipeline.storage import lease
 from pipeline.store.cache import ShardCache
 from pipeline.store.reader import ShardReader
 from tests.conftest import RcloneS3, make_store
@@ -206,7 +206,7 @@ def test_one_run_per_folder(out, tiny_store, s3, tmp_path, monkeypatch, capsys):
     assert "holds a run" in line and "--resume" in line
     assert train_main([*run, "--steps", "2", "--resume"]) == 0  # continued (here: evaluated again), as it says
     capsys.readouterr()
-    from pipeline.common.storage import location
+    from pipeline.storage import location
 
     here = socket.gethostname()
     lease_path = location(out) / "lease.json"

@@ -138,7 +138,7 @@ def test_ddp_with_two_cpu_processes(tiny_store, tmp_path):
 
 
 def test_the_plotted_class_loss_is_weighted_by_the_runs_lam_cls():
-    from training.run import loss_series
+    from training.logs import loss_series
 
     rows = [
         {"step": "1", "loss": "3.0", "colour": "2.0", "class": "4.0"},

@@ -12,8 +12,9 @@ import obstore
 import pytest
 
 from benchmarks.netproxy import LatencyProxy
-from pipeline.common.storage import configure
-from pipeline.store.cache import ShardCache, parse_bytes
+from pipeline.common.settings import parse_bytes
+from pipeline.storage import location
+from pipeline.store.cache import ShardCache
 from pipeline.store.format import StoreError, shard_key
 from pipeline.store.reader import ShardReader
 from tests.conftest import make_store
@@ -98,27 +99,19 @@ def proxied(s3_server, monkeypatch):
 
 
 def test_an_outage_of_a_few_seconds_is_retried_and_reading_goes_on(store, remote, proxied):
-    configure({"retry_timeout": "30"})
-    try:
-        reader = ShardReader(remote[0])
-        proxied.outage(3.0)
-        time.sleep(0.2)
-        t0 = time.monotonic()
-        assert same(all_images(reader), all_images(ShardReader(store)))
-        assert time.monotonic() - t0 > 2.0  # it waited for the server, with backoff
-    finally:
-        configure({})
+    reader = ShardReader(location(remote[0], {"retry_timeout": "30"}))  # the options travel with the location
+    proxied.outage(3.0)
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    assert same(all_images(reader), all_images(ShardReader(store)))
+    assert time.monotonic() - t0 > 2.0  # it waited for the server, with backoff
 
 
 def test_a_server_gone_for_good_raises_a_store_error_naming_shard_and_image(remote, proxied):
-    configure({"retry_timeout": "3", "max_retries": "3"})
-    try:
-        reader = ShardReader(remote[0])
-        proxied.stop()
-        with pytest.raises(StoreError, match=r"shard \S+ cannot be read \(image \d+\)"):
-            all_images(reader)
-    finally:
-        configure({})
+    reader = ShardReader(location(remote[0], {"retry_timeout": "3", "max_retries": "3"}))
+    proxied.stop()
+    with pytest.raises(StoreError, match=r"shard \S+ cannot be read \(image \d+\)"):
+        all_images(reader)
 
 
 def test_training_from_a_bucket_that_goes_away_stops_with_its_last_checkpoint_whole(remote, proxied, tmp_path,

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.build import build_store
-from pipeline.common import lease
+from pipeline.storage import lease
 from pipeline.store.format import StoreError, open_store, staging_dir
 from pipeline.store.lifecycle import LEASE_KEY
 from pipeline.store.ownership import chunk_grids, is_own

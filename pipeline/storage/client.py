@@ -1,4 +1,4 @@
-"""The obstore clients behind `pipeline.common.objects.ObjectPath`: one per bucket, options, environment and process,
+"""The obstore clients behind `pipeline.storage.objects.ObjectPath`: one per bucket, options, environment and process,
 and the one-line errors their failures become.
 
 Credentials come from the provider's standard chain (for S3 the `AWS_*` environment or, with `AWS_PROFILE`, a profile
@@ -14,7 +14,7 @@ import functools
 import os
 import threading
 
-from pipeline.common.storage_options import check_url, redact, split
+from pipeline.storage.options import check_url, redact, split
 
 QUICK = {"connect_timeout": "5s", "timeout": "10s", "max_retries": 1, "retry_seconds": 15.0}  # `first_contact`
 CREDENTIAL_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidSecurity")

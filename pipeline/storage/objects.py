@@ -1,24 +1,25 @@
 """`ObjectPath`: a key or prefix in an object store (`s3://`, `gs://`, `az://`) behind the part of pathlib's
-interface the project uses, and `RangeFile`, a seekable read-only file over one object. Keys are literal: joined
-as written, never decoded or normalised (`pipeline.common.storage.location` makes the first one from a URL).
+interface the project uses, and the methods `LocalPath` shares with it (local.py). Keys are literal: joined
+as written, never decoded or normalised (`pipeline.storage.location` makes the first one from a URL).
 
 An object is written with one PUT (obstore turns a large one into a multipart upload that completes at once), so
 it is complete or absent: no reader ever sees half of one.
 """
 
-import fnmatch
+import contextlib
 import io
 import os
-import threading
 from pathlib import PurePosixPath
 
-from pipeline.common import partial
-from pipeline.common.objclient import StorageError, TooLarge, client, errors, provider_env, quick
+from pipeline.storage import partial
+from pipeline.storage.client import StorageError, TooLarge, client, errors, provider_env, quick
+from pipeline.storage.listing import Listing
+from pipeline.storage.ranged import RangeFile
 
 SINGLE_PUT = 4 << 30  # bytes: larger objects go up in parts
 
 
-class ObjectPath:
+class ObjectPath(Listing):
     """A key or prefix in an object store, with the pathlib methods the project uses. Folders are prefixes: one
     exists when an object lies below it, and making one is a no-op."""
 
@@ -86,6 +87,24 @@ class ObjectPath:
         return str(self)
 
     @property
+    def local(self) -> None:
+        """No path on this machine: readers that need one fetch through the methods below."""
+        return None
+
+    def parallel(self, requests: int) -> int:
+        """Threads worth spending on `requests` independent reads: all of them, each waits on the network."""
+        return requests
+
+    @property
+    def retry_seconds(self) -> float:
+        """How long a reader keeps retrying a request that fails (`--storage-option retry_timeout=SECONDS`, default
+        120): long enough for a server restart, short enough for a run to end when its bucket is gone."""
+        return float(dict(self.options).get("retry_timeout", 120))
+
+    def is_symlink(self) -> bool:
+        return False
+
+    @property
     def client(self):
         return client(self.scheme, self.bucket, self.options, provider_env(), quick())
 
@@ -130,7 +149,7 @@ class ObjectPath:
 
     def _ranged(self, fast, slow):
         """fast(), a ranged read through obstore; or slow(), the same through signed GETs, for a server that
-        answers ranges with 200 (`pipeline.common.partial`), which the first such answer marks."""
+        answers ranges with 200 (`pipeline.storage.partial`), which the first such answer marks."""
         if not partial.known(self):
             try:
                 with errors(self):
@@ -152,6 +171,27 @@ class ObjectPath:
         if mode != "rb":
             raise ValueError(f"{self}: objects are opened for reading only ('rb'), not {mode!r}")
         return RangeFile(self, self.stat().st_size, block)
+
+    def open_sized(self, block: int = 1 << 16):
+        """(a seekable file over the object, read in ranged GETs of `block` bytes, never downloaded whole; its size)."""
+        f = self.open("rb", block)
+        return f, f.size
+
+    def open_stream(self, buffer: int):
+        """The object, read forward in ranged GETs of `buffer` bytes."""
+        return io.BufferedReader(self.open("rb", block=0), buffer_size=buffer)
+
+    def file_or_path(self):
+        """What a library that takes a path or a file (pyarrow) reads: a file whose every read is one ranged GET of
+        exactly the bytes asked for (a footer, a column chunk)."""
+        return self.open("rb", block=0)
+
+    def read_regular(self) -> bytes:
+        return self.read_bytes()
+
+    def stamp(self) -> int:
+        """Changes when the object does (as far as one HEAD tells): its size."""
+        return self.stat().st_size
 
     def exists(self) -> bool:
         return self.is_file() or self.is_dir()
@@ -177,54 +217,6 @@ class ObjectPath:
                 return len(batch) > 0
         return False
 
-    def iterdir(self):
-        """The objects and prefixes directly below this one."""
-        listing = self._listing()
-        names = [p.rstrip("/").rpartition("/")[2] for p in listing["common_prefixes"]]
-        names += [o["path"].rpartition("/")[2] for o in listing["objects"]]
-        return [self / n for n in sorted(set(names)) if n]
-
-    def subfolders(self) -> list[str]:
-        """The names of the prefixes directly below this one (one listing)."""
-        return [p.rstrip("/").rpartition("/")[2] for p in self._listing()["common_prefixes"]]
-
-    def iterfiles(self) -> list["ObjectPath"]:
-        """The objects directly below this prefix (one listing)."""
-        return [ObjectPath(self.scheme, self.bucket, o["path"], self.options) for o in self._listing()["objects"]]
-
-    def _listing(self) -> dict:
-        import obstore
-
-        with errors(self):
-            return obstore.list_with_delimiter(self.client, prefix=self._prefix() or None)
-
-    def walk_files(self) -> list["ObjectPath"]:
-        """Every object below this prefix, sorted by key."""
-        import obstore
-
-        keys = []
-        with errors(self):
-            for batch in obstore.list(self.client, prefix=self._prefix() or None, chunk_size=10_000):
-                keys += [o["path"] for o in batch]
-        return [ObjectPath(self.scheme, self.bucket, k, self.options) for k in sorted(keys)]
-
-    def has_objects(self) -> bool:
-        """Whether any non-hidden object lies below this prefix."""
-        import obstore
-
-        with errors(self):
-            for batch in obstore.list(self.client, prefix=self._prefix() or None, chunk_size=1000):
-                for o in batch:
-                    if not any(part.startswith(".") for part in o["path"][len(self._prefix()) :].split("/")):
-                        return True
-        return False
-
-    def glob(self, pattern: str):
-        return [p for p in self.iterdir() if fnmatch.fnmatchcase(p.name, pattern)]
-
-    def _prefix(self) -> str:
-        return f"{self.key}/" if self.key else ""
-
     # -- writing -------------------------------------------------------------------------------------------------
     def write_bytes(self, data) -> None:
         import obstore
@@ -234,6 +226,32 @@ class ObjectPath:
 
     def write_text(self, text: str) -> None:
         self.write_bytes(text.encode())
+
+    def write_atomic(self, data, sync: bool = True, tmp_dir=None) -> None:
+        """One PUT, which makes the object appear whole when it completes (sync and tmp_dir are a disk's)."""
+        if callable(data):
+            buffer = io.BytesIO()
+            data(buffer)
+            data = buffer.getbuffer()
+        self.write_bytes(b"".join(data) if isinstance(data, list) else data)
+
+    def remove_empty(self) -> None:
+        """A prefix without objects is not there: nothing to remove."""
+
+    @contextlib.contextmanager
+    def tidy(self, *inner):
+        yield self
+
+    def check_writable(self, what: str) -> None:
+        """Refuse, in one line and leaving nothing, a prefix where a probe object cannot be put and deleted."""
+        from pipeline.common.cli import Refused
+
+        probe = self / "_staging" / ".write-check"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink(missing_ok=True)
+        except OSError as e:
+            raise Refused(f"{what} {self}: cannot write there ({e})") from None
 
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Prefixes need no making."""
@@ -285,80 +303,7 @@ class ObjectPath:
                 raise TooLarge(self, got.meta["size"], limit, got.meta.get("e_tag") or "")
             return got.bytes().to_bytes(), got.meta.get("e_tag") or ""
 
-    def listed(self) -> dict[str, tuple[int, str]]:
-        """{key below this prefix: (its size, its identity: the ETag, else size and time)}, from one listing."""
-        import obstore
-
-        out, cut = {}, len(self._prefix())
-        with errors(self):
-            for batch in obstore.list(self.client, prefix=self._prefix() or None, chunk_size=10_000):
-                for o in batch:
-                    ident = o.get("e_tag") or f"{o['size']}-{o['last_modified'].timestamp():.6f}"
-                    out[o["path"][cut:]] = (o["size"], ident)
-        return out
-
     def zarr_store(self, read_only: bool = False):
         """zarr-python's own store class for this prefix, which is taken literally (never decoded)."""
         scoped = client(self.scheme, self.bucket, self.options, provider_env(), quick(), prefix=self.key)
         return partial.zarr_store(scoped, self, read_only)
-
-
-class Seekable(io.RawIOBase):
-    """A read-only, seekable file of `size` bytes at position `pos`; subclasses fill `readinto`."""
-
-    size: int = 0
-    pos: int = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
-        self.pos = max(0, base + offset)
-        return self.pos
-
-
-class RangeFile(Seekable):
-    """A read-only, seekable file over one object, read in blocks of `block` bytes with ranged GETs (tarfile lists
-    a shard through it, header by header, without downloading the members it skips); a read of a block or more,
-    or any read with block <= 0 (Parquet's exact column chunks), fetches just its bytes."""
-
-    def __init__(self, path: ObjectPath, size: int, block: int = 1 << 16):
-        super().__init__()
-        self.path, self.size, self.block, self.pos = path, size, block, 0
-        self._cache: dict[int, bytes] = {}
-        self._lock = threading.Lock()
-
-    def readinto(self, buffer) -> int:
-        n = min(len(buffer), max(0, self.size - self.pos))
-        if n and (self.block <= 0 or n >= self.block):  # a read of its own size: exactly those bytes, uncached
-            data = self.path.read_range(self.pos, n)
-            buffer[: len(data)] = data
-            self.pos += len(data)
-            return len(data)
-        got = 0
-        while got < n:
-            k, at = divmod(self.pos + got, self.block)
-            data = self._block(k)
-            take = min(n - got, len(data) - at)
-            if take <= 0:
-                break
-            buffer[got : got + take] = data[at : at + take]
-            got += take
-        self.pos += got
-        return got
-
-    def _block(self, k: int) -> bytes:
-        with self._lock:
-            if k not in self._cache:
-                if len(self._cache) >= 8:
-                    self._cache.pop(next(iter(self._cache)))
-                start = k * self.block
-                self._cache[k] = self.path.read_range(start, min(self.block, self.size - start))
-            return self._cache[k]

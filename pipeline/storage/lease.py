@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.common.cli import Refused
-from pipeline.common.files import open_regular
-from pipeline.common.storage import ObjectPath, TooLarge, location
+from pipeline.storage import ObjectPath, TooLarge, location
+from pipeline.storage.files import open_regular
 
 log = logging.getLogger("colorize.lease")
 BEAT = 15.0  # seconds between heartbeats
