@@ -2,172 +2,47 @@
 
 The chains zarr ships (a delta filter and zstd) stay near the order-0 entropy of a linear prediction
 residual; coding the residual of a nonlinear predictor under a context of local activity, as JPEG-LS and CALIC
-do, gets close to its conditional entropy, in one pass of Numba each way (sizes: docs/store.md).
-
-Model, for the pixel x at (row y, column i), its neighbours a (left), b (above), c (above left), d (above
-right) (outside the image: a = the pixel above, else 0; b = a; c = b; d = b):
-- prediction: the median edge detector of LOCO-I, MED(a, b, c) = min(a, b) if c >= max(a, b), max(a, b) if
-  c <= min(a, b), else a + b - c;
-- residual e = x - prediction, wrapped into [-128, 127], zigzagged to u in [0, 255] (0, -1, 1, -2, ...);
-- context: activity |a - c| + |b - c| + |b - d| + 2 |e of the left pixel| (0 in the first column), at most
-  ACT_MAX, quantized by ACT_THRESHOLDS into N_CTX classes;
-- u is coded as a token: u itself below 16, else 16 + 2 (n - 4) + (the bit after u's leading bit), n =
-  floor(log2 u), with the n - 1 lower bits sent raw; N_TOKENS = 24.
+do, gets close to its conditional entropy, in one pass of Numba each way (sizes: docs/store.md). The model
+(prediction, contexts, tokens and their frequencies) is `kernels.lossless_model`; this module holds the stream
+and the coder.
 
 Stream (little endian): version (u8); rows, cols (u32 each); per context, the number of token codes that follow
 (u8; 0 = context unused) and one u8 code per token: 0 = absent, k = a count of about 2^((k - 1) / 16); the raw
 bits' byte count (u32) and the raw bits (least significant first, in pixel order); two interleaved rANS states
-(u32 each; pixel j is coded by state j mod 2) and the rANS bytes to the end. Token frequencies are the decoded
-counts normalised to 2^PROB_BITS (`_normalise`, integer arithmetic, so encoder and decoder agree on every
-machine). Both directions run without data-dependent branches in their inner loops (renormalisation and raw
-bits by masks), so their speed does not depend on the image.
+(u32 each; pixel j is coded by state j mod 2) and the rANS bytes to the end. Both directions run without
+data-dependent branches in their inner loops (renormalisation and raw bits by masks), so their speed does not
+depend on the image.
 """
 
 import numpy as np
 
 from kernels.jit import kernel
+from kernels.lossless_model import (
+    CODE_WEIGHT,
+    CTX_OF_ACTIVITY,
+    EXTRA_BITS,
+    N_CTX,
+    N_TOKENS,
+    PROB_BITS,
+    PROB_SCALE,
+    TOKEN_BASE,
+    TOKEN_OF,
+    activity_of,
+    edge_neighbours,
+    normalise,
+    predict,
+    residuals_kernel,
+)
 
 VERSION = 1
-N_TOKENS = 24
-N_CTX = 12
-PROB_BITS = 12
-PROB_SCALE = 1 << PROB_BITS
 RANS_LOW = 1 << 23  # rANS state lower bound; bytes are emitted / read one at a time, at most two per pixel
-ACT_MAX = 1023
-ACT_THRESHOLDS = (2, 4, 6, 9, 12, 16, 21, 28, 37, 50, 70)  # context k: activity in [T[k - 1], T[k])
-CTX_OF_ACTIVITY = np.digitize(np.arange(ACT_MAX + 1), ACT_THRESHOLDS).astype(np.uint8)
-# The weight a frequency code stands for: code 0 = absent, code k >= 1 = round(16 * 2^((k - 1) / 16)).
-CODE_WEIGHT = np.array([0] + [round(16 * 2 ** ((k - 1) / 16)) for k in range(1, 256)], dtype=np.int64)
 HEADER_BYTES = 1 + 4 + 4
 ERROR = -1  # what the kernels return for a malformed stream (decoder) or an overrun buffer (encoder)
-
-
-def _token_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """TOKEN_OF[u]; the raw-bit count EXTRA_BITS[token] and the smallest value TOKEN_BASE[token] of each token."""
-    token_of = np.empty(256, np.uint8)
-    base = np.zeros(N_TOKENS, np.int32)
-    extra = np.zeros(N_TOKENS, np.int32)
-    for u in range(256):
-        nb = u.bit_length() - 1
-        t = u if u < 16 else 16 + 2 * (nb - 4) + ((u >> (nb - 1)) & 1)
-        token_of[u] = t
-        if u < 16 or u & ((1 << (nb - 1)) - 1) == 0:
-            base[t], extra[t] = u, (0 if u < 16 else nb - 1)
-    return token_of, extra, base
-
-
-TOKEN_OF, EXTRA_BITS, TOKEN_BASE = _token_tables()
 
 
 def max_encoded_bytes(rows: int, cols: int) -> int:
     """An upper bound of the encoded size of a rows x cols image (the buffer `encode_kernel` needs)."""
     return HEADER_BYTES + N_CTX * (1 + N_TOKENS) + 4 + 8 + rows * cols * 3 + 16
-
-
-@kernel()
-def _edge_neighbours(img, y, i):
-    """(a, b, c, d) of the pixel (y, i), with the module's rules outside the image."""
-    cols = img.shape[1]
-    if i > 0:
-        a = np.int32(img[y, i - 1])
-    elif y > 0:
-        a = np.int32(img[y - 1, i])
-    else:
-        a = np.int32(0)
-    b = np.int32(img[y - 1, i]) if y > 0 else a
-    c = np.int32(img[y - 1, i - 1]) if y > 0 and i > 0 else b
-    d = np.int32(img[y - 1, i + 1]) if y > 0 and i + 1 < cols else b
-    return a, b, c, d
-
-
-@kernel()
-def _predict(a, b, c):
-    """MED (LOCO-I's median edge detector), without branches."""
-    hi = max(a, b)
-    lo = min(a, b)
-    p = a + b - c
-    p = lo if c >= hi else p
-    return hi if c <= lo else p
-
-
-@kernel()
-def _activity(a, b, c, d, left_error):
-    return min(abs(a - c) + abs(b - c) + abs(b - d) + 2 * left_error, ACT_MAX)
-
-
-@kernel()
-def _wrap(x, prediction):
-    """The residual x - prediction, wrapped into [-128, 127]."""
-    return ((x - prediction + 128) & 255) - 128
-
-
-@kernel()
-def _zigzag(e):
-    return 2 * e if e >= 0 else -2 * e - 1
-
-
-@kernel()
-def _edge_pixel(img, y, i, left_error, u_out, act_out):
-    """Residual and activity of the pixel (y, i) by the edge rules, into u_out and act_out; returns e."""
-    a, b, c, d = _edge_neighbours(img, y, i)
-    e = _wrap(np.int32(img[y, i]), _predict(a, b, c))
-    u_out[y * img.shape[1] + i] = _zigzag(e)
-    act_out[y * img.shape[1] + i] = _activity(a, b, c, d, left_error)
-    return e
-
-
-@kernel()
-def residuals_kernel(img, u_out, act_out):
-    """Fill u_out (rows * cols,) uint8 with every pixel's zigzagged residual and act_out (uint16) with its
-    activity. The encoder knows every pixel, so inside the image this runs as two passes over a row that LLVM
-    vectorises; the first row and the first and last columns take the edge rules."""
-    rows, cols = img.shape
-    err = np.zeros(cols, np.int32)
-    for y in range(rows):
-        if y == 0 or cols < 3:
-            left_error = np.int32(0)
-            for i in range(cols):
-                left_error = abs(_edge_pixel(img, y, i, left_error, u_out, act_out))
-            continue
-        err[0] = _edge_pixel(img, y, 0, np.int32(0), u_out, act_out)
-        # Unsigned indices: Numba's wraparound checks on signed ones keep LLVM from vectorising these loops.
-        cur, above = img[y], img[y - 1]
-        one = np.uint64(1)
-        base = np.uint64(y * cols)
-        for i in range(one, np.uint64(cols - 1)):  # _wrap and _zigzag written out: as calls, 1.4x slower
-            a, b, c = np.int32(cur[i - one]), np.int32(above[i]), np.int32(above[i - one])
-            e = ((np.int32(cur[i]) - _predict(a, b, c) + 128) & 255) - 128
-            err[i] = e
-            u_out[base + i] = np.uint8(2 * e if e >= 0 else -2 * e - 1)
-        for i in range(one, np.uint64(cols - 1)):
-            a, b, c, d = np.int32(cur[i - one]), np.int32(above[i]), np.int32(above[i - one]), np.int32(above[i + one])
-            act_out[base + i] = np.uint16(_activity(a, b, c, d, abs(err[i - one])))
-        _edge_pixel(img, y, cols - 1, abs(err[cols - 2]), u_out, act_out)
-
-
-@kernel()
-def _normalise(codes, weight, freq, cum):
-    """Fill freq, cum (N_CTX, N_TOKENS) with the frequencies (sum 2^PROB_BITS per used context) of the codes:
-    each present token gets max(1, floor(weight * 2^PROB_BITS / total)), the most frequent the remainder."""
-    for k in range(N_CTX):
-        total = 0
-        for t in range(N_TOKENS):
-            total += weight[codes[k, t]]
-        s = 0
-        top = 0
-        for t in range(N_TOKENS):
-            w = weight[codes[k, t]]
-            f = max(1, (w * PROB_SCALE) // total) if w > 0 else 0
-            freq[k, t] = f
-            s += f
-            if f > freq[k, top]:
-                top = t
-        if total > 0:
-            freq[k, top] += PROB_SCALE - s
-        run = 0
-        for t in range(N_TOKENS):
-            cum[k, t] = run
-            run += freq[k, t]
 
 
 @kernel()
@@ -228,7 +103,7 @@ def encode_kernel(img, out, weight, token_of, extra_bits, ctx_of_activity, resid
                 codes[k, t] = min(255, 1 + int(np.floor(16.0 * np.log2(c) + 0.5)))
     freq = np.empty((N_CTX, N_TOKENS), np.int64)
     cum = np.empty((N_CTX, N_TOKENS), np.int64)
-    _normalise(codes, weight, freq, cum)
+    normalise(codes, weight, freq, cum)
 
     out[0] = VERSION
     pos = _put_u32(out, 1, rows)
@@ -297,7 +172,7 @@ def _decode_pixel(a, b, c, d, left_error, state, tables):
     """
     x, other, acc, n_acc, pos, raw, bad = state
     buf, last, raw_last, lut, packed, extra_bits, token_base, ctx_of_activity = tables
-    k = np.int64(ctx_of_activity[_activity(a, b, c, d, left_error)])
+    k = np.int64(ctx_of_activity[activity_of(a, b, c, d, left_error)])
     slot = x & np.uint64(PROB_SCALE - 1)
     t = np.int64(lut[k * PROB_SCALE + slot])
     fc = packed[k * N_TOKENS + t]
@@ -317,7 +192,7 @@ def _decode_pixel(a, b, c, d, left_error, state, tables):
     u = token_base[t] | np.int32(acc & np.uint64((1 << extra) - 1))
     acc >>= np.uint64(extra)
     e = (u >> 1) ^ -(u & 1)
-    return np.uint8((_predict(a, b, c) + e) & 255), abs(e), (other, x, acc, n_acc, pos, raw, bad)
+    return np.uint8((predict(a, b, c) + e) & 255), abs(e), (other, x, acc, n_acc, pos, raw, bad)
 
 
 @kernel()
@@ -341,7 +216,7 @@ def decode_kernel(buf, img, weight, extra_bits, token_base, ctx_of_activity):
         pos += 1 + used
     freq = np.empty((N_CTX, N_TOKENS), np.int64)
     cum = np.empty((N_CTX, N_TOKENS), np.int64)
-    _normalise(codes, weight, freq, cum)
+    normalise(codes, weight, freq, cum)
     # Per context: slot -> token, and per (context, token): freq | cum << 16. An unused context maps every slot
     # to a token of frequency 0, which the loop reports.
     lut = np.zeros(N_CTX * PROB_SCALE, np.uint8)
@@ -365,7 +240,7 @@ def decode_kernel(buf, img, weight, extra_bits, token_base, ctx_of_activity):
         inner = y > 0 and cols >= 3
         left_error = np.int32(0)
         for i in range(cols if not inner else 1):
-            a, b, c, d = _edge_neighbours(img, y, i)
+            a, b, c, d = edge_neighbours(img, y, i)
             img[y, i], left_error, state = _decode_pixel(a, b, c, d, left_error, state, tables)
         if not inner:
             continue
@@ -376,7 +251,7 @@ def decode_kernel(buf, img, weight, extra_bits, token_base, ctx_of_activity):
             v, left_error, state = _decode_pixel(a, b, c, d, left_error, state, tables)
             cur[i] = v
             a = np.int32(v)
-        a, b, c, d = _edge_neighbours(img, y, cols - 1)
+        a, b, c, d = edge_neighbours(img, y, cols - 1)
         img[y, cols - 1], left_error, state = _decode_pixel(a, b, c, d, left_error, state, tables)
     pos, raw, bad = state[4], state[5], state[6]
     if bad or pos > size or raw > raw_end:

@@ -1,11 +1,20 @@
-"""The lossless image coder of the store's L (`kernels.lossless`): exact round trips, its tables, bad streams."""
+"""The lossless image coder of the store's L (`kernels.lossless` and its model, `kernels.lossless_model`): exact
+round trips, its tables, bad streams."""
 
 import numpy as np
 import pytest
 
 from kernels import lossless
 from kernels.jit import python_version
-from kernels.lossless import ACT_MAX, ACT_THRESHOLDS, CTX_OF_ACTIVITY, EXTRA_BITS, TOKEN_BASE, TOKEN_OF
+from kernels.lossless_model import (
+    ACT_MAX,
+    ACT_THRESHOLDS,
+    CODE_WEIGHT,
+    CTX_OF_ACTIVITY,
+    EXTRA_BITS,
+    TOKEN_BASE,
+    TOKEN_OF,
+)
 
 
 def synthetic(shape: tuple[int, int], kind: str, seed: int = 0) -> np.ndarray:
@@ -58,11 +67,11 @@ def test_compiled_and_python_kernels_write_the_same_stream():
     for kernel in (lossless.encode_kernel, python_version(lossless.encode_kernel)):
         out = np.zeros(lossless.max_encoded_bytes(6, 7), np.uint8)
         scratch = np.empty(n, np.uint8), np.empty(n, np.uint16), np.empty(n, np.uint16)
-        length = kernel(img, out, lossless.CODE_WEIGHT, TOKEN_OF, EXTRA_BITS, CTX_OF_ACTIVITY, *scratch)
+        length = kernel(img, out, CODE_WEIGHT, TOKEN_OF, EXTRA_BITS, CTX_OF_ACTIVITY, *scratch)
         streams.append(out[:length].tobytes())
     assert streams[0] == streams[1]
     back = np.empty_like(img)
-    args = (lossless.CODE_WEIGHT, EXTRA_BITS, TOKEN_BASE, CTX_OF_ACTIVITY)
+    args = (CODE_WEIGHT, EXTRA_BITS, TOKEN_BASE, CTX_OF_ACTIVITY)
     assert python_version(lossless.decode_kernel)(np.frombuffer(streams[0], np.uint8), back, *args) == 0
     np.testing.assert_array_equal(back, img)
 
