@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import PreprocessConfig
-from pipeline.layouts import find
 from pipeline.labels import MAX_CLASSES
+from pipeline.layouts import find
 from pipeline.tarsamples import samples
 
 FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
