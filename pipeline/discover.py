@@ -94,7 +94,7 @@ def read_path(root, path: str) -> bytes:
 
 def subfolders(folder) -> list[str]:
     """The names of the non-hidden folders directly in `folder` (one listing in an object store)."""
-    names = folder.subfolders()
+    names = location(folder).subfolders()
     return sorted(n for n in names if not n.startswith("."))
 
 
@@ -146,7 +146,7 @@ def discover(
         if missing:
             raise ValueError(f"classes not found under {base}: {', '.join(missing[:5])}")
         folders = [f for f in folders if f in set(classes)]
-    with ThreadPoolExecutor(base.parallel(16)) as pool:  # a listing per class, at once in a bucket
+    with ThreadPoolExecutor(location(base).parallel(16)) as pool:  # a listing per class, at once in a bucket
         listed = list(pool.map(lambda wnid: files_below(base / wnid), folders))
     sources = []
     for wnid, files in zip(folders, listed, strict=True):

@@ -15,6 +15,7 @@ import threading
 import zlib
 from collections import OrderedDict
 
+from pipeline.storage import location
 from pipeline.tars import BLOCK, Listing, _damage, _error, _walk
 
 GZ = (".tar.gz", ".tgz")
@@ -34,7 +35,7 @@ def split_member(path: str) -> tuple[str, str] | None:
 
 def open_stream(path):
     """The decompressed tar of a shard, read forward (a bucket's object in ranged GETs of STREAM_BUFFER)."""
-    raw = path.open_stream(STREAM_BUFFER)
+    raw = location(path).open_stream(STREAM_BUFFER)
     return gzip.GzipFile(fileobj=raw, mode="rb"), raw
 
 

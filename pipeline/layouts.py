@@ -46,7 +46,7 @@ def _split_dir(root, split: str):
 def entries(folder) -> tuple[list[str], list[str]]:
     """(folder names, other names) directly in `folder`, non-hidden folders only; one listing in an object store.
     Anything that is not a folder (a file, a FIFO, ...) is among the others, for the layouts to record."""
-    folders, others = folder.entries()
+    folders, others = location(folder).entries()
     return sorted(f for f in folders if not f.startswith(".")), sorted(others)
 
 
@@ -128,7 +128,7 @@ def _tars(root, cfg) -> tuple[list, list]:
     else:
         shards = [base / f for f in sorted(sum(entries(base), [])) if f.endswith(TAR_SHARDS)]  # a folder too: recorded
     n_classes = len(classes) if classes is not None else None
-    with ThreadPoolExecutor(root.parallel(16)) as pool:
+    with ThreadPoolExecutor(location(root).parallel(16)) as pool:
         listed = list(pool.map(lambda shard: samples(shard, n_classes), shards))
     known = set(classes) if classes is not None else None
     named: dict[str, str | None] = {}  # a tar's name -> the class it names, or None
@@ -171,7 +171,7 @@ def _parquets(root, split: str) -> tuple[list, list, list[str] | None]:
     from pipeline.parquet import index_shard
 
     shards = parquet_files(root, split)
-    with ThreadPoolExecutor(root.parallel(16)) as pool:
+    with ThreadPoolExecutor(location(root).parallel(16)) as pool:
         listed = list(pool.map(index_shard, shards))
     entries_, skipped, names = [], [], None
     for shard, (rows, skips, found) in zip(shards, listed, strict=True):
@@ -241,7 +241,7 @@ def _listed(root, list_file: str) -> tuple[list, list]:
         if words and not words[0].startswith("#"):
             path = (root / words[0]).resolve()
             lines.append((n, words, path, path.is_relative_to(top)))
-    with ThreadPoolExecutor(root.parallel(32)) as pool:
+    with ThreadPoolExecutor(location(root).parallel(32)) as pool:
         there = list(pool.map(lambda x: x[3] and len(x[1]) <= 2 and x[2].is_file(), lines))
     entries_, skips, stored = [], [], set()
     for (n, words, path, inside), is_file in zip(lines, there, strict=True):

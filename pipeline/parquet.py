@@ -21,6 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from pipeline.labels import MAX_CLASSES
+from pipeline.storage import location
 
 IMAGE, LABEL = "image", "label"
 
@@ -43,7 +44,7 @@ class Skip:
 def _file(path):
     """What pyarrow reads: a local path, or a seekable RangeFile over an object whose every read is one ranged
     GET of exactly the bytes pyarrow asks for (a footer, a column chunk)."""
-    return path.file_or_path()
+    return location(path).file_or_path()
 
 
 @functools.lru_cache(maxsize=64)

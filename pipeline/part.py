@@ -110,7 +110,7 @@ def process_part(cfg: PreprocessConfig, store: str, part: int, sources: list[Sou
     root, step, per = location(cfg.source), batch_size(cfg.shard_images), cfg.shard_images
     batches = [range(lo, min(len(sources), lo + step)) for lo in range(0, len(sources), step)]
     reads = _pool(root.parallel(REMOTE_READS))  # a batch's objects, fetched at once from a bucket
-    uploads = _pool(store.parallel(REMOTE_WRITES))
+    uploads = _pool(location(store).parallel(REMOTE_WRITES))
     written: list = []  # the uploads of the batch before, waited for before the next batch's start
     with ThreadPoolExecutor(1) as pool, reads or contextlib.nullcontext(), uploads or contextlib.nullcontext():
         fetch = lambda b: pool.submit(read_sources, root, [sources[i] for i in b], reads)  # noqa: E731

@@ -31,7 +31,7 @@ import tarfile
 from dataclasses import dataclass, replace
 
 from pipeline.labels import short as _short
-from pipeline.storage import NotRegular
+from pipeline.storage import NotRegular, location
 from pipeline.storage.ranged import Seekable
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -84,7 +84,7 @@ def index_archive(path) -> tuple[Listing, dict[str, Listing]]:
     class), by member name, its offsets those of the shard: each read in place through a window, nothing
     extracted."""
     try:
-        f, end = path.open_sized()  # in a bucket, header by header with ranged reads, never downloaded whole
+        f, end = location(path).open_sized()  # in a bucket, header by header with ranged reads, never downloaded whole
     except NotRegular:
         return Listing([], [], Skip(None, "not_a_file", "the shard is not a regular file"), 0), {}
     except OSError as e:
@@ -237,7 +237,7 @@ def _locations(path, stamp: float) -> dict[str, tuple[int, int]]:
 
 def member_location(path, name: str) -> tuple[int, int]:
     """(offset, size) of a member's data, from the shard's index (kept for the 64 shards last asked about)."""
-    where = _locations(path, path.stamp()).get(name)
+    where = _locations(path, location(path).stamp()).get(name)
     if where is None:
         raise FileNotFoundError(f"no member {name!r} in {path}")
     return where
@@ -256,7 +256,7 @@ def read_member(path, offset: int, size: int) -> bytes:
 
     if is_gz(path):
         return STREAMS.read(path, offset, size)
-    data = path.read_range(offset, size)
+    data = location(path).read_range(offset, size)
     if len(data) != size:
         raise OSError(f"member cut short: {len(data)} of {size} bytes")
     return data

@@ -114,8 +114,9 @@ def batches(root, sources: list, protocol: Protocol, batch: int, skipped: list):
     """(names, uint8 (B, size, size, 3)) of the sources in order; what cannot be read or decoded is appended to
     `skipped` as {"path", "reason"}, never dropped silently."""
     from pipeline.discover import read_sources
+    from pipeline.storage import location
 
-    with ThreadPoolExecutor(max(2, root.parallel(16))) as pool:
+    with ThreadPoolExecutor(max(2, location(root).parallel(16))) as pool:
         for s in range(0, len(sources), batch):
             part = sources[s : s + batch]
             names, images = [], []
