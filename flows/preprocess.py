@@ -171,14 +171,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     settings, options = given(args, PreprocessConfig), given(args, RunOptions)
     cfg, run = PreprocessConfig(**settings), RunOptions(**options)  # validated here, before Prefect starts
+    storage = parse_options(run.storage_option)
     with first_contact():  # an endpoint that does not answer is reported within seconds, not minutes
-        check_inputs(cfg.located(parse_options(run.storage_option)), run)
+        check_inputs(cfg.located(storage), run)
     if run.quality_out:
         make_dir(run.quality_out, "--quality-out", keep=False)
     if run.dask_address:
         check_dask_address(run.dask_address, security_of(run.dask_security) if run.dask_security else None)
     try:
-        with hold(location(run.store, parse_options(run.storage_option))):  # one writer per store: refused now
+        with hold(location(run.store, storage)):  # one writer per store: refused now
             print(run_in_process(**settings, **options))
     except QualityFailed as e:
         print(f"error: {e}", file=sys.stderr)

@@ -32,10 +32,6 @@ class LocalPath(PosixPath):
         """Threads worth spending on `requests` independent reads: one, since a disk's waits do not overlap."""
         return 1
 
-    @property
-    def retry_seconds(self) -> float:
-        return 0.0
-
     # -- reading -------------------------------------------------------------------------------------------------
     def read_bytes(self, limit: int | None = None) -> bytes:
         """The file's bytes; with a limit, TooLarge (before reading) past `limit` bytes, and regular files only."""
@@ -84,10 +80,13 @@ class LocalPath(PosixPath):
         """(folder names, other names) directly below; both empty for a path that is not a folder."""
         if not self.is_dir():
             return [], []
-        listed = list(self.iterdir())
-        return [p.name for p in listed if p.is_dir()], [p.name for p in listed if not p.is_dir()]
+        folders, others = [], []
+        for p in self.iterdir():
+            (folders if p.is_dir() else others).append(p.name)
+        return folders, others
 
     def subfolders(self) -> list[str]:
+        """The folder names directly below (FileNotFoundError if this is not a folder)."""
         return [p.name for p in self.iterdir() if p.is_dir()]
 
     def files_below(self) -> list[str]:
