@@ -83,7 +83,7 @@ def evaluate_protocol(model, model_cfg: dict, device, recovery: str, protocol, s
     scores = np.concatenate(rows["model"])
     out["per_image"] = [{"path": n, "cf": float(c), "cf_truth": float(t), "psnr": float(p)}
                         for n, c, t, p in zip(names, scores[:, 3], truth_cf, scores[:, 0], strict=True)]  # fmt: skip
-    out |= {"protocol": protocol.name, "about": protocol.about, "source": source,
+    out |= {"protocol": protocol.name, "about": protocol.about, "source": str(source),
             "note": shortfall(protocol, len(names))}  # fmt: skip
     if extractor:
         out["fid"], pred_stats = _fid(extractor, key, digest.hexdigest(), cache, cached, truth_moments,
