@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.quality_runs import config, evaluate_one
+
 TABLE3 = ("unet", "unet+cls", "unet+aff", "full")  # Wang et al.'s Table 3, in its order of rising PSNR
 SHOWN = ("psnr", "colourfulness", "overflow")
 
@@ -31,7 +33,6 @@ def causes(zhang_prior: str | None) -> dict[str, dict]:
 def curve_run(args, name: str, seed: int, work: Path, idx: np.ndarray, budgets: list[int]) -> list[dict]:
     """[{steps, recovery: metrics}] of one run of `name` to max(budgets), evaluated at each budget with its own
     recovery (argmax against annealed is a cause run's question)."""
-    from benchmarks.systems import config
     from training.checkpoint import load_model
     from training.evaluate import evaluate
     from training.run import train
@@ -49,7 +50,6 @@ def curve_run(args, name: str, seed: int, work: Path, idx: np.ndarray, budgets: 
 
 
 def cause_run(args, overrides: dict, seed: int, work: Path, idx: np.ndarray) -> dict:
-    from benchmarks.systems import config, evaluate_one
     from training.checkpoint import load_model
     from training.run import train
 

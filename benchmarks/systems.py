@@ -2,31 +2,26 @@
 
 For each of --seeds seeds and each registered model: `training.run.train` on --store for --steps steps at
 --width, --size and --batch (each system with its own loss, optimiser and a learning rate for a short budget,
-RECIPES), then `training.evaluate` on --eval-store with every colour recovery the system takes, and with its
-own recovery guided by each image's ground-truth histogram (CU-net's "+Global histogram"). Reported per
-system: PSNR, SSIM, colourfulness, Zhang's raw accuracy (AuC, plain and rebalanced), parameters and GFLOPs at
-224 (paper size) and at the benchmark's width, training images/s; mean and spread over the seeds; the gray
-baseline and the ground truth's colourfulness; which PSNR differences exceed the spread; the papers' own figures
-(ImageNet or COCO, not comparable in budget). Writes reports/benchmarks/quality.{json,md} and quality.grid.png.
+RECIPES of `benchmarks.quality_runs`), then `training.evaluate` on --eval-store with every colour recovery the
+system takes, and with its own recovery guided by each image's ground-truth histogram (CU-net's "+Global
+histogram"). Reported per system: PSNR, SSIM, colourfulness, Zhang's raw accuracy (AuC, plain and rebalanced),
+parameters and GFLOPs at 224 (paper size) and at the benchmark's width, training images/s; mean and spread over
+the seeds; the gray baseline and the ground truth's colourfulness; which PSNR differences exceed the spread; the
+papers' own figures (ImageNet or COCO, not comparable in budget). Writes reports/benchmarks/quality.{json,md}
+and quality.grid.png.
 """
 
-import csv
-import statistics
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks import curves
+from benchmarks.quality_runs import evaluate_one, recipe, train_one
 from benchmarks.report import machine, settings, write
 from pipeline.common.cli import ArgumentParser
 
-RECIPES = {  # a short budget wants larger steps than the papers' long schedules
-    "sgd": {"lr": 0.05},  # the AFF nets: the embedded default's preset
-    "adam": {"lr": 1e-3},  # zhang16, cunet
-    "pix2pix": {"lr": 2e-4, "lr_d": 2e-4},  # pix2pix's own, with the first half of the steps L1 only
-}
-PAPER_WIDTH = ("cheng15",)  # a small per-pixel network: cheap at its paper's width, which the table keeps
 PAPERS = {  # (PSNR, SSIM) as their papers report them, on their data
     "unet": (23.1783, 0.8921, "Wang et al. Table 3, ImageNet val"),
     "unet+cls": (24.1615, 0.9119, "Wang et al. Table 3, ImageNet val"),
@@ -38,55 +33,6 @@ PAPERS = {  # (PSNR, SSIM) as their papers report them, on their data
     "zhang16-liu": (26.663, 0.959, "Liu, Gao and Li, Table 1, mean of 3 good test images (MSE baseline 21.325)"),
 }
 METRICS = ("psnr", "ssim", "mae", "colourfulness", "cf", "delta_cf", "auc", "auc_rebalanced", "overflow")
-
-
-def recipe(name: str) -> dict:
-    from training.models import spec_of
-
-    spec = spec_of(name)
-    own = RECIPES["pix2pix"] if spec.discriminator else RECIPES[spec.optimizer]  # pix2pix: its own L1-first share
-    return own | ({"width": 1.0} if name in PAPER_WIDTH else {})
-
-
-def config(args, name: str, seed: int, out: Path, steps: int, **overrides):
-    """The TrainConfig of one benchmark run: the shared budget, the system's recipe, then `overrides`."""
-    from training.run import TrainConfig
-
-    budget = {"width": args.width, "size": args.size, "batch_size": args.batch, "steps": steps, "seed": seed}
-    logging = {"holdout": 0.0, "ckpt_every": steps, "log_every": max(1, steps // 20), "tensorboard": False}
-    return TrainConfig(store=args.store, out=str(out), variant=name, **(budget | logging | recipe(name) | overrides))
-
-
-def train_one(args, name: str, seed: int, work: Path):
-    """(the trained model, its config, its training images/s)."""
-    from training.run import train
-
-    cfg = config(args, name, seed, work / f"{name}-{seed}", args.steps)
-    train(cfg)
-    with open(Path(cfg.out) / "metrics.csv") as f:
-        rates = [float(r["images_per_s"]) for r in csv.DictReader(f)][1:]
-    from training.checkpoint import load_model
-
-    model, _, _ = load_model(Path(cfg.out) / "checkpoint-last.pt", "auto")
-    return model, cfg, statistics.median(rates) if rates else float("nan")
-
-
-def evaluate_one(args, model, cfg, idx: np.ndarray, guided: bool = True) -> dict:
-    """Metrics per recovery (the system's own first), and its own recovery guided by the ground truth."""
-    from training.evaluate import evaluate
-    from training.models import spec_of
-
-    device = next(model.parameters()).device
-    out = {}
-    for k, recovery in enumerate(spec_of(cfg.variant).recoveries):
-        strength = 1.0 if k == 0 and guided else 0
-        m = evaluate(model, args.eval_store, idx, device, cfg.size, cfg.head, recovery, guided=strength)
-        m.pop("_grid")
-        out[recovery] = m["model"]
-        if strength:
-            out |= {"guided": m["guided"], "gray": m["gray"], "gt_colourfulness": m["ground_truth_colourfulness"],
-                    "gt_cf": m["ground_truth_cf"]}  # fmt: skip
-    return out
 
 
 def grid_row_images(args, model, cfg, idx: np.ndarray) -> list[np.ndarray]:
@@ -191,16 +137,13 @@ def main(argv=None) -> int:
     rows = [[gray_rgb[k], *(col[k] for col in columns), truth[k]] for k in range(len(truth))]
     grid(grid_path, rows, ["input", *names, "ground truth"])
     if studies.get("curve"):
-        from benchmarks.curves import plot
-
-        plot(Path(args.out) / "quality.curve.png", studies["curve"])
+        curves.plot(Path(args.out) / "quality.curve.png", studies["curve"])
     write("quality", data, _markdown(data), args.out)
     return 0
 
 
 def _studies(args, names: list[str], runs: dict, idx: np.ndarray, work: Path) -> dict:
     """The curve and the cause runs (benchmarks.curves), when asked for."""
-    from benchmarks import curves
     from training.models import spec_of
 
     out = {}
@@ -291,7 +234,6 @@ def _markdown(d: dict) -> str:
         if r["paper"]:
             psnr, ssim, where = r["paper"]
             lines.append(f"| {name} | {psnr} | {ssim if ssim is not None else ''} | {where} |")
-    from benchmarks.curves import markdown
     from training.published import CAVEAT, table
 
     lines += ["", "CF: the colourfulness of CT2's and DDColor's code (absolute opponent channels); ΔCF: the "
@@ -299,7 +241,7 @@ def _markdown(d: dict) -> str:
               "and the Inception's weights: `colorize-evaluate --protocol val5k` measures it (docs/evaluation.md).",
               "", "## Published on ImageNet val5k (other systems, full training; not reproduced here)", "",
               *table("val5k", []), "", CAVEAT]  # fmt: skip
-    return "\n".join(lines + markdown(d)) + "\n"
+    return "\n".join(lines + curves.markdown(d)) + "\n"
 
 
 def _cell(m: dict, k: str, spread: bool = True) -> str:
