@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from benchmarks.photos import photo_batch, shared_dir
+from benchmarks.photos import photo_batch, zhang_prior
 from benchmarks.report import machine, summary, timed, write
 from kernels import bins, encode_targets
 from kernels.gamut import A_MIN, B_MIN, CATEGORY_MATRIX, GRID, Q
@@ -60,9 +60,9 @@ def floor_targets(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _weights(batch: np.ndarray) -> tuple[np.ndarray, str]:
-    ref = shared_dir()
-    if ref is not None and (ref / "reference" / "prior_probs.npy").is_file():
-        return balance_weights(np.load(ref / "reference" / "prior_probs.npy")), "Zhang's ImageNet prior"
+    prior = zhang_prior()
+    if prior is not None:
+        return balance_weights(np.load(prior)), "Zhang's ImageNet prior"
     counts = np.bincount(encode_targets(batch, np.ones(Q, np.float32))[0].ravel(), minlength=Q)
     return balance_weights(prior_from_counts(counts)), "the batch's own prior"
 

@@ -62,7 +62,7 @@ def check_dali(device, sample: Path | None, images: int) -> dict:
     except ImportError as e:
         raise NotMeasured("DALI is not installed") from e
     if sample is None:
-        raise NotMeasured("no photos (../shared/data/imagenet-sample or --sample)")
+        raise NotMeasured("no photos (the ImageNet sample of the development photos, or --sample)")
     import kernels
     from pipeline.decode import Cropper
 
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
 
     p = ArgumentParser(prog="python -m benchmarks.device_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--store", help="a store for the loader (the sample's is 21 MB)")
-    p.add_argument("--sample", help="ImageNet-layout photos for DALI (default: ../shared/data/imagenet-sample)")
+    p.add_argument("--sample", help="ImageNet-layout photos for DALI (default: the ImageNet sample, if present)")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: run every part on the CPU")
     p.add_argument("--images", type=int, default=800, help="photos decoded by each DALI decoder")
     p.add_argument("--quick", action="store_true", help="tiny sizes (the test of this script)")

@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     from flows.preprocess import run_in_process
 
     p = ArgumentParser(prog="python -m benchmarks preprocess", description=__doc__.split("\n\n")[0])
-    p.add_argument("--source", help="ImageNet-layout root (default: the shared sample, else the embedded set)")
+    p.add_argument("--source", help="ImageNet-layout root (default: the ImageNet sample, else the embedded set)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--repeat", type=int, default=4, help="list every source file this many times (symlinks), >= 2")

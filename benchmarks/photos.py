@@ -1,5 +1,8 @@
 """Real photographs for the tests and benchmarks: the shared ImageNet sample beside the checkout when present
-(or $COLORIZE_SHARED), else crops of the embedded default's photographs. Never used by the library itself."""
+(or $COLORIZE_SHARED), else crops of the embedded default's photographs. Never used by the library itself.
+
+The one module that knows where the development photos and Zhang et al.'s released figures lie: everything else
+asks the functions here, so that the folder is named in one place."""
 
 import os
 from pathlib import Path
@@ -23,11 +26,20 @@ def imagenet_sample() -> Path | None:
     return path if path and (path / "train").is_dir() else None
 
 
+def _reference(name: str) -> Path | None:
+    root = shared_dir()
+    path = root / "reference" / name if root else None
+    return path if path and path.is_file() else None
+
+
 def zhang_prior() -> Path | None:
     """Zhang et al.'s ImageNet prior over the 313 bins (../shared/reference/prior_probs.npy), if present."""
-    root = shared_dir()
-    path = root / "reference" / "prior_probs.npy" if root else None
-    return path if path and path.is_file() else None
+    return _reference("prior_probs.npy")
+
+
+def zhang_centers() -> Path | None:
+    """Zhang et al.'s (a, b) centers of the 313 bins (../shared/reference/pts_in_hull.npy), if present."""
+    return _reference("pts_in_hull.npy")
 
 
 def center_crop(img, size: int) -> np.ndarray:

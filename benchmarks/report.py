@@ -22,6 +22,8 @@ def summary(seconds: list[float]) -> dict:
 def named(path) -> str | None:
     """A store or source as a report names it: relative to the repository when inside it, the shared ImageNet
     sample by what it is, anything else by its own name (never a path of the machine that measured)."""
+    from benchmarks.photos import imagenet_sample
+
     if not path:
         return path
     if "://" in str(path):
@@ -29,7 +31,8 @@ def named(path) -> str | None:
     p, root = Path(path).resolve(), Path(__file__).resolve().parents[1]
     if p.is_relative_to(root):
         return p.relative_to(root).as_posix()
-    if p.parent.name == "data" and p.name == "imagenet-sample":
+    sample = imagenet_sample()
+    if sample is not None and p == sample.resolve():
         return "the shared ImageNet sample (800 photos)"
     return p.name
 

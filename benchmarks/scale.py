@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m benchmarks scale", description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="1000,10000,100000", help="numbers of source files, comma-separated")
     p.add_argument("--workers", type=int, default=2, help="local Dask workers of the flow")
-    p.add_argument("--sample", help="ImageNet-layout photos to link to (default: ../shared/data/imagenet-sample)")
+    p.add_argument("--sample", help="ImageNet-layout photos to link to (default: the ImageNet sample, if present)")
     p.add_argument("--work", help="folder for the trees and stores (default: a temporary one, removed at the end)")
     p.add_argument("--poll", type=float, default=0.25, help="seconds between two looks at the flow's processes")
     p.add_argument("--rounds", type=int, default=1, help="runs of every size, interleaved; medians are reported")
@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     sizes = sorted(int(x) for x in args.sizes.split(","))
     sample = Path(args.sample) if args.sample else imagenet_sample()
     if sample is None or not (sample / "train").is_dir():
-        p.error("needs ImageNet-layout photos: ../shared/data/imagenet-sample or --sample DIR")
+        p.error("needs ImageNet-layout photos: the ImageNet sample of the development photos, or --sample DIR")
     if sizes[0] < 1 or args.workers < 1 or args.rounds < 1:
         p.error("--sizes, --workers and --rounds must be >= 1")
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-scale-"))

@@ -1,6 +1,6 @@
-"""Shared fixtures: real photographs (shared ImageNet sample or the embedded default), all 2^24 colours,
-source trees for the flow and a tiny store. Flow tests run Prefect for real: each test process gets its own
-PREFECT_HOME (SQLite) in a temp folder."""
+"""Shared fixtures: real photographs (the ImageNet sample of the development photos, or the embedded default),
+all 2^24 colours, source trees for the flow and a tiny store. Flow tests run Prefect for real: each test process
+gets its own PREFECT_HOME (SQLite) in a temp folder."""
 
 import os
 import shutil
@@ -48,7 +48,7 @@ os.environ.pop("PREFECT_API_URL", None)
 
 
 def real_photos(n: int) -> list[tuple[str, bytes]]:
-    """(class, JPEG bytes) of n real photographs: the shared ImageNet sample, else the embedded default."""
+    """(class, JPEG bytes) of n real photographs: the ImageNet sample, else the embedded default."""
     from benchmarks.photos import imagenet_sample
     from pipeline.embedded import build_embedded_dataset
 

@@ -16,7 +16,7 @@ def test_device_check_runs_every_part_on_the_cpu(tmp_path, tiny_store):
     assert r["kernels"]["float_bins_differ"] == 0
     assert r["train"]["full_images_per_s"] > 0 and r["train"]["loader_images_per_s"] > 0
     assert set(r["loader"]["images_per_s"]) == {"random", "quasi"}
-    if "not_measured" not in r["dali"]:  # needs the shared sample
+    if "not_measured" not in r["dali"]:  # needs the ImageNet sample
         assert r["dali"]["identical_images"] == r["dali"]["images"] > 0
 
 

@@ -17,12 +17,12 @@ def brute_nearest(ab: np.ndarray) -> np.ndarray:
 
 
 def test_centers_match_zhang_release():
-    from benchmarks.photos import shared_dir
+    from benchmarks.photos import zhang_centers
 
-    ref = shared_dir()
-    if ref is None or not (ref / "reference" / "pts_in_hull.npy").is_file():
-        pytest.skip("../shared/reference not present")
-    assert np.array_equal(np.load(ref / "reference" / "pts_in_hull.npy"), CENTERS)
+    centers = zhang_centers()
+    if centers is None:
+        pytest.skip("Zhang et al.'s released bin centers are not present")
+    assert np.array_equal(np.load(centers), CENTERS)
 
 
 @pytest.mark.parametrize("ab,q", [((0, 0), 120), ((-30, 30), 72), ((3, -3), 120), ((10, 0), 139), ((-30, 0), 69)])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from benchmarks.photos import shared_dir
+from benchmarks.photos import zhang_prior
 from kernels.gamut import Q
 from pipeline.priors import balance_weights, prior_from_counts
 
@@ -42,10 +42,10 @@ def test_float_histogram_is_normalised():
 
 
 def test_zhang_imagenet_prior():
-    ref = shared_dir()
-    if ref is None or not (ref / "reference" / "prior_probs.npy").is_file():
-        pytest.skip("../shared/reference not present")
-    p = np.load(ref / "reference" / "prior_probs.npy")
+    prior = zhang_prior()
+    if prior is None:
+        pytest.skip("Zhang et al.'s ImageNet prior is not present")
+    p = np.load(prior)
     w = balance_weights(p)
     assert abs(float((p * w).sum()) - 1) < 1e-6
     assert w.argmax() == p.argmin() and w.argmin() == p.argmax()
