@@ -74,7 +74,7 @@ def photo_batch(n: int = 64, size: int = 224, seed: int = 0) -> tuple[np.ndarray
                     continue
                 out.append(center_crop(img, size))
             if len(out) == n:
-                return np.stack(out), f"{n} photos of {sample}"
+                return np.stack(out), f"{n} photos of the ImageNet sample"  # its name, not where it lies
         raise ValueError(f"{sample} has fewer than {n} colour photos")
     photos = [Image.open(p).convert("RGB") for _, p in embedded_photos()]
     for i in range(n):

@@ -1,11 +1,17 @@
-"""Shared helpers of the benchmarks: timing, machine description, report files."""
+"""Shared helpers of the benchmarks: timing, machine description, report files.
 
+Reports are committed and read on other machines: `write` names every path of the measuring machine in them as
+`named` does, so that no report records where a benchmark happened to run."""
+
+import functools
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def timed(fn, *args) -> tuple[float, object]:
@@ -26,7 +32,9 @@ def named(path) -> str | None:
 
     if not path:
         return path
-    if "://" in str(path):
+    if str(path).startswith("file://"):  # a folder of this machine too
+        path = urlsplit(str(path)).path
+    elif "://" in str(path):
         return str(path)
     p, root = Path(path).resolve(), Path(__file__).resolve().parents[1]
     if p.is_relative_to(root):
@@ -35,6 +43,35 @@ def named(path) -> str | None:
     if sample is not None and p == sample.resolve():
         return "the shared ImageNet sample (800 photos)"
     return p.name
+
+
+@functools.cache
+def _machine_path() -> re.Pattern:
+    """An absolute path of this machine (or a file:// URL of one): a first component that is an entry of the
+    file system's root, not preceded by what would make it part of a URL or a relative path."""
+    tops = sorted(os.listdir("/"), key=len, reverse=True)
+    top = "|".join(re.escape(t) for t in tops if t)
+    return re.compile(rf"(?<![\w.:/~-])(?:file://)?/(?:{top})(?![^/\s'\"`|,;:.)\]}}>])[^\s'\"`|,;()\[\]{{}}<>]*")
+
+
+def unpathed(text: str) -> str:
+    """text with each path of this machine in it as `named` gives it (a sentence's final '.', ',' or ':' kept)."""
+
+    def name(m: re.Match) -> str:
+        path = m.group(0).rstrip(".,:")
+        return named(path) + m.group(0)[len(path) :]
+
+    return _machine_path().sub(name, text)
+
+
+def _unpathed_data(x):
+    if isinstance(x, str):
+        return unpathed(x)
+    if isinstance(x, dict):
+        return {_unpathed_data(k): _unpathed_data(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_unpathed_data(v) for v in x]
+    return x
 
 
 def settings(args, keys: tuple[str, ...]) -> dict:
@@ -71,7 +108,9 @@ def machine() -> dict:
 
 
 def write(name: str, data: dict, markdown: str, out_dir: str | Path = "reports/benchmarks", show: bool = True) -> Path:
-    """Write out_dir/name.json and name.md; with `show`, print the markdown and where it went."""
+    """Write out_dir/name.json and name.md, every path of this machine in them `named`; with `show`, print the
+    markdown and where it went."""
+    data, markdown = _unpathed_data(data), unpathed(markdown)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from benchmarks.device_check import main
+from tests.benchmarks.report_checks import assert_no_machine_paths
 
 
 def test_device_check_runs_every_part_on_the_cpu(tmp_path, tiny_store):
@@ -18,6 +19,7 @@ def test_device_check_runs_every_part_on_the_cpu(tmp_path, tiny_store):
     assert set(r["loader"]["images_per_s"]) == {"random", "quasi"}
     if "not_measured" not in r["dali"]:  # needs the ImageNet sample
         assert r["dali"]["identical_images"] == r["dali"]["images"] > 0
+    assert_no_machine_paths(tmp_path)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")

@@ -3,6 +3,7 @@
 import json
 
 from benchmarks.__main__ import main
+from tests.benchmarks.report_checks import assert_no_machine_paths
 
 QUICK = ["--threads", "2", "--batch", "4", "--batches", "3", "--warmup", "1", "--rounds", "1", "--zarr-batches", "1"]
 
@@ -17,6 +18,7 @@ def test_loader_report(tmp_path, tiny_store):
     assert 0 < data["peak_rss_mb"] < 4000 and set(data["cold_images_per_s"]) == {"random", "quasi"}
     md = (tmp_path / "loader.md").read_text()
     assert "of the decode bound" in md and "## Targets" in md
+    assert_no_machine_paths(tmp_path)
 
 
 def test_loader_report_from_a_bucket_behind_added_latency(tmp_path, tiny_store, s3):
@@ -27,3 +29,4 @@ def test_loader_report_from_a_bucket_behind_added_latency(tmp_path, tiny_store, 
     assert set(data["local"]) == {"random", "quasi"} and data["latency_ms"] == 5
     assert min(data["remote"].values()) > 0 and min(data["local"].values()) > 0 and data["peak_rss_mb"] > 0
     assert data["store_images"] == 12 and "From the bucket, 5 ms added" in (tmp_path / "loader.md").read_text()
+    assert_no_machine_paths(tmp_path)  # the local copy it measured lay in a temporary folder
