@@ -29,7 +29,12 @@ PAPERS = {  # (PSNR, SSIM) as their papers report them, on their data
     "full": (25.8803, 0.9368, "Wang et al. Tables 2-3, ImageNet val"),
     "zhang16": (21.7910, 0.8915, "Wang et al. Table 2, ImageNet val"),
     "cunet": (23.43, None, "Wang, Chen and Tian 2022, Table 10, automatic (27.73 with a global histogram)"),
-    "pix2pix": (24.7595, 0.9260, "the U-Net + PatchGAN study, Table 1, COCO subset"),
+    "pix2pix": (
+        24.7595,
+        0.9260,
+        "a U-Net + PatchGAN study after Isola, Zhu, Zhou and Efros 2017, Image-to-Image "
+        "Translation with Conditional Adversarial Networks; Table 1, COCO subset",
+    ),
     "zhang16-liu": (26.663, 0.959, "Liu, Gao and Li, Table 1, mean of 3 good test images (MSE baseline 21.325)"),
 }
 METRICS = ("psnr", "ssim", "mae", "colourfulness", "cf", "delta_cf", "auc", "auc_rebalanced", "overflow")

@@ -1,6 +1,7 @@
 """The adversarial training step of the GAN systems (`pix2pix`): L1 plus lambda times the conditional GAN
 loss for the generator, the PatchGAN discriminator on real and generated (L, ab), after `--pretrain-steps`
-steps of L1 alone (Isola et al. 2017, as the U-Net + PatchGAN colorization study uses it)."""
+steps of L1 alone (Isola, Zhu, Zhou and Efros 2017, *Image-to-Image Translation with Conditional Adversarial
+Networks*, as the U-Net + PatchGAN colorization study uses it)."""
 
 import torch
 import torch.nn.functional as F

@@ -116,8 +116,8 @@ def check_label_smoothing(step, smoothing: float = 0.1) -> None:
 
 
 def check_g_loss(step, lam_l1: float = 100.0) -> None:
-    """The study (003) Sec. III.C.c: G's loss = L_cGAN + lambda L1, the GAN term with weight 1; L_cGAN the BCE of
-    D(x, G(x)) against "real" (BCEWithLogitsLoss, a mean), L1 = mean |y - G(x)|."""
+    """The U-Net + PatchGAN study, Sec. III.C.c: G's loss = L_cGAN + lambda L1, the GAN term with weight 1;
+    L_cGAN the BCE of D(x, G(x)) against "real" (BCEWithLogitsLoss, a mean), L1 = mean |y - G(x)|."""
     rec = run_gan_step(step, smoothing=0.1, lam_l1=lam_l1)
     assert "generator" in rec.losses, "the step hands G no loss"
     loss_g = float(rec.losses["generator"][0])

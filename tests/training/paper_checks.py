@@ -157,8 +157,8 @@ def check_pix2pix_d(disc: nn.Module, width: float = 1.0, size: int = 64) -> None
 
 
 def check_pix2pix_g(model: nn.Module, size: int = 64) -> None:
-    """The study (003) Sec. III.B: G maps L (1 channel) to (a, b) at L's size through a final sigmoid; its
-    encoder's activations are ReLU."""
+    """The U-Net + PatchGAN study, Sec. III.B: G maps L (1 channel) to (a, b) at L's size through a final
+    sigmoid; its encoder's activations are ReLU."""
     layers = trace(model, _rand(model, 1, 1, size, size))
     first, last = layers[0], layers[-1]
     assert first.cin == 1, f"G's first convolution takes {first.cin} channels, not L alone"

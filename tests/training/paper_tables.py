@@ -75,7 +75,7 @@ ZHANG16 = Table("zhang16", "Zhang et al. 2016, Colorful Image Colorization, Tabl
     Row("conv8_3", 3, 1, 1, 256, RELU, div=4), Row("conv8_313", 1, 1, 0, 313, (), div=4, fixed=True),
 ))  # fmt: skip
 
-# The U-Net + PatchGAN study (003) Sec. III.A/C names a PatchGAN on (L, ab) (conditional D(x, y), 3 channels) whose
+# The U-Net + PatchGAN study, Sec. III.A/C, names a PatchGAN on (L, ab) (conditional D(x, y), 3 channels) whose
 # logits go to BCEWithLogitsLoss (so no sigmoid in D). The layers are Isola et al. 2017 (pix2pix) Sec. 6.1.2: the
 # 70 x 70 discriminator C64-C128-C256-C512, 4x4 convs, BatchNorm on all but C64, LeakyReLU 0.2, a last conv to 1
 # channel; strides 2, 2, 2, 1, 1 and padding 1 as in their released code.

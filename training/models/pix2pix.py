@@ -1,6 +1,7 @@
 """`pix2pix`: the U-Net + PatchGAN colorization study (its text names no authors or title; it reports PSNR
 24.7595 / SSIM 0.9260 on a COCO subset): a U-Net generator on a ResNet-18 encoder, trained with L1 plus a
-conditional GAN loss against a PatchGAN discriminator (Isola et al. 2017, pix2pix, 70 x 70 patches).
+conditional GAN loss against a PatchGAN discriminator (pix2pix, 70 x 70 patches: Isola, Zhu, Zhou and Efros
+2017, *Image-to-Image Translation with Conditional Adversarial Networks*).
 
 Readings where the text leaves a choice open:
 - Generator: ResNet-18's stem (7 x 7 stride 2, max pooling) and four stages of two basic blocks (64, 128, 256,
@@ -117,7 +118,8 @@ register(
         recoveries=("regression",),
         optimizer="adam",
         betas=(0.5, 0.999),
-        paper="U-Net + PatchGAN colorization study (after Isola et al. 2017, pix2pix)",
+        paper="a U-Net + PatchGAN colorization study (no authors or title given), after Isola, Zhu, Zhou and Efros "
+        "2017, Image-to-Image Translation with Conditional Adversarial Networks (CVPR)",
         discriminator=PatchDiscriminator,
         pretrain=0.5,  # 50 epochs of L1 first, then adversarial fine-tuning of a length the study does not give
         recipe={"lr": 2e-4, "lr_d": 2e-4, "batch_size": 16, "size": 256, "epochs": 100, "weight_decay": 0.0},
