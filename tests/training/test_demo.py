@@ -1,7 +1,6 @@
-"""The web demo: its endpoint with bad uploads and hostile clients (raw sockets: lengths, stalls, floods of
-connections), and the page in headless Chromium (Debian's package, which .ci/run installs) driven over the
-DevTools protocol: a real photo dropped in, the page's results equal to `colorize`'s on the same photo, a
-screenshot taken."""
+"""The web demo: its endpoint with bad uploads, and the page in headless Chromium (Debian's package, which
+.ci/run installs) driven over the DevTools protocol: a real photo dropped in, the page's results equal to
+`colorize`'s on the same photo, a screenshot taken (hostile clients: test_demo_clients.py)."""
 
 import base64
 import io
@@ -9,68 +8,20 @@ import json
 import shutil
 import socket
 import subprocess
-import threading
 import time
-import urllib.error
 import urllib.request
-import uuid
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import real_photos
+from tests.training.demo_client import png, post
 from training.colorize import main as colorize_main
 from training.demo import main as demo_main
-from training.demo import serve
 from training.demo_server import HttpError, form_fields
-from training.run import TrainConfig, train
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture(scope="module")
-def demo(tiny_store, tmp_path_factory):
-    """(page URL, checkpoint, a photo, a reference photo, a folder) with the demo serving a trained model."""
-    store, _ = tiny_store
-    tmp = tmp_path_factory.mktemp("demo")
-    cfg = TrainConfig(store=str(store), out=str(tmp / "run"), width=1 / 8, size=64, batch_size=4, steps=2,
-                      holdout=0.25, eval_images=4)  # fmt: skip
-    train(cfg)
-    (_, photo), (_, reference) = real_photos(2)
-    (tmp / "photo.jpg").write_bytes(photo)
-    (tmp / "reference.jpg").write_bytes(reference)
-    server = serve(str(tmp / "run" / "checkpoint-last.pt"), port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", tmp / "run" / "checkpoint-last.pt", tmp
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
-def strict(demo):
-    """(server, port): the demo with a 1 s timeout, 4 connections and 1 decoder at most."""
-    _, checkpoint, _ = demo
-    server = serve(str(checkpoint), port=0, timeout=1.0, max_connections=4, decoders=1)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server, server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
-
-def post(url: str, fields: dict[str, bytes]) -> tuple[int, dict]:
-    boundary = uuid.uuid4().hex
-    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"; filename="{k}"\r\n\r\n'.encode()
-                    + v + b"\r\n" for k, v in fields.items()) + f"--{boundary}--\r\n".encode()  # fmt: skip
-    request = urllib.request.Request(
-        url + "colorize", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 def pixels(data_url: str) -> np.ndarray:
@@ -170,12 +121,6 @@ def test_the_page_colorizes_a_photo_as_colorize_does(demo):
     assert not np.array_equal(pixels(got["guided"]), pixels(got["color"]))  # the reference changed the colours
 
 
-def png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def test_form_fields_are_parsed_by_name_and_a_broken_form_refused():
     kind = "multipart/form-data; boundary=XyZ"
     body = (b"a preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"p.png\"\r\n"
@@ -213,91 +158,6 @@ def test_errors_name_the_problem_in_words(demo):
     broken = broken[: len(broken) // 2] + bytes(len(broken) // 2)  # a PNG header, then damaged pixel data
     code, out = post(url, {"photo": broken})
     assert code == 400 and "cannot read it as an image" in out["error"] and " at 0x" not in out["error"]
-
-
-def exchange(port: int, request: bytes, wait: float = 10.0) -> tuple[int | None, dict | None, float]:
-    """(status, JSON body, seconds) of a raw request; the socket stays open from our side until the server ends
-    the reply, so a server that waited for more data would show as a timeout."""
-    t0 = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
-        s.sendall(request)
-        data = b""
-        while chunk := s.recv(1 << 16):
-            data += chunk
-    if not data:
-        return None, None, time.monotonic() - t0
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body) if body else None, time.monotonic() - t0
-
-
-HEAD = b"POST /colorize HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-
-
-@pytest.mark.parametrize(
-    "length, status",
-    [(b"-1", 400), (b"abc", 400), (None, 411), (b"1000000000000", 413), (b"+5", 400), (b"1e3", 400)],
-)
-def test_content_length_is_a_whole_number_within_the_cap(length, status, demo, capsys):
-    url, _, _ = demo
-    port = int(url.rsplit(":", 1)[1].strip("/"))
-    header = b"" if length is None else b"Content-Length: " + length + b"\r\n"
-    code, out, _ = exchange(port, HEAD + header + b"\r\n" + b"x" * 5000)
-    assert code == status and out["error"]
-    assert "Traceback" not in capsys.readouterr().err
-
-
-def test_a_client_that_stalls_is_closed_within_the_timeout(strict):
-    _, port = strict
-    code, _, seconds = exchange(port, b"POST /colorize HTTP/1.1\r\nHost: x\r\n")  # headers, then silence
-    assert code is None and seconds < 5
-    code, out, seconds = exchange(port, HEAD + b"Content-Length: 100\r\n\r\nonly a part")
-    assert code == 408 and "stalled" in out["error"] and seconds < 5
-
-
-def test_idle_connections_do_not_keep_a_request_out(strict):
-    _, port = strict
-    threads = threading.active_count()
-    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
-    try:
-        for s in idle:
-            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a request begun, never finished
-        time.sleep(0.3)
-        assert threading.active_count() <= threads + 4  # one thread per connection held, at most 4
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
-            assert r.status == 200
-    finally:
-        for s in idle:
-            s.close()
-
-
-def test_slow_uploads_fill_the_connections_and_the_next_gets_503(strict):
-    _, port = strict
-    slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
-    try:
-        for s in slow:
-            s.sendall(HEAD + b"Content-Length: 1000\r\n\r\n")  # held: uploading, not idle
-        time.sleep(0.3)
-        code, out, _ = exchange(port, b"GET / HTTP/1.0\r\n\r\n")
-        assert code == 503 and "busy" in out["error"]
-        time.sleep(2)  # their uploads stall past the timeout: closed
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
-            assert r.status == 200
-    finally:
-        for s in slow:
-            s.close()
-
-
-def test_decoding_waits_for_a_free_decoder_then_gets_503(strict, demo):
-    server, port = strict
-    photo = (demo[2] / "photo.jpg").read_bytes()
-    assert server.colorize.slots.acquire(timeout=5)  # the one decoder is busy
-    try:
-        code, out = post(f"http://127.0.0.1:{port}/", {"photo": photo})
-        assert code == 503 and "busy" in out["error"]
-    finally:
-        server.colorize.slots.release()
-    code, out = post(f"http://127.0.0.1:{port}/", {"photo": photo})
-    assert code == 200 and out["color"].startswith("data:image/png")
 
 
 def test_command_line_refusals_are_one_line(demo, capsys):
