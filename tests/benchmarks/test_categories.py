@@ -5,6 +5,7 @@ import json
 import pytest
 
 from benchmarks.__main__ import main
+from tests.benchmarks.report_checks import assert_no_machine_paths
 
 pytestmark = pytest.mark.slow
 
@@ -18,3 +19,4 @@ def test_categories_report(tmp_path):
     assert data["fast_l1_over_floor"] > 0
     assert data["speedup_fast_vs_zhang"] > 1
     assert "fast path vs Zhang" in (tmp_path / "categories.md").read_text()
+    assert_no_machine_paths(tmp_path)  # its batch's photos are named, not located
