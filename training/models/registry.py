@@ -87,9 +87,7 @@ def create_model(name: str, width: float = 1.0, head: str = "", n_classes: int =
     if head not in spec.heads:
         raise ValueError(f"{name} takes the heads {', '.join(spec.heads)}, not {head!r}")
     check_width(width)
-    model = spec.build(width, n_classes, head)
-    model.head_kind = head
-    return model
+    return spec.build(width, n_classes, head)
 
 
 def count_parameters(model: nn.Module) -> int:
