@@ -1,7 +1,7 @@
 """L's codec: size, encode and decode time of `colorize.med_rans` against Zarr v3's own zstd, side by side.
 
-Images are L of a store (or of the sample's photos when no store is given). Each codec encodes them with the
-writer's own chain (`pipeline.store.chunks.ArrayCodecs`) and decodes them with the calls the reader makes, on one
+Images are L of a store (or of the sample's photos when no store is given). Each codec encodes and decodes them
+with the store's own chain (`pipeline.store.arrays.ArrayCodecs`, which the writer and reader both use), on one
 thread; rounds are interleaved so that machine noise hits every codec alike. `flows.preprocess --l-codec`
 picks the codec; docs/store.md gives the trade-off.
 """
@@ -35,28 +35,18 @@ def sample_L(store: str | None, n: int) -> np.ndarray:
 
 
 def codecs(levels: list[int]) -> dict:
-    """name -> (encode(image) -> chunk bytes, decode(chunk, out) -> None), as the writer and reader do them."""
+    """name -> (encode(image) -> chunk bytes, decode(chunk, out) -> None): the store's own chain, both ways."""
     import zstandard
 
-    from kernels import lossless
-    from pipeline.store.chunks import ArrayCodecs
+    from pipeline.store.arrays import ArrayCodecs
 
-    def decoder(image: bool):
+    def both(c: ArrayCodecs):
         zstd = zstandard.ZstdDecompressor()
-
-        def decode(chunk: bytes, out: np.ndarray) -> None:
-            if image:
-                lossless.decode(memoryview(chunk)[:-4], *out.shape, out=out)
-            else:
-                out.reshape(-1)[:] = np.frombuffer(
-                    zstd.decompress(memoryview(chunk)[:-4], max_output_size=out.size), np.uint8
-                )
-
-        return decode
+        return c.encode, lambda chunk, out: c.decode(memoryview(chunk), out, zstd)
 
     chains = {"med_rans": ArrayCodecs("uint8", 1, image=True)}
     chains |= {f"zstd {lvl}": ArrayCodecs("uint8", lvl) for lvl in levels}
-    return {name: (c.encode, decoder(c.image)) for name, c in chains.items()}
+    return {name: both(c) for name, c in chains.items()}
 
 
 def measure(L: np.ndarray, levels: list[int], rounds: int) -> dict:

@@ -9,7 +9,7 @@ from pipeline.decode import DEFAULT_MAX_PIXELS
 from pipeline.discover import read_classes
 from pipeline.layouts import LAYOUTS
 from pipeline.storage import location
-from pipeline.store.chunks import L_CODECS
+from pipeline.store.arrays import L_CODECS
 
 
 @dataclass(frozen=True)

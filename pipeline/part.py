@@ -2,7 +2,7 @@
 
 This is the work of one task (`pipeline.build.stage_part`): read the files, probe them, decode, resize and crop in
 DALI (`pipeline.decode`), compute the targets in one Numba pass (`kernels.image_targets`), count categories for
-the prior (Eq. 9), encode each image's chunks as the store holds them (`pipeline.store.chunks`), and write the
+the prior (Eq. 9), encode each image's chunks as the store holds them (`pipeline.store.arrays`), and write the
 part's shards straight into the store (`pipeline.store.shards`), local or remote. The part owns the slots
 `first_slot ...` of its sources, whole shards of them; a skipped source leaves its slot empty. Every source
 ends as one record: stored (with its slot), or skipped with a `kind` and a human-readable `reason`. The summary
@@ -145,7 +145,7 @@ def _process_batch(cfg: PreprocessConfig, sources, batch: range, got: list, crop
     """The files `batch` of sources, read as `got` ((bytes or None, error) each): fill their records, add their bins
     to counts; the encoded chunk of each kept one, by array and position."""
     from kernels import image_targets
-    from pipeline.store.chunks import array_codecs
+    from pipeline.store.arrays import array_codecs
 
     blobs, todo = [], []
     for i, (data, err) in zip(batch, got, strict=True):

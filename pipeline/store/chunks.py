@@ -6,17 +6,13 @@ stages the bytes; a shard file is then the concatenation of its chunks and the s
 (`shard_file`). No chunk goes through zarr-python's codec pipeline on the write path, whose per-chunk
 overhead was a fifth of an image's cost (docs/store.md).
 
-The codecs are declared once (`ArrayCodecs`): zarr gets them when the arrays are created (`zarr_codecs`), so
-that plain zarr reads what is written here, and `encode` produces the same bytes zarr-python would write
-(tests/pipeline/store/test_chunks.py compares whole shard files with zarr's own).
+Each array's chunk is encoded by its codec chain (`pipeline.store.arrays.ArrayCodecs`, which also decodes it);
+this module lays the chunks out in shard files, whose index layout is defined here once.
 """
 
-from dataclasses import dataclass
-from functools import cached_property
-
-import google_crc32c
-import numcodecs
 import numpy as np
+
+from pipeline.store.arrays import ArrayCodecs, crc32c
 
 EMPTY = np.uint64(2**64 - 1)  # offset and length of an absent chunk in a sharding index
 
@@ -24,63 +20,6 @@ EMPTY = np.uint64(2**64 - 1)  # offset and length of an absent chunk in a shardi
 def index_bytes(per_shard: int) -> int:
     """Bytes of a shard's index: an (offset, length) pair of uint64 per chunk, then its crc32c."""
     return 16 * per_shard + 4
-
-
-def crc32c(data) -> bytes:
-    """The 4 bytes zarr's `crc32c` codec appends: CRC-32C of data, little endian."""
-    return int(google_crc32c.value(data)).to_bytes(4, "little")
-
-
-@dataclass(frozen=True)
-class ArrayCodecs:
-    """The codec chain of one per-image array: either the lossless image codec (`pipeline.store.codec`, for L) or
-    bytes (little endian) + zstd, codecs of the Zarr v3 specification; then crc32c.
-
-    image: L's chain, `colorize.med_rans` (MED prediction + context-modelled rANS, `pipeline.store.codec`).
-    """
-
-    dtype: str
-    level: int
-    image: bool = False
-
-    @cached_property
-    def _little(self) -> np.dtype:
-        return np.dtype(self.dtype).newbyteorder("<")
-
-    def zarr_codecs(self) -> dict:
-        """`serializer` and `compressors` for `zarr.Group.create_array`."""
-        from zarr.codecs import Crc32cCodec, ZstdCodec
-
-        if self.image:
-            return {"serializer": self._image_codec, "compressors": [Crc32cCodec()]}
-        return {"compressors": [ZstdCodec(level=self.level), Crc32cCodec()]}
-
-    @cached_property
-    def _zstd(self) -> numcodecs.Zstd:
-        return numcodecs.Zstd(level=self.level)
-
-    @cached_property
-    def _image_codec(self):
-        from pipeline.store.codec import MedRansCodec
-
-        return MedRansCodec()
-
-    def encode(self, image: np.ndarray) -> bytes:
-        """The bytes of one chunk (one image) as zarr stores them."""
-        if self.image:
-            packed = self._image_codec.encode_array(image)
-        else:
-            packed = bytes(self._zstd.encode(np.ascontiguousarray(image, dtype=self._little).reshape(-1)))
-        return packed + crc32c(packed)
-
-
-L_CODECS = ("med_rans", "zstd")  # L's codec: this package's image codec, or the Zarr v3 specification's zstd
-
-
-def array_codecs(name: str, dtype, level: int, l_codec: str = "med_rans") -> ArrayCodecs:
-    """The codecs of the store's array `name`: the lossless image codec on L (unless `l_codec` is zstd), zstd on
-    the others (`l_codec` is validated with the rest of the settings, `PreprocessConfig`)."""
-    return ArrayCodecs(dtype=np.dtype(dtype).name, level=level, image=name == "L" and l_codec == "med_rans")
 
 
 def encode_images(codecs: ArrayCodecs, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

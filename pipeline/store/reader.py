@@ -15,13 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
-from kernels import lossless
 from pipeline.storage import location
+from pipeline.store.arrays import ArrayCodecs, crc_ok
 from pipeline.store.format import MAX_SHARD_IMAGES, StoreError, image_slots, open_store, read_meta, shard_key
 from pipeline.store.remote import shards_of
-from pipeline.store.shardfiles import ShardRequest, crc_ok
-
-CHAINS = {("colorize.med_rans", "crc32c"): "image", ("bytes", "zstd", "crc32c"): "zstd"}
+from pipeline.store.shardfiles import ShardRequest
 
 
 @dataclass(frozen=True)
@@ -32,7 +30,7 @@ class ArrayLayout:
     tail: tuple[int, ...]
     dtype: np.dtype
     per_shard: int
-    chain: str  # "image" (L's `colorize.med_rans`) or "zstd" (every other array, and L with --l-codec zstd)
+    codecs: ArrayCodecs  # decodes each chunk; the writer encodes with the same class
     max_chunk: int  # bytes: the most one image's chunk can take, crc32c included (a bound on every read)
 
     @classmethod
@@ -43,7 +41,8 @@ class ArrayLayout:
         per_shard = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
         if not (type(per_shard) is int and 1 <= per_shard <= MAX_SHARD_IMAGES):
             raise StoreError(f"{where}: array {name} has shards of {per_shard!r} images, not 1 to {MAX_SHARD_IMAGES}")
-        chain = None
+        dtype = np.dtype(meta["data_type"])
+        codecs = None
         if len(meta["codecs"]) == 1 and meta["codecs"][0]["name"] == "sharding_indexed":
             conf = meta["codecs"][0]["configuration"]
             names = tuple(c["name"] for c in conf["codecs"])
@@ -52,16 +51,10 @@ class ArrayLayout:
             one_image = list(conf["chunk_shape"]) == [1, *tail]
             slash = meta.get("chunk_key_encoding", {}).get("configuration", {}).get("separator", "/") == "/"
             if index and one_image and slash and little and sys.byteorder == "little":
-                chain = CHAINS.get(names)
-        if chain is None:
+                codecs = ArrayCodecs.of_chain(names, dtype)
+        if codecs is None:
             raise StoreError(f"{where}: array {name} has a codec chain or layout this reader does not read")
-        dtype = np.dtype(meta["data_type"])
-        raw = int(np.prod(tail, dtype=np.int64)) * dtype.itemsize
-        if chain == "image":
-            bound = lossless.max_encoded_bytes(int(np.prod(tail[:-1])), tail[-1]) + 4
-        else:
-            bound = raw + raw // 128 + 1024 + 4  # zstd's bound on incompressible data, with room to spare
-        return cls(name, tail, dtype, per_shard, chain, bound)
+        return cls(name, tail, dtype, per_shard, codecs, codecs.max_chunk(tail))
 
 
 @dataclass
@@ -154,23 +147,15 @@ class ShardReader:
             self._decode(lay, fetched.chunks[name], fetched.where[name], fetched.idx, rows, out[name][at:])
 
     def _decode(self, lay: ArrayLayout, chunks: list, files: list, images, rows, dst: np.ndarray) -> None:
-        shape = (int(np.prod(lay.tail[:-1])), lay.tail[-1]) if lay.chain == "image" else None
-        zstd = None if shape else self._zstd()
-        nbytes = int(np.prod(lay.tail, dtype=np.int64)) * lay.dtype.itemsize
+        zstd = self._zstd()
         for k, r in enumerate(rows):
             chunk = chunks[r]
             if not crc_ok(chunk):
                 raise StoreError(f"{self.path}: the chunk of image {images[r]} in shard {files[r]} fails its crc32c")
             try:
-                if shape:
-                    lossless.decode(chunk[:-4], *shape, out=dst[k].reshape(shape))
-                    continue
-                raw = zstd.decompress(chunk[:-4], max_output_size=nbytes)
-                if len(raw) != nbytes:
-                    raise ValueError(f"{len(raw)} bytes, expected {nbytes}")
+                lay.codecs.decode(chunk, dst[k, ...], zstd)  # a view, also of a 0-d item
             except (ValueError, zstandard.ZstdError) as e:
                 raise StoreError(f"{self.path}: image {images[r]} in shard {files[r]} does not decode: {e}") from e
-            dst[k] = np.frombuffer(raw, lay.dtype).reshape(lay.tail)
 
     def _zstd(self) -> zstandard.ZstdDecompressor:
         """This thread's zstd context: a context is not thread-safe, and one per chunk would cost 3x the decode."""

@@ -20,9 +20,10 @@ import numpy as np
 
 from pipeline.common.cli import one_line
 from pipeline.storage import TooLarge
+from pipeline.store.arrays import crc_ok
 from pipeline.store.chunks import EMPTY, index_bytes
 from pipeline.store.format import StoreError
-from pipeline.store.shardfiles import LocalShards, ShardRequest, check_index, crc_ok
+from pipeline.store.shardfiles import LocalShards, ShardRequest, check_index
 
 log = logging.getLogger("colorize.remote")
 IO_THREADS = 32  # requests in flight: an object store answers in tens of ms, and bandwidth comes from many

@@ -14,16 +14,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import google_crc32c
 import numpy as np
 
+from pipeline.store.arrays import crc_ok
 from pipeline.store.chunks import EMPTY, index_bytes
 from pipeline.store.format import StoreError
-
-
-def crc_ok(data) -> bool:
-    """Whether bytes (or a uint8 array) end with the crc32c of what precedes them, as zarr's crc32c codec writes."""
-    return int(google_crc32c.value(data[:-4])) == int.from_bytes(data[-4:], "little")
 
 
 def check_index(raw: bytes, size: int, per_shard: int, where, key: str, image: int,

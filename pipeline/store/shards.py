@@ -22,11 +22,11 @@ def array_specs(size: int) -> dict[str, tuple[tuple[int, ...], type]]:
 
 def create_arrays(store, n: int, size: int, shard_images: int, level: int, l_codec: str = "med_rans") -> None:
     """Create the metadata of the per-slot arrays, n slots each; arrays a killed run left with the same layout are
-    kept, with the shards written in them. The codecs are `pipeline.store.chunks.array_codecs`: the shard files
+    kept, with the shards written in them. The codecs are `pipeline.store.arrays.array_codecs`: the shard files
     are written from bytes encoded with the same chain."""
     import zarr
 
-    from pipeline.store.chunks import array_codecs
+    from pipeline.store.arrays import array_codecs
     from pipeline.store.ownership import remove_own
 
     group = zarr.open_group(zarr_root(store), mode="a", zarr_format=3)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.store.chunks import array_codecs, crc32c, encode_images, shard_file
+from pipeline.store.arrays import array_codecs, crc32c
+from pipeline.store.chunks import encode_images, shard_file
 from pipeline.store.format import ARRAY_NDIM, shard_key
 
 SHARD = 4

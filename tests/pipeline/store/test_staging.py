@@ -9,7 +9,8 @@ import zarr
 
 from pipeline.build import build_store
 from pipeline.config import PreprocessConfig
-from pipeline.store.chunks import array_codecs, shard_file
+from pipeline.store.arrays import array_codecs
+from pipeline.store.chunks import shard_file
 from pipeline.store.format import image_slots, open_store, shard_key, staging_dir
 from pipeline.store.shards import create_arrays, slot_shards, write_shard
 from pipeline.store.staging import load_part, part_done, save_part, staged_summary
