@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.common.cli import Refused
 from pipeline.embedded import embedded_photos
 
 
@@ -75,7 +76,7 @@ def photo_batch(n: int = 64, size: int = 224, seed: int = 0) -> tuple[np.ndarray
                 out.append(center_crop(img, size))
             if len(out) == n:
                 return np.stack(out), f"{n} photos of the ImageNet sample"  # its name, not where it lies
-        raise ValueError(f"{sample} has fewer than {n} colour photos")
+        raise Refused(f"{sample} has fewer than {n} colour photos")
     photos = [Image.open(p).convert("RGB") for _, p in embedded_photos()]
     for i in range(n):
         img = photos[i % len(photos)]

@@ -9,6 +9,8 @@ as dask-cuda's LocalCUDACluster pins its workers. On an existing cluster, pin th
 import copy
 import os
 
+from pipeline.common.cli import Refused
+
 # glibc settings for local Dask workers. Dask's nanny sets MALLOC_TRIM_THRESHOLD_=64 KiB before it spawns a
 # worker; setting any malloc threshold switches off glibc's adaptive mmap threshold, so every decoded image
 # (MBs) was mmapped, faulted in and unmapped again (docs/performance.md). A fixed 32 MiB mmap threshold (glibc's
@@ -81,17 +83,17 @@ def dask_runner(address: str | None, workers: int | None, gpus: int = 0, dashboa
 def security_of(spec: str):
     """The `distributed.Security` of `--dask-security`: `ca=FILE,cert=FILE,key=FILE` (the CA that signed the
     cluster's certificates, and the flow's own certificate and key; encryption required), or `config` (Dask's
-    `distributed.comm.tls` settings). ValueError naming what is wrong."""
+    `distributed.comm.tls` settings). Refused naming what is wrong."""
     from distributed import Security
 
     if spec == "config":
         return Security()
     fields = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
     if set(fields) != {"ca", "cert", "key"} or len(spec.split(",")) != 3:
-        raise ValueError(f"--dask-security {spec!r}: expected ca=FILE,cert=FILE,key=FILE or config")
+        raise Refused(f"--dask-security {spec!r}: expected ca=FILE,cert=FILE,key=FILE or config")
     for name, path in fields.items():
         if not os.path.isfile(path):
-            raise ValueError(f"--dask-security: no {name} file {path}")
+            raise Refused(f"--dask-security: no {name} file {path}")
     return Security(tls_ca_file=fields["ca"], tls_client_cert=fields["cert"], tls_client_key=fields["key"],
                     require_encryption=True)  # fmt: skip
 

@@ -29,7 +29,7 @@ from prefect.settings import (
 from flows.artifacts import Progress, publish_summary, quality_check
 from flows.cluster import check_dask_address, dask_runner, security_of
 from pipeline.build import build_store, stage_part
-from pipeline.common.cli import ArgumentParser, Refused, command, make_dir
+from pipeline.common.cli import ArgumentParser, Refused, Unusable, command, make_dir
 from pipeline.common.settings import add_flags, given, setting, signature
 from pipeline.config import PreprocessConfig
 from pipeline.imagenet import archive_source
@@ -75,9 +75,9 @@ class RunOptions:
         if self.dask_security:
             security_of(self.dask_security)
         if self.workers is not None and self.workers < 1:
-            raise ValueError("--workers must be >= 1")
+            raise Refused("--workers must be >= 1")
         if self.gpus < 0 or (self.gpus and (self.dask_address or self.workers not in (None, self.gpus))):
-            raise ValueError("--gpus N starts N local workers, one per GPU: not with --dask-address or other --workers")
+            raise Refused("--gpus N starts N local workers, one per GPU: not with --dask-address or other --workers")
 
 
 RUN_FIELDS = {f.name for f in dataclasses.fields(RunOptions)}
@@ -137,9 +137,9 @@ def run_in_process(**params) -> dict:
 
 
 def _refusals_in_one_line(record: logging.LogRecord) -> bool:
-    """Prefect logs a flow's exception with its traceback; a refusal (`Refused`: a store another run writes, ...)
-    is input the command says no to in one line, so its record goes without one."""
-    if record.exc_info and isinstance(record.exc_info[1], Refused):
+    """Prefect logs a flow's exception with its traceback; a refusal (`Refused`: a store another run writes, ...;
+    `Unusable`: a damaged store) is input the command says no to in one line, so its record goes without one."""
+    if record.exc_info and isinstance(record.exc_info[1], Refused | Unusable):
         record.exc_info, record.exc_text = None, None
     return True
 
@@ -155,7 +155,7 @@ def check_inputs(cfg: PreprocessConfig, run: RunOptions) -> None:
         raise FileNotFoundError(f"no split folder {split}")
     layout = detect(root, cfg.split, cfg.layout, cfg.list)  # says what it found when nothing fits
     if layout in ("classes", "flat") and not has_files(split):
-        raise ValueError(f"no files under {split}")  # the flow discovers them, once
+        raise Refused(f"no files under {split}")  # the flow discovers them, once
     store = location(run.store, parse_options(run.storage_option))
     check_safe(store, cfg, run.overwrite)  # refuses what it must not touch, before anything is written
     if not run.overwrite:

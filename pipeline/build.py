@@ -19,6 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from kernels.gamut import Q
+from pipeline.common.cli import Refused
 from pipeline.config import PreprocessConfig
 from pipeline.layouts import Found, find
 from pipeline.part import cut_parts, process_part, slot_count
@@ -74,13 +75,13 @@ def serial(kwargs: dict) -> Future:
 
 def resolve(cfg: PreprocessConfig) -> tuple[PreprocessConfig, Found]:
     """The settings a store records (a local source made absolute, the layout detected, the part size chosen, in
-    whole shards) and the sources found; ValueError when there are none."""
+    whole shards) and the sources found; Refused when there are none."""
     from pipeline.imagenet import archive_source
 
     cfg = archive_source(replace(cfg, source=location(cfg.source).resolve()))
     found = find(cfg)
     if not found.sources:  # checked before anything is written
-        raise ValueError(f"no sources in {location(cfg.source) / cfg.split} ({found.layout} layout)")
+        raise Refused(f"no sources in {location(cfg.source) / cfg.split} ({found.layout} layout)")
     per = cfg.shard_images
     part = whole_shards(cfg.part_images, per) if cfg.part_images else auto_part_images(len(found.sources), per)
     return replace(cfg, layout=found.layout, part_images=part), found

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from kernels.gamut import Q
-from pipeline.common.cli import ArgumentParser, Refused, command, make_dir, non_negative_int
+from pipeline.common.cli import ArgumentParser, Refused, command, make_dir, non_negative_int, one_line
 from pipeline.priorplot import prior_png
 from pipeline.storage import add_storage_option, first_contact, location, parse_options
 from pipeline.store.format import MANIFEST, StoreError, image_slots, missing_shards, open_store, read_slots
@@ -278,7 +278,10 @@ def main(argv=None) -> int:
             raise Refused(f"{store} is not a store ({what})")
     zhang = location(args.zhang_prior, options) if args.zhang_prior else None
     if zhang is not None:
-        z = np.load(io.BytesIO(zhang.read_bytes()), allow_pickle=False)
+        try:
+            z = np.load(io.BytesIO(zhang.read_bytes()), allow_pickle=False)
+        except ValueError as e:  # numpy's own words for bytes that are not a plain .npy array
+            raise Refused(one_line(e)) from None
         if z.shape != (Q,) or not np.issubdtype(z.dtype, np.floating) or not (np.isfinite(z).all() and z.min() >= 0):
             raise Refused(f"--zhang-prior {zhang}: expected {Q} non-negative floats, found {z.dtype} {z.shape}")
     out = make_dir(args.out)

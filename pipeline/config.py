@@ -4,6 +4,7 @@ parameters and flags."""
 import json
 from dataclasses import asdict, dataclass, replace
 
+from pipeline.common.cli import Refused
 from pipeline.common.settings import setting
 from pipeline.decode import DEFAULT_MAX_PIXELS
 from pipeline.discover import read_classes
@@ -56,24 +57,24 @@ class PreprocessConfig:
         if isinstance(self.classes, str):  # from a flag or a deployment parameter
             object.__setattr__(self, "classes", read_classes(self.classes))
         if self.size < 4 or self.size % 4:
-            raise ValueError(f"size must be a positive multiple of 4 (targets are at size / 4), got {self.size}")
+            raise Refused(f"size must be a positive multiple of 4 (targets are at size / 4), got {self.size}")
         if self.grayscale not in ("exclude", "include"):
-            raise ValueError(f"grayscale must be 'exclude' or 'include', got {self.grayscale!r}")
+            raise Refused(f"grayscale must be 'exclude' or 'include', got {self.grayscale!r}")
         if self.per_class is not None and self.per_class < 1:
-            raise ValueError(f"per_class must be >= 1, got {self.per_class}")
+            raise Refused(f"per_class must be >= 1, got {self.per_class}")
         if not 0.0 <= self.lam <= 1.0:
-            raise ValueError(f"lam must be in [0, 1], got {self.lam}")
+            raise Refused(f"lam must be in [0, 1], got {self.lam}")
         if self.max_pixels < 1:
-            raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
+            raise Refused(f"max_pixels must be >= 1, got {self.max_pixels}")
         if not -(1 << 17) <= self.zstd_level <= 22:  # zstd's own range: negative levels are its fast ones
-            raise ValueError(f"zstd_level must be in [-131072, 22], got {self.zstd_level}")
+            raise Refused(f"zstd_level must be in [-131072, 22], got {self.zstd_level}")
         if (self.part_images is not None and self.part_images < 1) or self.shard_images < 1:
-            raise ValueError("part_images (when given) and shard_images must be >= 1")
+            raise Refused("part_images (when given) and shard_images must be >= 1")
         if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+            raise Refused(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.list and self.layout not in ("auto", "list"):
-            raise ValueError(f"--list goes with --layout list, not {self.layout}")
+            raise Refused(f"--list goes with --layout list, not {self.layout}")
         if self.l_codec not in L_CODECS:
-            raise ValueError(f"l_codec must be one of {', '.join(L_CODECS)}, got {self.l_codec!r}")
+            raise Refused(f"l_codec must be one of {', '.join(L_CODECS)}, got {self.l_codec!r}")
         if self.decoder not in ("auto", "cpu", "mixed"):
-            raise ValueError(f"decoder must be 'auto', 'cpu' or 'mixed', got {self.decoder!r}")
+            raise Refused(f"decoder must be 'auto', 'cpu' or 'mixed', got {self.decoder!r}")

@@ -13,6 +13,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from pipeline.common.cli import Refused, one_line
 from pipeline.storage import location
 from pipeline.storage.files import files_below, read_file
 
@@ -98,14 +99,23 @@ def subfolders(folder) -> list[str]:
     return sorted(n for n in names if not n.startswith("."))
 
 
+def read_lines(path) -> list[str]:
+    """The lines of a text file a user gives (synsets, a class subset, labels, a list); Refused, naming the file,
+    for bytes that are not UTF-8 text."""
+    try:
+        return path.read_text().splitlines()
+    except UnicodeDecodeError as e:
+        raise Refused(f"{path}: not a text file ({one_line(e)})") from None
+
+
 def read_synsets(path) -> list[str]:
     """The wnids of a `wnid name` file, in order."""
     wnids = []
-    for line in path.read_text().splitlines():
+    for line in read_lines(path):
         if line.strip():
             wnids.append(line.split()[0])
     if len(set(wnids)) != len(wnids):
-        raise ValueError(f"{path} lists a wnid twice")
+        raise Refused(f"{path} lists a wnid twice")
     return wnids
 
 
@@ -115,11 +125,11 @@ def read_classes(spec: str | None) -> tuple[str, ...] | None:
         return None
     path = location(spec) if "," not in spec else None
     if path is not None and path.is_file():
-        names = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+        names = [line.split()[0] for line in read_lines(path) if line.strip()]
     else:
         names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names:
-        raise ValueError(f"the class subset {spec!r} is empty")
+        raise Refused(f"the class subset {spec!r} is empty")
     return tuple(names)
 
 
@@ -144,7 +154,7 @@ def discover(
     if classes is not None:
         missing = sorted(set(classes) - set(folders))
         if missing:
-            raise ValueError(f"classes not found under {base}: {', '.join(missing[:5])}")
+            raise Refused(f"classes not found under {base}: {', '.join(missing[:5])}")
         folders = [f for f in folders if f in set(classes)]
     with ThreadPoolExecutor(location(base).parallel(16)) as pool:  # a listing per class, at once in a bucket
         listed = list(pool.map(lambda wnid: files_below(base / wnid), folders))

@@ -18,6 +18,7 @@ import tarfile
 from dataclasses import replace
 from pathlib import PurePosixPath
 
+from pipeline.common.cli import Refused
 from pipeline.storage import location
 from pipeline.storage.files import read_bounded
 
@@ -84,7 +85,7 @@ def val_labels(roots: list, labels_file: str | None) -> dict[str, str]:
 
 def read_devkit(root) -> dict[str, str]:
     """{ILSVRC2012_val_NNNNNNNN: wnid} from the devkit, extracted at SOURCE's root or its .tar.gz there; {} if
-    neither is there. ValueError naming the file when it is there but does not read."""
+    neither is there. Refused naming the file when it is there but does not read."""
     root = location(root)
     if (root / GROUND_TRUTH).is_file() and (root / META).is_file():
         truth, meta, where = read_bounded(root / GROUND_TRUTH, MAX_DEVKIT), read_bounded(root / META, MAX_DEVKIT), root
@@ -99,7 +100,7 @@ def read_devkit(root) -> dict[str, str]:
         for i, line in enumerate(truth.decode().split(), 1):
             out[f"ILSVRC2012_val_{i:08d}"] = wnids[int(line)]
     except (ValueError, KeyError, UnicodeDecodeError) as e:
-        raise ValueError(f"{where}: the validation ground truth does not read ({type(e).__name__}: {e})") from None
+        raise Refused(f"{where}: the validation ground truth does not read ({type(e).__name__}: {e})") from None
     return out
 
 
@@ -112,9 +113,9 @@ def _from_devkit_archive(data: bytes, where) -> tuple[bytes, bytes]:
                 if m.isreg() and m.name in (GROUND_TRUTH, META) and m.size <= MAX_DEVKIT:
                     found[m.name] = tf.extractfile(m).read()
     except (OSError, tarfile.TarError, EOFError) as e:
-        raise ValueError(f"{where}: not a readable devkit archive ({type(e).__name__}: {e})") from None
+        raise Refused(f"{where}: not a readable devkit archive ({type(e).__name__}: {e})") from None
     if len(found) < 2:
-        raise ValueError(f"{where}: has no {GROUND_TRUTH} and {META}")
+        raise Refused(f"{where}: has no {GROUND_TRUTH} and {META}")
     return found[GROUND_TRUTH], found[META]
 
 
@@ -126,7 +127,7 @@ def _meta_wnids(data: bytes, where) -> dict[int, str]:
         synsets = scipy.io.loadmat(io.BytesIO(data), squeeze_me=True)["synsets"]
         return {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets}
     except Exception as e:  # noqa: BLE001 - a .mat file can fail to load in many ways; each is this refusal
-        raise ValueError(f"{where}: meta.mat does not read as the devkit's ({type(e).__name__}: {e})") from None
+        raise Refused(f"{where}: meta.mat does not read as the devkit's ({type(e).__name__}: {e})") from None
 
 
 def stem(path: str) -> str:

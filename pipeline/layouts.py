@@ -19,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from pipeline.discover import Source, discover, read_synsets
+from pipeline.common.cli import Refused
+from pipeline.discover import Source, discover, read_lines, read_synsets
 from pipeline.storage import location
 from pipeline.storage.files import files_below
 
@@ -61,10 +62,10 @@ def describe(base) -> str:
 
 
 def detect(root, split: str, layout: str, list_file: str | None) -> str:
-    """The layout to read: `layout` unless auto; a ValueError naming what was found when it does not fit."""
+    """The layout to read: `layout` unless auto; Refused naming what was found when it does not fit."""
     if layout == "list" or (layout == "auto" and list_file):
         if not list_file:
-            raise ValueError("--layout list needs --list FILE")
+            raise Refused("--layout list needs --list FILE")
         return "list"
     root = location(root)
     base = _split_dir(root, split) if layout in ("auto", "tar") else root / split
@@ -78,14 +79,14 @@ def detect(root, split: str, layout: str, list_file: str | None) -> str:
     }
     if layout == "auto":
         if has["classes"] and has["flat"]:
-            raise ValueError(f"{found}: both fit, choose --layout classes or --layout flat (recursive)")
+            raise Refused(f"{found}: both fit, choose --layout classes or --layout flat (recursive)")
         for name in ("tar", "parquet", "classes", "flat"):
             if has[name]:
                 return name
-        raise ValueError(f"no files under {root / split} in a layout this flow reads: {found}")
+        raise Refused(f"no files under {root / split} in a layout this flow reads: {found}")
     if not has[layout]:
         hint = next((f": use --layout {k}" for k, v in has.items() if v), "")
-        raise ValueError(f"expected the {layout} layout under {base}, found {found}{hint}")
+        raise Refused(f"expected the {layout} layout under {base}, found {found}{hint}")
     return layout
 
 
@@ -215,7 +216,7 @@ def read_labels(path) -> dict[str, str]:
         if path.name == "LOC_val_solution.csv":
             return {}
         raise FileNotFoundError(f"no labels file {path}")
-    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    lines = [line.strip() for line in read_lines(path) if line.strip()]
     out = {}
     if lines and lines[0].replace(" ", "").lower().startswith("imageid,predictionstring"):
         for line in lines[1:]:
@@ -236,7 +237,7 @@ def _listed(root, list_file: str) -> tuple[list, list]:
     In an object store the listed objects are looked up at once."""
     lines = []
     top = root.resolve()
-    for n, line in enumerate(location(list_file).read_text().splitlines(), 1):
+    for n, line in enumerate(read_lines(location(list_file)), 1):
         words = line.split()
         if words and not words[0].startswith("#"):
             path = (root / words[0]).resolve()
@@ -290,10 +291,10 @@ def _select(sources: list[Source], classes, per_class: int | None, seed: int) ->
     """Keep the classes asked for and at most per_class sources of each (drawn with seed and the wnid)."""
     if classes is not None:
         if not any(s.wnid for s in sources):
-            raise ValueError("--classes needs labels with wnids (synsets.txt for class indices, or a labels file)")
+            raise Refused("--classes needs labels with wnids (synsets.txt for class indices, or a labels file)")
         missing = sorted(set(classes) - {s.wnid for s in sources})
         if missing:
-            raise ValueError(f"classes not found in the source: {', '.join(missing[:5])}")
+            raise Refused(f"classes not found in the source: {', '.join(missing[:5])}")
         sources = [s for s in sources if s.wnid in set(classes)]
     if per_class is not None:
         by_class: dict[str, list[int]] = {}

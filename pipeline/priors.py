@@ -4,6 +4,7 @@ empirical priors it weighs."""
 import numpy as np
 
 from kernels.gamut import CENTERS_F64, Q
+from pipeline.common.cli import Refused
 
 
 def balance_weights(prior, lam: float = 0.5) -> np.ndarray:
@@ -21,15 +22,15 @@ def balance_weights(prior, lam: float = 0.5) -> np.ndarray:
     if not np.issubdtype(p.dtype, np.floating):
         raise TypeError(f"prior must be a float array of shape ({Q},), got dtype {p.dtype}")
     if p.shape != (Q,):
-        raise ValueError(f"prior must have shape ({Q},), got {p.shape}")
+        raise Refused(f"prior must have shape ({Q},), got {p.shape}")
     if not np.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
-        raise ValueError("prior must be finite, non-negative and not all zero")
+        raise Refused("prior must be finite, non-negative and not all zero")
     if isinstance(lam, bool) or not isinstance(lam, int | float) or not 0.0 <= lam <= 1.0:
-        raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
+        raise Refused(f"lam must be a number in [0, 1], got {lam!r}")
     p = p.astype(np.float64) / p.sum(dtype=np.float64)
     mix = (1.0 - lam) * p + lam / Q
     if (mix <= 0).any():
-        raise ValueError("lam = 0 with empty categories in the prior gives infinite weights; use lam > 0")
+        raise Refused("lam = 0 with empty categories in the prior gives infinite weights; use lam > 0")
     w = 1.0 / mix  # Eq. 9
     w /= (p * w).sum()  # Eq. 10
     return w.astype(np.float32)
@@ -41,9 +42,9 @@ def smooth_prior(prior, sigma: float = 5.0) -> np.ndarray:
     sigma = 0 gives it back unchanged. float64 (313,)."""
     p = np.asarray(prior, dtype=np.float64)
     if p.shape != (Q,) or not np.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
-        raise ValueError(f"prior must be {Q} finite non-negative numbers, not all zero")
+        raise Refused(f"prior must be {Q} finite non-negative numbers, not all zero")
     if not (np.isfinite(sigma) and sigma >= 0):
-        raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
+        raise Refused(f"sigma must be a finite number >= 0, got {sigma}")
     p = p / p.sum()
     with np.errstate(over="ignore", under="ignore"):  # a huge sigma spreads evenly, a tiny one not at all
         var = np.float64(sigma) ** 2

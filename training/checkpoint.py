@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.common.cli import Refused, one_line
+from pipeline.common.cli import Refused, Unusable, one_line
 from pipeline.storage import location
 from pipeline.storage.files import atomic_write
 from training.models import N_CLASSES, create_model
@@ -19,7 +19,7 @@ def save(path, state: dict) -> None:
     atomic_write(location(path), lambda f: torch.save(state, f))
 
 
-class CheckpointError(Refused):
+class CheckpointError(Unusable):
     """A file that is not a checkpoint this program can use; the message names the file and why, in one line."""
 
 
@@ -74,7 +74,7 @@ def recovery_of(cfg: dict, asked: str | None) -> str:
 
     allowed = spec_of(cfg["variant"]).recoveries
     if asked and asked not in allowed:
-        raise ValueError(f"{cfg['variant']} takes the recoveries {', '.join(allowed)}, not {asked!r}")
+        raise Refused(f"{cfg['variant']} takes the recoveries {', '.join(allowed)}, not {asked!r}")
     return asked or cfg.get("recovery") or allowed[0]
 
 

@@ -127,11 +127,11 @@ class TrainConfig(DataConfig):
         for name, (plural, allowed) in choices.items():
             value = getattr(self, name) or own.get(name, allowed[0])
             if value not in allowed:
-                raise ValueError(f"{self.variant} takes the {plural} {', '.join(allowed)}, not {value!r}")
+                raise Refused(f"{self.variant} takes the {plural} {', '.join(allowed)}, not {value!r}")
             object.__setattr__(self, name, value)  # the resolved settings are the ones saved
         check_width(self.width)
         if self.size < spec.stride or self.size < 4:
-            raise ValueError(f"size must be at least {max(spec.stride, 4)} for {self.variant}, got {self.size}")
+            raise Refused(f"size must be at least {max(spec.stride, 4)} for {self.variant}, got {self.size}")
         self._check_ranges()
 
     def _check_ranges(self) -> None:
@@ -140,25 +140,25 @@ class TrainConfig(DataConfig):
                     "eval_every": 0, "val_images": 0, "eval_images": 0, "pretrain_steps": -1, "stop_at": 0}  # fmt: skip
         for name, low in at_least.items():
             if not getattr(self, name) >= low:
-                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+                raise Refused(f"{name} must be >= {low}, got {getattr(self, name)}")
         positive = ("lr", "lr_pow")
         non_negative = ("lam_col", "lam_cls", "lam_l1", "lr_d", "momentum", "weight_decay", "prior_sigma")
         for name in positive + non_negative:
             value = getattr(self, name)
             if not (math.isfinite(value) and (value > 0 if name in positive else value >= 0)):
-                raise ValueError(f"{name} must be a finite number {'>' if name in positive else '>='} 0, got {value}")
+                raise Refused(f"{name} must be a finite number {'>' if name in positive else '>='} 0, got {value}")
         if not (self.balance_lambda == -1 or 0 <= self.balance_lambda <= 1):
-            raise ValueError(f"balance_lambda must be in [0, 1] (or -1, the store's), got {self.balance_lambda}")
+            raise Refused(f"balance_lambda must be in [0, 1] (or -1, the store's), got {self.balance_lambda}")
         if self.prior:
             read_prior(self.place(self.prior))
         if not 0 < self.lr_step <= 1:
-            raise ValueError(f"lr_step must be in (0, 1], got {self.lr_step}")
+            raise Refused(f"lr_step must be in (0, 1], got {self.lr_step}")
         if not 0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+            raise Refused(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
         if not 0 < self.ddp_timeout <= 86400:
-            raise ValueError(f"ddp_timeout must be in (0, 86400] seconds, got {self.ddp_timeout}")
+            raise Refused(f"ddp_timeout must be in (0, 86400] seconds, got {self.ddp_timeout}")
         if not 0 <= self.holdout < 1:
-            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+            raise Refused(f"holdout must be in [0, 1), got {self.holdout}")
         parse_bytes(self.cache_limit), parse_bytes(self.preload)
         parse_options(self.storage_option)  # a credential among them is refused
 
@@ -168,17 +168,17 @@ class TrainConfig(DataConfig):
 
 
 def read_prior(path) -> np.ndarray:
-    """A prior of the 313 categories from a .npy file (no pickles), or ValueError naming what is wrong."""
+    """A prior of the 313 categories from a .npy file (no pickles), or Refused naming what is wrong."""
     from kernels.gamut import Q
 
     try:
         p = np.load(io.BytesIO(location(path).read_bytes()), allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise ValueError(f"prior {path}: not a readable .npy array ({one_line(e)})") from None
+        raise Refused(f"prior {path}: not a readable .npy array ({one_line(e)})") from None
     if p.shape != (Q,) or not np.issubdtype(p.dtype, np.floating) or not np.isfinite(p).all() or (p < 0).any():
-        raise ValueError(f"prior {path}: expected {Q} finite non-negative floats, found {p.dtype} {p.shape}")
+        raise Refused(f"prior {path}: expected {Q} finite non-negative floats, found {p.dtype} {p.shape}")
     if p.sum() <= 0:
-        raise ValueError(f"prior {path}: all zero")
+        raise Refused(f"prior {path}: all zero")
     return p
 
 

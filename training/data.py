@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.common.cli import Refused
 from pipeline.common.settings import setting
 from pipeline.store.format import StoreError
 from pipeline.store.reader import reader_of
@@ -52,10 +53,10 @@ class DataConfig:
 
     def __post_init__(self):
         if self.order not in ORDERS:
-            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+            raise Refused(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
         for name, low in (("batch_size", 1), ("window", 1), ("loader_threads", 0), ("prefetch", 0)):
             if not getattr(self, name) >= low:
-                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+                raise Refused(f"{name} must be >= {low}, got {getattr(self, name)}")
 
 
 class StoreData:

@@ -3,6 +3,8 @@ under torchrun), else the CPU; anything else is a torch device string (`cpu`, `c
 
 import torch
 
+from pipeline.common.cli import Refused
+
 
 def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
     if spec == "auto":
@@ -10,7 +12,7 @@ def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError as e:
-        raise ValueError(f"unknown device {spec!r}: {e}") from e
+        raise Refused(f"unknown device {spec!r}: {e}") from e
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} asked for, but torch sees no CUDA device here")
+        raise Refused(f"device {spec!r} asked for, but torch sees no CUDA device here")
     return device

@@ -143,7 +143,7 @@ class Moments:
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         if self.n < 2:
-            raise ValueError(f"FID needs at least 2 images, got {self.n}")
+            raise Refused(f"FID needs at least 2 images, got {self.n}")
         mu = self.sum / self.n
         return mu, (self.outer - self.n * np.outer(mu, mu)) / (self.n - 1)
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from kernels.gamut import CENTERS_F32
 from kernels.zhang import SoftEncoding, soft_encode
+from pipeline.common.cli import Refused
 
 AB_SCALE = 110.0
 T_DEFAULT = 0.38
@@ -81,7 +82,7 @@ def recover_ab(logits: torch.Tensor, head: str, mode: str = "argmax", T: float =
     if mode == "annealed":
         p = F.softmax(F.log_softmax(logits, dim=1) / T, dim=1)  # (B, 313, h, w)
         return torch.einsum("bqhw,qc->bchw", p, centers)
-    raise ValueError(f"unknown recovery mode {mode!r}: 'argmax' or 'annealed' (or 'regression' for regressors)")
+    raise Refused(f"unknown recovery mode {mode!r}: 'argmax' or 'annealed' (or 'regression' for regressors)")
 
 
 def upsample_ab(ab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

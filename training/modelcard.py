@@ -4,6 +4,7 @@ the model is, how it was trained, its evaluation beside the gray baseline, its l
 
 from pathlib import PurePosixPath
 
+from pipeline.common.cli import Refused
 from training.fid import MODES
 from training.modelconfig import number
 from training.protocols import NAMES as PROTOCOLS
@@ -136,21 +137,21 @@ def card(name: str, config: dict, evaluations: list[dict], onnx: bool) -> str:
 
 def read_evaluation(data) -> dict:
     """An evaluation.json's contents (`colorize-evaluate`), checked: its figures finite numbers, its names text;
-    ValueError, naming what is wrong, otherwise."""
+    Refused, naming what is wrong, otherwise."""
 
     def figures(d) -> bool:
         return isinstance(d, dict) and all(number(d[k], (int, float)) for k in METRICS if k in d)
 
     if not isinstance(data, dict) or not figures(data.get("model")) or not any(k in data["model"] for k in METRICS):
-        raise ValueError("not an evaluation.json of colorize-evaluate (no figures of the model)")
+        raise Refused("not an evaluation.json of colorize-evaluate (no figures of the model)")
     if "gray" in data and not figures(data["gray"]):
-        raise ValueError("its gray baseline's figures are not numbers")
+        raise Refused("its gray baseline's figures are not numbers")
     if not number(data.get("images")) or data["images"] < 0:
-        raise ValueError("its image count is not a number")
+        raise Refused("its image count is not a number")
     if not all(isinstance(data.get(k, ""), str) for k in ("store", "split", "checkpoint", "recovery", "about", "note")):
-        raise ValueError("its store, split, checkpoint, recovery or protocol's description is not text")
+        raise Refused("its store, split, checkpoint, recovery or protocol's description is not text")
     if data.get("protocol", "store") not in PROTOCOLS:
-        raise ValueError(f"its protocol is not one of {', '.join(PROTOCOLS)}")
+        raise Refused(f"its protocol is not one of {', '.join(PROTOCOLS)}")
     if "fid" in data["model"] and (not isinstance(data.get("fid"), dict) or data["fid"].get("mode") not in MODES):
-        raise ValueError("its FID names no mode of clean-fid")
+        raise Refused("its FID names no mode of clean-fid")
     return data

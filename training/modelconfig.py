@@ -4,6 +4,8 @@ metadata): every number a model of this project can have, bounded before anythin
 import json
 import math
 
+from pipeline.common.cli import Refused
+
 FORMAT = "colorize-model"
 ONNX_METADATA = "colorize_config"  # the key of the config in an exported model.onnx
 MAX_CONFIG = 1 << 20  # bytes of config.json: a real one is a few kB
@@ -21,7 +23,7 @@ def read_json(path, limit: int = MAX_CONFIG):
     try:
         return json.loads(read_bounded(path, limit))
     except RecursionError:
-        raise ValueError("nested too deeply") from None
+        raise Refused("nested too deeply") from None
 
 
 def number(v, kind=int) -> bool:

@@ -5,7 +5,7 @@ later call on the same --out, such as a --resume."""
 import subprocess
 import sys
 
-from pipeline.common.cli import Refused
+from pipeline.common.cli import Refused, Unusable
 
 STORE = "store.zarr"
 
@@ -22,7 +22,7 @@ def build_photo_store(photos: str, store: str, size: int) -> None:
         open_store(store)
         print(f"--photos: the store {store} is built already: reused", flush=True)
         return
-    except (Refused, OSError, ValueError):
+    except (Unusable, OSError, ValueError):
         pass  # absent or unfinished: the flow builds it, or finishes it where it stopped
     parent, _, name = photos.rstrip("/").rpartition("/")  # the photos' folder is the split: flat or class folders
     source = parent or "."

@@ -91,7 +91,7 @@ def shortfall(protocol: Protocol, measured: int) -> str:
 
 def prepare(data: bytes, protocol: Protocol) -> np.ndarray:
     """uint8 (size, size, 3) of an encoded photo: RGB, centre-cropped as the protocol says, resized bilinearly
-    by PIL (torchvision's Resize on a PIL image). ValueError when it does not decode."""
+    by PIL (torchvision's Resize on a PIL image). Refused when it does not decode."""
     from PIL import Image
 
     from pipeline.decode import DEFAULT_MAX_PIXELS
@@ -99,10 +99,10 @@ def prepare(data: bytes, protocol: Protocol) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > DEFAULT_MAX_PIXELS:
-                raise ValueError(f"{img.width} x {img.height} pixels, past the decoder's bound")
+                raise Refused(f"{img.width} x {img.height} pixels, past the decoder's bound")
             rgb = img.convert("RGB")
     except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(f"not a decodable image ({type(e).__name__}: {e})") from None
+        raise Refused(f"not a decodable image ({type(e).__name__}: {e})") from None
     if protocol.crop:
         side = min(rgb.size)
         left, top = int(round((rgb.width - side) / 2.0)), int(round((rgb.height - side) / 2.0))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.common.cli import Refused
 from pipeline.common.settings import parse_bytes
 from training import ddp
 from training.config import RUN_LOCAL, TrainConfig, read_prior
@@ -142,7 +143,7 @@ def setup(cfg: TrainConfig, resume: bool = False, stores: Stores | None = None, 
     loader = Loader(data, cfg, rank, world, pin=device.type == "cuda")
     smallest = len(data.train_idx) // loader.batches_per_epoch()
     if smallest < world:
-        raise ValueError(f"batches of {smallest} images cannot be shared by {world} ranks: raise --batch-size")
+        raise Refused(f"batches of {smallest} images cannot be shared by {world} ranks: raise --batch-size")
     total = cfg.steps or cfg.epochs * loader.batches_per_epoch()
     nets = networks(cfg, device, balance(cfg, data), data.n_classes, _wrapper(cfg, world, local_rank, device))
     if cfg.init and not resume:  # a resumed run continues its own weights
@@ -246,7 +247,7 @@ def check_resume(cfg: TrainConfig, state: dict, path: Path) -> None:
     """Refuse to continue a checkpoint under settings that change the results; run-local ones may differ."""
     changed = sorted(k for k, v in asdict(cfg).items() if state["config"].get(k, v) != v and k not in RUN_LOCAL)
     if changed:
-        raise ValueError(f"{path} was trained with other settings ({', '.join(changed)}); use another --out")
+        raise Refused(f"{path} was trained with other settings ({', '.join(changed)}); use another --out")
 
 
 def restore(run: Run, state: dict, path) -> None:

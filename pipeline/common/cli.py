@@ -2,8 +2,10 @@
 code 2, before anything is written; Ctrl-C ends it with one line and exit code 130.
 
 A command's `main(argv)` is wrapped by `command`, parses with `ArgumentParser` (whose errors are one line), and
-raises `Refused` (or an OSError, a ValueError, or a subclass of Refused such as `StoreError`) for what it cannot
-take. COLORIZE_TRACEBACK=1 shows the traceback instead, for a developer chasing a bug.
+raises `Refused` for input it cannot take, `Unusable` (such as `StoreError`) for data that is there but cannot be
+used as it is, or an OSError for a file or an object store it cannot reach; each is one line and exit code 2.
+Anything else, a plain ValueError included, is a bug and ends with its traceback. COLORIZE_TRACEBACK=1 shows the
+traceback of a refusal too, for a developer chasing one.
 """
 
 import argparse
@@ -14,8 +16,15 @@ import sys
 from pathlib import Path
 
 
-class Refused(Exception):
-    """Input a command cannot take; its message is the one line the user reads."""
+class Refused(ValueError):
+    """Input a command cannot take; its message is the one line the user reads.
+
+    A ValueError only so that library callers that catch ValueError around a check of their arguments still do."""
+
+
+class Unusable(Exception):
+    """Data that is there but cannot be used as it is (a damaged store, a checkpoint that does not load); its
+    message is the one line the user reads."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -45,7 +54,7 @@ def command(main):
         except KeyboardInterrupt:
             print(f"{prog}: interrupted", file=sys.stderr)
             return 130
-        except (Refused, OSError, ValueError) as e:
+        except (Refused, Unusable, OSError) as e:
             if os.environ.get("COLORIZE_TRACEBACK"):
                 raise
             print(f"error: {one_line(e)}", file=sys.stderr)

@@ -11,7 +11,7 @@ import math
 import types
 import typing
 
-from pipeline.common.cli import finite_float
+from pipeline.common.cli import Refused, finite_float
 
 
 def setting(default=dataclasses.MISSING, help: str = "", flag: bool = True, quiet: bool = False):
@@ -90,17 +90,17 @@ def _accepts(tp, value) -> bool:
 
 
 def check_values(settings, values: dict, where: str) -> None:
-    """ValueError naming the first setting of `values` that `settings` (a dataclass) does not have, or whose value
+    """Refused naming the first setting of `values` that `settings` (a dataclass) does not have, or whose value
     is not of its field's type (a file's "16" is not the integer 16)."""
     fields = {f.name: f for f in dataclasses.fields(settings)}
     unknown = sorted(set(values) - set(fields), key=repr)
     if unknown:
-        raise ValueError(f"{where}: unknown settings {', '.join(map(repr, unknown))}"[:300])
+        raise Refused(f"{where}: unknown settings {', '.join(map(repr, unknown))}"[:300])
     for name, value in values.items():
         if not _accepts(fields[name].type, value):
             want = getattr(fields[name].type, "__name__", str(fields[name].type))
             shown = "" if fields[name].metadata.get("quiet") else f"{value!r:.60} "
-            raise ValueError(f"{where}: {name} must be {want}, got {shown}({type(value).__name__})")
+            raise Refused(f"{where}: {name} must be {want}, got {shown}({type(value).__name__})")
 
 
 def parse_bytes(text: str | int) -> int:
@@ -113,11 +113,11 @@ def parse_bytes(text: str | int) -> int:
     number = t.rstrip("abgikmt")
     unit = t[len(number) :]
     if unit not in units:
-        raise ValueError(f"not a size: {text!r} (e.g. 10GB, 512MiB)")
+        raise Refused(f"not a size: {text!r} (e.g. 10GB, 512MiB)")
     try:
         value = float(number) * units[unit]
     except ValueError:
-        raise ValueError(f"not a size: {text!r} (e.g. 10GB, 512MiB)") from None
+        raise Refused(f"not a size: {text!r} (e.g. 10GB, 512MiB)") from None
     if not (value >= 0 and math.isfinite(value) and value < 2**63):
-        raise ValueError(f"not a size: {text!r} (a finite number of bytes)")
+        raise Refused(f"not a size: {text!r} (a finite number of bytes)")
     return int(value)

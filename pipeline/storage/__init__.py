@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pipeline.common.cli import Refused
 from pipeline.storage.client import StorageError, TooLarge, first_contact
 from pipeline.storage.local import LocalPath, NotRegular
 from pipeline.storage.objects import ObjectPath
@@ -44,8 +45,8 @@ def add_storage_option(parser) -> None:
                         "the environment")  # fmt: skip
 
 
-def _refused(text: str, why: str) -> ValueError:
-    return ValueError(f"{redact(text)!r}: {why}")
+def _refused(text: str, why: str) -> Refused:
+    return Refused(f"{redact(text)!r}: {why}")
 
 
 def location(text: str | os.PathLike, options: dict | None = None):
@@ -60,7 +61,7 @@ def location(text: str | os.PathLike, options: dict | None = None):
     parts = urlsplit(text)
     if parts.scheme not in (*REMOTE_SCHEMES, "file"):
         if "://" in text:
-            raise ValueError(f"{text}: unsupported scheme {parts.scheme!r} (s3://, gs://, az://, file:// or a path)")
+            raise Refused(f"{text}: unsupported scheme {parts.scheme!r} (s3://, gs://, az://, file:// or a path)")
         return LocalPath(text)
     if any(c in text for c in NOT_IN_URLS) or not text.isprintable():
         raise _refused(text, "'%', '#', '?' and unprintable characters are not taken in a URL, where they would make "
@@ -72,9 +73,9 @@ def location(text: str | os.PathLike, options: dict | None = None):
             raise _refused(text, "'.' and '..' segments are not taken in a URL; give the path they lead to")
         return LocalPath(parts.path)
     if "@" in parts.netloc:
-        raise ValueError(f"{parts.scheme}://...: credentials never go in a URL; set them in the environment")
+        raise Refused(f"{parts.scheme}://...: credentials never go in a URL; set them in the environment")
     if not parts.netloc:
-        raise ValueError(f"{text}: no bucket")
+        raise Refused(f"{text}: no bucket")
     if not BUCKET.fullmatch(parts.netloc):
         raise _refused(text, f"{parts.netloc!r} is not a bucket name (letters, digits, '.', '-', '_')")
     key = parts.path.removeprefix("/").removesuffix("/")  # one slash after the bucket, one at the end: no more

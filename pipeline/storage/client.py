@@ -14,6 +14,7 @@ import functools
 import os
 import threading
 
+from pipeline.common.cli import Refused
 from pipeline.storage.options import check_url, redact, split
 
 QUICK = {"connect_timeout": "5s", "timeout": "10s", "max_retries": 1, "retry_seconds": 15.0}  # `first_contact`
@@ -25,7 +26,7 @@ class StorageError(OSError):
     """An object store that cannot be used as asked: missing bucket, refused credentials, no permission."""
 
 
-class TooLarge(ValueError):
+class TooLarge(Refused):
     """An object bigger than the reader allows (`read_bytes(limit)`); `size` is its size, `etag` its ETag."""
 
     def __init__(self, path, size: int, limit: int, etag: str = ""):

@@ -11,6 +11,8 @@ import math
 import re
 from urllib.parse import urlsplit
 
+from pipeline.common.cli import Refused
+
 # name -> kind. Store settings (obstore's S3Config, GCSConfig and AzureConfig) that configure, never authenticate.
 STORE = {
     "region": "name", "default_region": "name", "endpoint": "url", "base_url": "url",
@@ -43,22 +45,22 @@ def _bool(text: str) -> str:
         return "true"
     if value in ("false", "0", "no", "off"):
         return "false"
-    raise ValueError("expected true or false")
+    raise Refused("expected true or false")
 
 
 def _seconds(text: str) -> float:
     m = _DURATION.fullmatch(text.strip().lower())
     if not m:
-        raise ValueError("expected seconds, e.g. 30 or 30s or 2min")
+        raise Refused("expected seconds, e.g. 30 or 30s or 2min")
     value = float(m.group(1)) * _SECONDS[m.group(2)]
     if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
-        raise ValueError(f"expected more than 0 and at most {MAX_SECONDS:.0f} seconds")
+        raise Refused(f"expected more than 0 and at most {MAX_SECONDS:.0f} seconds")
     return value
 
 
 def _count(text: str, high: int) -> str:
     if not text.strip().isdigit() or int(text) > high:
-        raise ValueError(f"expected a whole number from 0 to {high}")
+        raise Refused(f"expected a whole number from 0 to {high}")
     return str(int(text))
 
 
@@ -66,16 +68,16 @@ def check_url(text: str, what: str = "the endpoint") -> str:
     """An http(s) URL of a server. One with an `@` anywhere (a user name or password, however it is spelled) is
     refused, and a refusal never repeats the URL, which may hold a password."""
     if "@" in text:
-        raise ValueError(f"{what} holds an '@' (a user name or password?); credentials go in the environment")
+        raise Refused(f"{what} holds an '@' (a user name or password?); credentials go in the environment")
     parts = urlsplit(text.strip())
     try:
         port_ok = parts.port is None or 0 < parts.port
     except ValueError:
         port_ok = False
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment or not port_ok:
-        raise ValueError(f"{what}: expected http(s)://HOST[:PORT][/PATH] with a port from 1 to 65535")
+        raise Refused(f"{what}: expected http(s)://HOST[:PORT][/PATH] with a port from 1 to 65535")
     if not text.isprintable() or any(c.isspace() for c in text.strip()):
-        raise ValueError(f"{what}: expected a URL without spaces or unprintable characters")
+        raise Refused(f"{what}: expected a URL without spaces or unprintable characters")
     return text.strip()
 
 
@@ -98,9 +100,9 @@ def _value(key: str, value: str) -> str:
     if kind == "url":
         return check_url(value, "the URL")
     if kind == "name" and not _NAME.fullmatch(value):
-        raise ValueError("expected a name (letters, digits and _.:/+=-)")
+        raise Refused("expected a name (letters, digits and _.:/+=-)")
     if not value.isprintable() or len(value) > 256:
-        raise ValueError("expected printable text of at most 256 characters")
+        raise Refused("expected printable text of at most 256 characters")
     return value
 
 
@@ -113,10 +115,10 @@ def parse_options(pairs) -> dict[str, str]:
         key = key.strip().lower()
         key = ALIASES.get(key, key)
         if not sep or not key:
-            raise ValueError("--storage-option: expected KEY=VALUE")
+            raise Refused("--storage-option: expected KEY=VALUE")
         if key not in ALLOWED:
             shown = key if _NAME.fullmatch(key) and len(key) <= 64 else "(unprintable)"
-            raise ValueError(
+            raise Refused(
                 f"--storage-option {shown}: not a setting this project passes on. Credentials and other settings "
                 "come from the provider's environment (AWS_ACCESS_KEY_ID, AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS, "
                 "AZURE_STORAGE_ACCOUNT_KEY, ...); allowed here: docs/security.md"
@@ -124,7 +126,7 @@ def parse_options(pairs) -> dict[str, str]:
         try:
             options[key] = _value(key, value)
         except ValueError as e:
-            raise ValueError(f"--storage-option {key}: {e}") from None
+            raise Refused(f"--storage-option {key}: {e}") from None
     return options
 
 

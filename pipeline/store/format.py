@@ -25,7 +25,7 @@ import re
 
 import numpy as np
 
-from pipeline.common.cli import Refused, one_line
+from pipeline.common.cli import Unusable, one_line
 from pipeline.storage import location
 from pipeline.storage.files import read_bounded
 
@@ -47,7 +47,7 @@ ARRAYS = (*ARRAY_NDIM, "slots", "path", "prior", "weights")
 STORE_ENTRIES = frozenset({"zarr.json", MANIFEST, STAGING, *ARRAYS})
 
 
-class StoreError(Refused, RuntimeError):
+class StoreError(Unusable, RuntimeError):
     """A store that cannot be used: missing, incomplete, built with other settings, or damaged."""
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pipeline.common.cli import Refused
+
 N_CLASSES = 1000  # ImageNet's classes: the classifier's outputs (Sec. 3.6), more if a store lists more
 REGRESSION_HEADS = ("l1", "l2")
 
@@ -63,7 +65,7 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 def spec_of(name: str) -> ModelSpec:
     if name not in MODELS:
-        raise ValueError(f"unknown model variant {name!r}; choose from {', '.join(MODELS)}")
+        raise Refused(f"unknown model variant {name!r}; choose from {', '.join(MODELS)}")
     return MODELS[name]
 
 
@@ -77,7 +79,7 @@ def fit(size: int, stride: int) -> int:
 def check_width(width: float) -> None:
     """The channel multipliers every model takes: (0, 4], 1 being its paper's."""
     if not 0 < width <= 4:
-        raise ValueError(f"width must be in (0, 4], got {width}")
+        raise Refused(f"width must be in (0, 4], got {width}")
 
 
 def create_model(name: str, width: float = 1.0, head: str = "", n_classes: int = N_CLASSES) -> nn.Module:
@@ -85,7 +87,7 @@ def create_model(name: str, width: float = 1.0, head: str = "", n_classes: int =
     spec = spec_of(name)
     head = head or spec.heads[0]
     if head not in spec.heads:
-        raise ValueError(f"{name} takes the heads {', '.join(spec.heads)}, not {head!r}")
+        raise Refused(f"{name} takes the heads {', '.join(spec.heads)}, not {head!r}")
     check_width(width)
     return spec.build(width, n_classes, head)
 
