@@ -8,6 +8,7 @@ L's `colorize.med_rans` (MED prediction + context-modelled rANS, `pipeline.store
 whole shard files with zarr's own), so plain zarr reads what is written here.
 """
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -97,7 +98,7 @@ class ArrayCodecs:
         if self.image:
             from kernels import lossless
 
-            shape = (int(np.prod(out.shape[:-1])), out.shape[-1])
+            shape = (math.prod(out.shape[:-1]), out.shape[-1])
             lossless.decode(chunk[:-4], *shape, out=out.reshape(shape))
             return
         raw = zstd.decompress(chunk[:-4], max_output_size=out.nbytes)
