@@ -149,3 +149,30 @@ def test_a_class_subset_file_that_is_not_text_is_refused(tmp_path, capsys):
     line = _one_line(capsys)
     assert line.startswith(f"error: {tmp_path / 'classes.txt'}: not a text file ('utf-8' codec can't decode"), line
     assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("lambda", "abc"), ("lambda", float("nan")), ("lambda", 2), ("lambda", True), ("config", [1]),
+     ("counts", "x"), ("classes", "abc"), ("classes", [1, 2]), ("build_id", 5)],
+)  # fmt: skip
+@pytest.mark.parametrize("script", ["training.run", "pipeline.check"])
+def test_a_hostile_store_attribute_is_refused_in_one_line(store, tmp_path, capsys, script, key, value):
+    import importlib
+    import json
+
+    damaged = tmp_path / "damaged.zarr"
+    shutil.copytree(store, damaged)
+    meta = json.loads((damaged / "zarr.json").read_text())
+    meta["attributes"][key] = value
+    (damaged / "zarr.json").write_text(json.dumps(meta))
+    main = importlib.import_module(script).main
+    if script == "pipeline.check":  # the quality check reports the store as failing it: exit 1, the reason named
+        assert main([str(damaged), "--out", str(tmp_path / "q")]) == 1
+        said = capsys.readouterr()
+        assert f"FAILED: store opens and is complete: {damaged}: " in said.out + said.err and key in said.err
+        return
+    argv = ["--store", str(damaged), "--out", str(tmp_path / "run"), "--steps", "1", "--size", "64", "--width", "0.125"]
+    assert main(argv) == 2
+    line = _one_line(capsys)
+    assert str(damaged) in line and key in line, line

@@ -160,6 +160,20 @@ def check_layout(group, store) -> None:
             raise StoreError(f"{store}: array {name} has chunks of {group[name].chunks}")
     if "slots" in group and group["slots"].shape != (n,):
         raise StoreError(f"{store}: array slots has shape {group['slots'].shape}, the store says ({n},)")
+    check_attributes(attrs, store)
+
+
+def check_attributes(attrs, store) -> None:
+    """StoreError if an attribute that readers use is not of the kind the writer gives it (a hostile or hand-edited
+    zarr.json), so that a command refuses the store in one line instead of failing where the value is used."""
+    lam = attrs.get("lambda", 0.5)
+    if type(lam) not in (int, float) or not 0 <= lam <= 1:  # a bool, a string or NaN fails too
+        raise StoreError(f"{store}: lambda {lam!r:.40} is not a number in [0, 1]")
+    for key, kind in (("config", dict), ("counts", dict), ("classes", list), ("build_id", str)):
+        if key in attrs and type(attrs[key]) is not kind:
+            raise StoreError(f"{store}: attribute {key} is not a {kind.__name__}")
+    if not all(type(c) is str for c in attrs.get("classes", [])):
+        raise StoreError(f"{store}: attribute classes is not a list of names")
 
 
 def missing_shards(group, store, show: int = 5) -> tuple[int, list[str]]:
