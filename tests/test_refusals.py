@@ -154,7 +154,8 @@ def test_a_class_subset_file_that_is_not_text_is_refused(tmp_path, capsys):
 @pytest.mark.parametrize(
     "key,value",
     [("lambda", "abc"), ("lambda", float("nan")), ("lambda", 2), ("lambda", True), ("config", [1]),
-     ("counts", "x"), ("classes", "abc"), ("classes", [1, 2]), ("build_id", 5)],
+     ("config", {"source": 5}), ("config", {"size": "x"}), ("counts", "x"), ("classes", "abc"), ("classes", [1, 2]),
+     ("build_id", 5)],
 )  # fmt: skip
 @pytest.mark.parametrize("script", ["training.run", "pipeline.check"])
 def test_a_hostile_store_attribute_is_refused_in_one_line(store, tmp_path, capsys, script, key, value):

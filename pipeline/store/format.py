@@ -174,6 +174,9 @@ def check_attributes(attrs, store) -> None:
             raise StoreError(f"{store}: attribute {key} is not a {kind.__name__}")
     if not all(type(c) is str for c in attrs.get("classes", [])):
         raise StoreError(f"{store}: attribute classes is not a list of names")
+    config = attrs.get("config", {})
+    if type(config.get("source", "")) is not str or not _whole(config.get("size", 4), MAX_SIZE, 1):
+        raise StoreError(f"{store}: attribute config does not give its source as text and a size")
 
 
 def missing_shards(group, store, show: int = 5) -> tuple[int, list[str]]:
