@@ -100,7 +100,7 @@ def evaluate(model, store, idx: np.ndarray, device, size: int, head: str, mode: 
     for s in range(0, len(idx), BATCH):
         part = idx[s : s + BATCH]
         gt = np.stack(truth[s : s + BATCH])  # (B, S, S, 3) uint8
-        L8 = torch.from_numpy(reader.read(part)["L"])
+        L8 = torch.from_numpy(reader.read(part, ("L",))["L"])
         preds = {"model": predict_ab(model, L8, size, head, mode)}
         preds["gray"] = torch.zeros_like(preds["model"])
         if guided:

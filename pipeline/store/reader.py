@@ -99,13 +99,15 @@ class ShardReader:
         if hasattr(self, "files"):
             self.close()
 
-    def empty(self, n: int) -> dict[str, np.ndarray]:
-        return {k: np.empty((n, *lay.tail), lay.dtype) for k, lay in self.layouts.items()}
+    def empty(self, n: int, layouts=None) -> dict[str, np.ndarray]:
+        return {k: np.empty((n, *lay.tail), lay.dtype) for k, lay in (layouts or self.layouts).items()}
 
-    def read(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        """The images idx (any order, repeats allowed) of every array, decoded into new arrays."""
-        out = self.empty(len(idx))
-        self.decode(self.fetch(idx), np.arange(len(idx)), out)
+    def read(self, idx: np.ndarray, names=None) -> dict[str, np.ndarray]:
+        """The images idx (any order, repeats allowed) of the arrays `names` (default: every array the reader was
+        opened on), decoded into new arrays; the others are neither fetched nor decoded."""
+        layouts = {k: self.layouts[k] for k in names} if names else self.layouts
+        out = self.empty(len(idx), layouts)
+        self.decode(self._collect(idx, False, layouts), np.arange(len(idx)), out)
         return out
 
     def fetch(self, idx: np.ndarray) -> Fetched:
@@ -118,7 +120,8 @@ class ShardReader:
         locally; for images that fill whole shards, as the quasi order visits them)."""
         return self._collect(idx, whole=True)
 
-    def _collect(self, idx: np.ndarray, whole: bool) -> Fetched:
+    def _collect(self, idx: np.ndarray, whole: bool, layouts=None) -> Fetched:
+        layouts = layouts or self.layouts
         idx = np.asarray(idx, dtype=np.int64)
         if len(idx) and (idx.min() < 0 or idx.max() >= self.n):
             raise IndexError(f"image indices must be in [0, {self.n}), got {idx.min()}..{idx.max()}")
@@ -127,24 +130,25 @@ class ShardReader:
         for k, s in enumerate(slots):
             by_shard.setdefault(s // self.shard_images, []).append(k)
         requests, targets = [], []
-        for name, lay in self.layouts.items():
+        for name, lay in layouts.items():
             for shard, members in by_shard.items():
                 at = [slots[m] - shard * self.shard_images for m in members]
                 request = ShardRequest(shard_key(name, shard), lay.per_shard, lay.tail == (), at,
                                        [images[m] for m in members], lay.max_chunk)  # fmt: skip
                 requests.append(request)
                 targets.append((name, members))
-        chunks = {name: [None] * len(images) for name in self.layouts}
-        where = {name: [None] * len(images) for name in self.layouts}
+        chunks = {name: [None] * len(images) for name in layouts}
+        where = {name: [None] * len(images) for name in layouts}
         for (name, members), request, got in zip(targets, requests, self.files.gather(requests, whole), strict=True):
             for m, chunk in zip(members, got, strict=True):
                 chunks[name][m], where[name][m] = chunk, request.key
         return Fetched(idx, chunks, where)
 
     def decode(self, fetched: Fetched, rows: np.ndarray, out: dict[str, np.ndarray], at: int = 0) -> None:
-        """Decode the fetched images at positions `rows` into out[name][at + k] (crc verified first)."""
-        for name, lay in self.layouts.items():
-            self._decode(lay, fetched.chunks[name], fetched.where[name], fetched.idx, rows, out[name][at:])
+        """Decode the fetched images at positions `rows` into out[name][at + k] (crc verified first), for every
+        array fetched."""
+        for name, chunks in fetched.chunks.items():
+            self._decode(self.layouts[name], chunks, fetched.where[name], fetched.idx, rows, out[name][at:])
 
     def _decode(self, lay: ArrayLayout, chunks: list, files: list, images, rows, dst: np.ndarray) -> None:
         zstd = self._zstd()

@@ -58,3 +58,16 @@ def test_bytes_that_are_not_one_image_fail_as_value_or_zstd_errors(name, l_codec
     out = np.zeros_like(image)
     with pytest.raises((ValueError, zstandard.ZstdError)):
         codecs.decode(bad + b"\0\0\0\0", out, zstandard.ZstdDecompressor())
+
+
+def test_a_read_of_some_arrays_fetches_and_decodes_those_alone(tiny_store):
+    from pipeline.store.reader import ShardReader
+
+    reader = ShardReader(tiny_store[0])
+    asked = []
+    gather = reader.files.gather
+    reader.files.gather = lambda requests, whole: asked.extend(r.key for r in requests) or gather(requests, whole)
+    idx = np.array([5, 0, 5, 11])
+    only = reader.read(idx, ("L",))
+    assert list(only) == ["L"] and asked and all(k.startswith("L/") for k in asked)
+    assert np.array_equal(only["L"], reader.read(idx)["L"])
