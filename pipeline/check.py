@@ -13,7 +13,6 @@ Writes `<out>/<store name>.quality.{json,md,png}`; exits 1 when any check fails,
 """
 
 import dataclasses
-import io
 import json
 import sys
 from pathlib import Path
@@ -21,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from kernels.gamut import Q
-from pipeline.common.cli import ArgumentParser, Refused, command, make_dir, non_negative_int, one_line
+from pipeline.common.cli import ArgumentParser, Refused, command, make_dir, non_negative_int
 from pipeline.priorplot import prior_png
+from pipeline.priors import read_prior
 from pipeline.storage import add_storage_option, first_contact, location, parse_options
 from pipeline.store.format import MANIFEST, StoreError, image_slots, missing_shards, open_store, read_slots
 from pipeline.store.lifecycle import outcome_counts
@@ -166,7 +166,7 @@ def _resample(store, group, records: list[dict], rep: Report, k: int, seed: int,
     rep.check(f"{len(pick)} random images re-decoded equal", not bad, "; ".join(bad[:3]))
 
 
-def _priors(group, counts: np.ndarray | None, rep: Report, zhang: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _priors(group, counts: np.ndarray | None, rep: Report, zhang: np.ndarray | None) -> tuple[np.ndarray, object]:
     from pipeline.priors import balance_weights
 
     prior = np.asarray(group["prior"][:], dtype=np.float64)
@@ -181,8 +181,7 @@ def _priors(group, counts: np.ndarray | None, rep: Report, zhang: Path | None) -
         rep.check("prior = histogram of bins", np.allclose(prior, counts / counts.sum(), rtol=1e-9, atol=1e-15))
     rep.facts["bins_used"] = int((prior > 0).sum())
     if zhang is not None:
-        z = np.load(zhang)
-        z = z / z.sum()
+        z = zhang / zhang.sum()
         nz = prior > 0
         rep.facts["kl_prior_vs_zhang"] = float((prior[nz] * np.log(prior[nz] / np.maximum(z[nz], 1e-300))).sum())
         rep.facts["kl_zhang_vs_prior_smoothed"] = float(
@@ -196,7 +195,8 @@ def _priors(group, counts: np.ndarray | None, rep: Report, zhang: Path | None) -
 UNBACKED = 1 << 20  # slots read even when shards are missing (8 MB of them), to check the rest
 
 
-def run(store, sample: int = 16, seed: int = 0, zhang_prior=None) -> tuple[Report, object]:
+def run(store, sample: int = 16, seed: int = 0, zhang_prior: np.ndarray | None = None) -> tuple[Report, object]:
+    """The checks of `store`; zhang_prior: Zhang et al.'s ImageNet prior (`read_prior`), to report the KL against."""
     rep = Report()
     store = location(store)
     try:
@@ -276,14 +276,7 @@ def main(argv=None) -> int:
         if not (store / "zarr.json").is_file():  # not a store at all: bad input, not a failed check
             what = "a file" if store.is_file() else "no zarr.json in it" if store.is_dir() else "nothing there"
             raise Refused(f"{store} is not a store ({what})")
-    zhang = location(args.zhang_prior, options) if args.zhang_prior else None
-    if zhang is not None:
-        try:
-            z = np.load(io.BytesIO(zhang.read_bytes()), allow_pickle=False)
-        except ValueError as e:  # numpy's own words for bytes that are not a plain .npy array
-            raise Refused(one_line(e)) from None
-        if z.shape != (Q,) or not np.issubdtype(z.dtype, np.floating) or not (np.isfinite(z).all() and z.min() >= 0):
-            raise Refused(f"--zhang-prior {zhang}: expected {Q} non-negative floats, found {z.dtype} {z.shape}")
+    zhang = read_prior(location(args.zhang_prior, options)) if args.zhang_prior else None
     out = make_dir(args.out)
     rep, _ = run(store, args.sample, args.seed, zhang)
     stem = out / f"{store.resolve().name}.quality"  # a URL's last name, as a folder's

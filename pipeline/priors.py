@@ -1,10 +1,13 @@
 """Stage 5, priors: the category balance module (Eq. 9-10 of Wang et al.; Eq. 3-4 of Zhang et al.) and the
 empirical priors it weighs."""
 
+import io
+
 import numpy as np
 
 from kernels.gamut import CENTERS_F64, Q
-from pipeline.common.cli import Refused
+from pipeline.common.cli import Refused, one_line
+from pipeline.storage import location
 
 
 def balance_weights(prior, lam: float = 0.5) -> np.ndarray:
@@ -64,3 +67,16 @@ def prior_from_counts(counts) -> np.ndarray:
     if total <= 0 or (c < 0).any():
         raise ValueError("counts must be non-negative with a positive total")
     return c / total
+
+
+def read_prior(path) -> np.ndarray:
+    """A prior of the 313 categories from a .npy file (no pickles), or Refused naming what is wrong."""
+    try:
+        p = np.load(io.BytesIO(location(path).read_bytes()), allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise Refused(f"prior {path}: not a readable .npy array ({one_line(e)})") from None
+    if p.shape != (Q,) or not np.issubdtype(p.dtype, np.floating) or not np.isfinite(p).all() or (p < 0).any():
+        raise Refused(f"prior {path}: expected {Q} finite non-negative floats, found {p.dtype} {p.shape}")
+    if p.sum() <= 0:
+        raise Refused(f"prior {path}: all zero")
+    return p

@@ -2,16 +2,14 @@
 embedded default's CPU-sized preset."""
 
 import argparse
-import io
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.common.cli import Refused, one_line
 from pipeline.common.settings import check_values, given, parse_bytes, setting
+from pipeline.priors import read_prior
 from pipeline.storage import TooLarge, location, parse_options
 from pipeline.storage.files import read_bounded
 from training.data import DataConfig
@@ -165,21 +163,6 @@ class TrainConfig(DataConfig):
     def place(self, text: str):
         """A path or URL the run reads or writes, as a location that carries the run's storage options."""
         return location(text, parse_options(self.storage_option))
-
-
-def read_prior(path) -> np.ndarray:
-    """A prior of the 313 categories from a .npy file (no pickles), or Refused naming what is wrong."""
-    from kernels.gamut import Q
-
-    try:
-        p = np.load(io.BytesIO(location(path).read_bytes()), allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise Refused(f"prior {path}: not a readable .npy array ({one_line(e)})") from None
-    if p.shape != (Q,) or not np.issubdtype(p.dtype, np.floating) or not np.isfinite(p).all() or (p < 0).any():
-        raise Refused(f"prior {path}: expected {Q} finite non-negative floats, found {p.dtype} {p.shape}")
-    if p.sum() <= 0:
-        raise Refused(f"prior {path}: all zero")
-    return p
 
 
 def read_config(path: str | Path) -> dict:

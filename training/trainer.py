@@ -11,8 +11,9 @@ import torch
 
 from pipeline.common.cli import Refused
 from pipeline.common.settings import parse_bytes
+from pipeline.priors import read_prior
 from training import ddp
-from training.config import RUN_LOCAL, TrainConfig, read_prior
+from training.config import RUN_LOCAL, TrainConfig
 from training.data import Loader, StoreData
 from training.devices import resolve_device
 from training.loss import Criterion

@@ -164,3 +164,20 @@ def test_a_cache_of_an_earlier_build_or_a_replaced_object_is_never_read(s3, tmp_
     obstore.put(client, a, swap[1])
     obstore.put(client, b, swap[0])
     assert np.array_equal(cached(), ShardReader(url).read(idx)["L"])  # as the bucket holds it now
+
+
+def test_the_quality_check_reads_zhangs_prior_from_a_bucket(tiny_store, s3, tmp_path):
+    import io
+    import json
+
+    from pipeline.check import main as quality
+
+    prior = np.random.default_rng(0).random(313)
+    buf = io.BytesIO()
+    np.save(buf, prior)
+    s3.bucket("priors")
+    obstore.put(s3.client("priors"), "prior_probs.npy", buf.getvalue())
+    argv = [str(tiny_store[0]), "--out", str(tmp_path / "q"), "--zhang-prior", "s3://priors/prior_probs.npy"]
+    assert quality(argv) in (0, 1)  # judged, whatever the tiny store's checks say
+    report = json.loads(next((tmp_path / "q").glob("*.quality.json")).read_text())
+    assert report["kl_prior_vs_zhang"] is not None and np.isfinite(report["kl_prior_vs_zhang"])
