@@ -43,10 +43,16 @@ class Opened:
     path: str | None = None
     state: dict | None = None
 
+    def load(self, cfg: TrainConfig) -> dict | None:
+        """The checkpoint's state, read on first use (with the run's own patience, not the checks' budget)."""
+        if self.path and self.state is None:
+            self.state = checkpoint.load(cfg.place(self.path))
+        return self.state
+
 
 def open_run(cfg: TrainConfig, resume: bool | str) -> Opened:
     """The run's folder and stores, and the checkpoint to continue from: a path or URL given, or the run's own last
-    one (none yet: a fresh start); loaded here, once."""
+    one (none yet: a fresh start), loaded once by `Opened.load`."""
     folder = RunFolder(cfg.place(cfg.out))
     path = None
     if isinstance(resume, str) and resume:
@@ -66,8 +72,7 @@ def train(cfg: TrainConfig, resume: bool | str = False, stop_at: int | None = No
     lost DDP rank ends it with `ddp.RankLost`, one line."""
     stop_at = stop_at or cfg.stop_at or None
     opened = opened or open_run(cfg, resume)
-    if opened.path and opened.state is None:
-        opened.state = checkpoint.load(cfg.place(opened.path))
+    opened.load(cfg)
     run = setup(cfg, resume=bool(opened.path), stores=opened.stores, folder=opened.folder)
     try:
         if opened.path:
@@ -117,9 +122,8 @@ def main(argv=None) -> int:
         if int(os.environ.get("RANK", "0")) == 0:  # rank 0 takes the folder's lease
             stores = [cfg.place(s) for s in (cfg.store, cfg.eval_store) if s]
             opened.folder.check_free(bool(args.resume), stores)
-    if opened.path:  # read with the run's own patience: a checkpoint may take longer than the checks' budget
-        opened.state = checkpoint.load(cfg.place(opened.path))
-        check_resume(cfg, opened.state, opened.path)
+    if opened.path:
+        check_resume(cfg, opened.load(cfg), opened.path)
     elif cfg.init:
         from training.finetune import check_init
 
