@@ -11,40 +11,34 @@ class Listing:
 
     def iterdir(self):
         """The objects and prefixes directly below this one."""
-        listing = self._listing()
-        names = [p.rstrip("/").rpartition("/")[2] for p in listing["common_prefixes"]]
-        names += [o["path"].rpartition("/")[2] for o in listing["objects"]]
-        return [self / n for n in sorted(set(names)) if n]
+        folders, files = self.entries()
+        return [self / n for n in sorted({*folders, *files}) if n]
 
     def subfolders(self) -> list[str]:
         """The names of the prefixes directly below this one (one listing)."""
-        return [p.rstrip("/").rpartition("/")[2] for p in self._listing()["common_prefixes"]]
-
-    def iterfiles(self) -> list["Listing"]:
-        """The objects directly below this prefix (one listing)."""
-        return [type(self)(self.scheme, self.bucket, o["path"], self.options) for o in self._listing()["objects"]]
-
-    def _listing(self) -> dict:
-        import obstore
-
-        with errors(self):
-            return obstore.list_with_delimiter(self.client, prefix=self._prefix() or None)
-
-    def walk_files(self) -> list["Listing"]:
-        """Every object below this prefix, sorted by key."""
-        import obstore
-
-        keys = []
-        with errors(self):
-            for batch in obstore.list(self.client, prefix=self._prefix() or None, chunk_size=10_000):
-                keys += [o["path"] for o in batch]
-        return [type(self)(self.scheme, self.bucket, k, self.options) for k in sorted(keys)]
+        return self.entries()[0]
 
     def entries(self) -> tuple[list[str], list[str]]:
         """(prefix names, object names) directly below: one listing."""
-        listing = self._listing()
+        import obstore
+
+        with errors(self):
+            listing = obstore.list_with_delimiter(self.client, prefix=self._prefix() or None)
         folders = [p.rstrip("/").rpartition("/")[2] for p in listing["common_prefixes"]]
         return folders, [o["path"].rpartition("/")[2] for o in listing["objects"]]
+
+    def _objects(self, chunk_size: int = 10_000):
+        """Every object below this prefix (obstore's dicts), in the server's pages of chunk_size."""
+        import obstore
+
+        with errors(self):
+            for batch in obstore.list(self.client, prefix=self._prefix() or None, chunk_size=chunk_size):
+                yield from batch
+
+    def walk_files(self) -> list["Listing"]:
+        """Every object below this prefix, sorted by key."""
+        keys = sorted(o["path"] for o in self._objects())
+        return [type(self)(self.scheme, self.bucket, k, self.options) for k in keys]
 
     def files_below(self) -> list[str]:
         """Every non-hidden object below, as keys relative to this prefix, sorted."""
@@ -59,14 +53,8 @@ class Listing:
 
     def has_files(self) -> bool:
         """Whether any non-hidden object lies below this prefix."""
-        import obstore
-
-        with errors(self):
-            for batch in obstore.list(self.client, prefix=self._prefix() or None, chunk_size=1000):
-                for o in batch:
-                    if not any(part.startswith(".") for part in o["path"][len(self._prefix()) :].split("/")):
-                        return True
-        return False
+        cut = len(self._prefix())
+        return any(not any(part.startswith(".") for part in o["path"][cut:].split("/")) for o in self._objects(1000))
 
     def glob(self, pattern: str):
         return [p for p in self.iterdir() if fnmatch.fnmatchcase(p.name, pattern)]
@@ -76,12 +64,7 @@ class Listing:
 
     def listed(self) -> dict[str, tuple[int, str]]:
         """{key below this prefix: (its size, its identity: the ETag, else size and time)}, from one listing."""
-        import obstore
-
         out, cut = {}, len(self._prefix())
-        with errors(self):
-            for batch in obstore.list(self.client, prefix=self._prefix() or None, chunk_size=10_000):
-                for o in batch:
-                    ident = o.get("e_tag") or f"{o['size']}-{o['last_modified'].timestamp():.6f}"
-                    out[o["path"][cut:]] = (o["size"], ident)
+        for o in self._objects():
+            out[o["path"][cut:]] = (o["size"], o.get("e_tag") or f"{o['size']}-{o['last_modified'].timestamp():.6f}")
         return out

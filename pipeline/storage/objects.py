@@ -209,13 +209,7 @@ class ObjectPath(Listing):
             return False
 
     def is_dir(self) -> bool:
-        import obstore
-
-        with errors(self):
-            stream = obstore.list(self.client, prefix=self._prefix(), chunk_size=1)
-            for batch in stream:
-                return len(batch) > 0
-        return False
+        return any(True for _ in self._objects(1))
 
     # -- writing -------------------------------------------------------------------------------------------------
     def write_bytes(self, data) -> None:
