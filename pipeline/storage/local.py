@@ -58,9 +58,7 @@ class LocalPath(PosixPath):
 
     def open_sized(self, block: int = 1 << 16):
         """(an open binary file, its size); NotRegular for anything but a regular file (a FIFO would block)."""
-        if not stat.S_ISREG(os.stat(self).st_mode):
-            raise NotRegular(errno.EINVAL, "not a regular file", str(self))
-        f = open(self, "rb")  # noqa: SIM115 - the caller closes it
+        f = open_regular(self)
         return f, os.fstat(f.fileno()).st_size
 
     def open_stream(self, buffer: int):
