@@ -37,18 +37,24 @@ class MetricsLog:
     def count(self, images: int) -> None:
         self.seen += images
 
-    def row(self, step: int, epoch: int, lr: float, losses: dict) -> None:
+    def row(self, step: int, epoch: int, lr: float, losses: dict[str, float]) -> None:
+        """One line of metrics.csv (and TensorBoard's scalars) for the losses' values on the host (`on_host`)."""
         now = time.perf_counter()
         rate, self.t_last, self.seen = self.seen / (now - self.t_last), now, 0
-        values = [f"{losses[k].item():.6f}" for k in ("loss", "colour", "class")]
-        gan = [f"{losses[k].item():.6f}" if k in losses else "" for k in ("gan", "disc")]
+        values = [f"{losses[k]:.6f}" for k in ("loss", "colour", "class")]
+        gan = [f"{losses[k]:.6f}" if k in losses else "" for k in ("gan", "disc")]
         self.writer.writerow([step, epoch, f"{lr:.6g}", *values, f"{rate:.2f}", *gan])
         self.file.flush()
         if self.board:
             for key, value in losses.items():
-                self.board.add_scalar(f"train/{key}", float(value.detach()), step)
+                self.board.add_scalar(f"train/{key}", value, step)
             self.board.add_scalar("train/lr", lr, step)
             self.board.add_scalar("train/images_per_s", rate, step)
+
+
+def on_host(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The losses of a step as numbers, in one copy from the device (SYNC POINT)."""
+    return dict(zip(losses, torch.stack([v.detach().float() for v in losses.values()]).tolist(), strict=True))
 
 
 def _rows_up_to(path: Path, step: int) -> list[list[str]]:

@@ -12,7 +12,7 @@ import torch
 
 from pipeline.common.cli import one_line
 from training.data import on_device
-from training.logs import MetricsLog, SampleLog, loss_series
+from training.logs import MetricsLog, SampleLog, loss_series, on_host
 from training.models import count_parameters
 from training.trainer import Run, save_checkpoint, train_step
 from training.validate import Validator
@@ -61,8 +61,9 @@ def loop(run: Run, stop_at: int | None) -> None:
                 bar.update(1)
                 if run.step % cfg.log_every == 0 or run.step == run.total:
                     run.check_finite()  # SYNC POINT: the losses and gradients since the last one, all finite?
-                    metrics.row(run.step, epoch, lr, losses)  # SYNC POINT: the losses' values
-                    bar.set_postfix(loss=f"{losses['loss'].item():.4f}", lr=f"{lr:.2e}")
+                    values = on_host(losses)  # SYNC POINT: the losses' values
+                    metrics.row(run.step, epoch, lr, values)
+                    bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{lr:.2e}")
                 if validate and validate.ready and (run.step % cfg.eval_every == 0 or run.step == run.total):
                     validation(run, validate, board)  # SYNC POINT: the scores
                 if run.step % cfg.ckpt_every == 0:
