@@ -177,7 +177,7 @@ def _gray_and_truth(store: str, idx: np.ndarray) -> tuple[list, list]:
     group = open_store(store)
     L = torch.from_numpy(np.asarray(group["L"].oindex[image_slots(group)[idx]])).double() * (100.0 / 255.0)
     gray = list(gray_rgb8(L).numpy())
-    truth = [t if t is not None else g for t, g in zip(ground_truth(group, idx), gray, strict=True)]
+    truth = [t if t is not None else g for t, g in zip(ground_truth(group, idx, store), gray, strict=True)]
     return gray, truth
 
 

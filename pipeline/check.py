@@ -24,7 +24,15 @@ from pipeline.common.cli import ArgumentParser, Refused, command, make_dir, non_
 from pipeline.priorplot import prior_png
 from pipeline.priors import read_prior
 from pipeline.storage import add_storage_option, first_contact, location, parse_options
-from pipeline.store.format import MANIFEST, StoreError, image_slots, missing_shards, open_store, read_slots
+from pipeline.store.format import (
+    MANIFEST,
+    StoreError,
+    image_slots,
+    missing_shards,
+    open_store,
+    read_slots,
+    source_of,  # fmt: skip
+)
 from pipeline.store.lifecycle import outcome_counts
 
 
@@ -89,7 +97,7 @@ def _scan(group, rep: Report, slots: np.ndarray) -> np.ndarray | None:
     return counts if ok else None
 
 
-def _manifest(store, group, rep: Report, slots: np.ndarray) -> list[dict]:
+def _manifest(store, group, rep: Report, slots: np.ndarray, source) -> list[dict]:
     n = len(slots)
     try:
         records = [json.loads(line) for line in (store / MANIFEST).read_text().splitlines() if line.strip()]
@@ -109,7 +117,7 @@ def _manifest(store, group, rep: Report, slots: np.ndarray) -> list[dict]:
     rep.check("counts attribute = manifest", outcomes == dict(group.attrs["counts"]), json.dumps(outcomes))
     rep.facts["outcomes"] = outcomes
     cfg = group.attrs["config"]
-    if location(cfg["source"], dict(store.options)).is_dir():
+    if source is not None:
         from pipeline.config import PreprocessConfig
         from pipeline.layouts import find
 
@@ -131,15 +139,14 @@ def _manifest(store, group, rep: Report, slots: np.ndarray) -> list[dict]:
     return records
 
 
-def _resample(store, group, records: list[dict], rep: Report, k: int, seed: int, slots: np.ndarray) -> None:
+def _resample(source, group, records: list[dict], rep: Report, k: int, seed: int, slots: np.ndarray) -> None:
     from kernels import image_targets
     from pipeline.decode import cropper
     from pipeline.discover import read_path
 
     cfg = group.attrs["config"]
-    src = location(cfg["source"], dict(store.options))  # the store's options reach its source too
     stored = [r for r in records if r["outcome"] == "stored"]
-    if not stored or not src.is_dir():
+    if not stored or source is None:
         return
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(len(stored), size=min(k, len(stored)), replace=False).tolist())
@@ -147,7 +154,7 @@ def _resample(store, group, records: list[dict], rep: Report, k: int, seed: int,
     bad = []
     for i in pick:
         r = stored[i]
-        data = read_path(src, r["path"])
+        data = read_path(source, r["path"])
         rgb = crop.crop_as(data, r.get("decoder", "dali"))
         if rgb is None:
             bad.append(f"{r['path']}: no longer decodes")
@@ -227,7 +234,9 @@ def run(store, sample: int = 16, seed: int = 0, zhang_prior: np.ndarray | None =
                      0 <= slots[0] and slots[-1] < group["label"].shape[0]), span):  # fmt: skip
         return rep, group  # every read below goes through the slots
     counts = _scan(group, rep, slots)
-    records = _manifest(store, group, rep, slots)
+    source = source_of(group, store)  # the store's options reach its source too; None: not here to re-check
+    source = source if source.is_dir() else None
+    records = _manifest(store, group, rep, slots, source)
     try:
         labels = read_slots(group, "label", slots, str(store)) if n else np.zeros(0, np.int16)
     except StoreError as e:
@@ -238,7 +247,7 @@ def run(store, sample: int = 16, seed: int = 0, zhang_prior: np.ndarray | None =
     rep.facts["unknown_labels"] = int((labels == -1).sum())
     priors = _priors(group, counts, rep, zhang_prior)
     rep.facts["priors"] = priors
-    _resample(store, group, records, rep, sample, seed, slots)
+    _resample(source, group, records, rep, sample, seed, slots)
     rep.facts["n_images"] = n
     return rep, group
 

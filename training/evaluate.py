@@ -22,21 +22,21 @@ import torch
 
 from pipeline.common.cli import ArgumentParser, command, non_negative_float, non_negative_int
 from pipeline.storage import add_storage_option, first_contact, location, parse_options, reachable
+from pipeline.store.format import source_of
 from training.loss import upsample_ab
 from training.metrics import NEUTRAL, OVERFLOW, auc, cf, colourfulness, lab_to_rgb8, mae, overflow_counts, psnr, ssim
 
 BATCH = 16
 
 
-def ground_truth(group, idx: np.ndarray, options: dict | None = None) -> list[np.ndarray | None]:
-    """The S x S RGB crops of the stored images, re-decoded from their source files (None if gone); options: the
-    storage options of a source in a bucket (the store's own)."""
+def ground_truth(group, idx: np.ndarray, store) -> list[np.ndarray | None]:
+    """The S x S RGB crops of the images idx of `store` (its opened `group`), re-decoded from their source files
+    (None if gone); a source in a bucket is read with the store's storage options."""
     from pipeline.decode import cropper
     from pipeline.discover import read_path
 
-    cfg = group.attrs["config"]
-    root = location(cfg["source"], options)
-    crop = cropper(int(cfg["size"]), 1, "cpu")
+    root = source_of(group, store)
+    crop = cropper(int(group.attrs["config"]["size"]), 1, "cpu")
     out = []
     for i in idx:
         try:
@@ -88,7 +88,7 @@ def evaluate(model, store, idx: np.ndarray, device, size: int, head: str, mode: 
 
     reader = reader_of(store)
     group = reader.group
-    truth = ground_truth(group, idx, dict(reader.path.options))
+    truth = ground_truth(group, idx, reader.path)
     keep = [k for k, t in enumerate(truth) if t is not None]
     if not keep:
         raise FileNotFoundError(f"none of the {len(idx)} source files of {store} can be read: no ground truth")

@@ -16,8 +16,7 @@ class Validator:
         cfg = run.cfg
         reader = run.stores.eval or run.stores.train  # the readers the run opened: no store is opened again
         idx = np.arange(reader.n) if run.stores.eval is not None else run.data.eval_idx
-        options = dict(reader.path.options)
-        truth = ground_truth(reader.group, idx[: cfg.val_images], options) if cfg.val_images else []
+        truth = ground_truth(reader.group, idx[: cfg.val_images], reader.path) if cfg.val_images else []
         keep = [k for k, t in enumerate(truth) if t is not None]
         self.ready = bool(keep)
         if self.ready:

@@ -179,6 +179,11 @@ def check_attributes(attrs, store) -> None:
         raise StoreError(f"{store}: attribute config does not give its source as text and a size")
 
 
+def source_of(group, store):
+    """The source the store was built from (its config's), as a location carrying the store's storage options."""
+    return location(group.attrs["config"]["source"], dict(location(store).options))
+
+
 def missing_shards(group, store, show: int = 5) -> tuple[int, list[str]]:
     """(how many shard files of the per-slot arrays should exist and do not, or are shorter than their index, the
     first `show` of them): a deleted shard reads as zeros. Costs one listing per array, never one key per
